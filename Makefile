@@ -1,0 +1,51 @@
+# ippool — see README.md. Everything runs through the Bun and Deno pinned in package.json.
+BUN  := node_modules/.bin/bun
+DENO := node_modules/.bin/deno
+TSC  := node_modules/.bin/tsc
+BIOME := node_modules/.bin/biome
+SOURCES := $(shell find src -name '*.ts') build.ts package.json
+
+.PHONY: all run build check test test-unit test-integration test-deno bench clean
+
+all: build
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+dist/ippool: node_modules/.installed $(SOURCES)
+	$(BUN) build.ts
+
+build: dist/ippool
+
+## Start the daemon on the embedded default (TCP 127.0.0.1:8080, data in ./data).
+run: build
+	./dist/ippool
+
+check: node_modules/.installed
+	$(TSC) --noEmit -p .
+	$(BIOME) check .
+
+## Everything: system packages (as root), typecheck + lint, unit and integration tests, the Deno smoke run.
+test: node_modules/.installed
+	bash test/setup.sh
+	$(MAKE) check
+	$(MAKE) build
+	bash test/run.sh
+
+test-unit: node_modules/.installed
+	$(BUN) test test/unit
+
+test-integration: build
+	$(BUN) test test/integration
+
+## The integration smoke subset against `deno run src/main.ts` instead of the binary.
+test-deno: node_modules/.installed
+	IPPOOL_DAEMON=deno $(BUN) test test/integration/smoke.test.ts
+
+bench: build
+	bash bench/setup.sh
+	bash bench/run.sh
+
+clean:
+	rm -rf dist

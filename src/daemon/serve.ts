@@ -1,0 +1,79 @@
+/**
+ * Runs the daemon: configuration, store, services, the two listeners, and an orderly stop on
+ * SIGTERM/SIGINT (stop accepting, finish in-flight requests, close the store, remove the socket).
+ */
+import type { Config } from "../config/config.ts";
+import { createApp, createHandler } from "../http/app.ts";
+import { Logger } from "../log/logger.ts";
+import { PoolLayout } from "../pool/layout.ts";
+import { PoolService } from "../pool/service.ts";
+import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
+import { LmdbStore } from "../store/lmdb.ts";
+import { ListenError } from "./errors.ts";
+import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
+
+export async function serve(config: Config): Promise<void> {
+  const runtime = await currentRuntime();
+  const logger = new Logger(config.logFormat, config.logLevel);
+  const store = new LmdbStore(config.dataDir);
+  const pools = new PoolService(
+    store,
+    config.pools.map((definition) => new PoolLayout(definition)),
+    config.defaultPool,
+  );
+  pools.start();
+  const handler = createHandler(createApp({ pools }, logger), logger);
+
+  const listeners: Listener[] = [];
+  try {
+    if (config.listen) listeners.push(listenTcp(runtime, config.listen.hostname, config.listen.port, handler, logger));
+    if (config.socket) listeners.push(await listenUnix(runtime, config.socket, handler, logger));
+  } catch (error) {
+    await Promise.all(listeners.map((l) => l.stop()));
+    await store.close();
+    throw error;
+  }
+  logger.info("started", {
+    runtime: runtime.name,
+    pools: config.pools.map((p) => p.name).join(","),
+    data_dir: config.dataDir,
+  });
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info("stopping", { signal });
+    await Promise.all(listeners.map((l) => l.stop()));
+    await store.close();
+    if (config.socket) removeSocket(config.socket);
+    logger.info("stopped");
+    process.exit(0);
+  };
+  runtime.onSignal("SIGTERM", () => void stop("SIGTERM"));
+  runtime.onSignal("SIGINT", () => void stop("SIGINT"));
+}
+
+function listenTcp(runtime: Runtime, hostname: string, port: number, handler: FetchHandler, logger: Logger): Listener {
+  let listener: Listener;
+  try {
+    listener = runtime.serveTcp(hostname, port, handler);
+  } catch (error) {
+    throw new ListenError(`listen ${hostname}:${port}: ${(error as Error).message}`);
+  }
+  logger.info("listening", { tcp: `${hostname}:${listener.port}` });
+  return listener;
+}
+
+async function listenUnix(runtime: Runtime, path: string, handler: FetchHandler, logger: Logger): Promise<Listener> {
+  await prepareSocketPath(path);
+  let listener: Listener;
+  try {
+    listener = runtime.serveUnix(path, handler);
+  } catch (error) {
+    throw new ListenError(`socket ${path}: ${(error as Error).message}`);
+  }
+  restrictSocket(path);
+  logger.info("listening", { socket: path });
+  return listener;
+}

@@ -1,0 +1,51 @@
+/**
+ * The Elysia application, shared by the TCP and Unix-socket listeners, and the fetch handler
+ * around it that enforces the body limit before routing and logs one line per request.
+ */
+import { Elysia } from "elysia";
+import type { Logger } from "../log/logger.ts";
+import type { PoolService } from "../pool/service.ts";
+import type { FetchHandler } from "../runtime/index.ts";
+import { declaredTooLarge, MAX_BODY_BYTES, readJsonBody } from "./body.ts";
+import { errorResponse, toErrorResponse } from "./errors.ts";
+import { poolRoutes } from "./pool-routes.ts";
+
+export interface Services {
+  readonly pools: PoolService;
+}
+
+export function createApp(services: Services, logger: Logger) {
+  return new Elysia()
+    .onParse(({ request }) => readJsonBody(request))
+    .onError(({ code, error }) =>
+      toErrorResponse(code, error, (bug) =>
+        logger.error("unhandled error", { error: String((bug as Error)?.stack ?? bug) }),
+      ),
+    )
+    .use(poolRoutes(services.pools));
+}
+
+/** Wraps the app: refuse oversized bodies unread, time and log every request. */
+export function createHandler(app: ReturnType<typeof createApp>, logger: Logger): FetchHandler {
+  const handle = app.fetch;
+  return async (request) => {
+    const started = performance.now();
+    const response = declaredTooLarge(request)
+      ? errorResponse(
+          413,
+          { error: `request body is larger than ${MAX_BODY_BYTES} bytes`, code: "PAYLOAD_TOO_LARGE" },
+          { connection: "close" },
+        )
+      : await handle(request);
+    if (logger.enabled("info")) {
+      const path = request.url.slice(request.url.indexOf("/", request.url.indexOf("//") + 2));
+      logger.info("request", {
+        method: request.method,
+        path,
+        status: response.status,
+        ms: Math.round((performance.now() - started) * 100) / 100,
+      });
+    }
+    return response;
+  };
+}

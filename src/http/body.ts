@@ -1,0 +1,42 @@
+/**
+ * Request bodies are read with a hard limit: a declared Content-Length over it is refused
+ * before reading, and a chunked body is cut off as soon as it passes it.
+ */
+import { MalformedJsonError, PayloadTooLargeError } from "./errors.ts";
+
+export const MAX_BODY_BYTES = 64 * 1024;
+
+export function declaredTooLarge(request: Request): boolean {
+  const length = Number(request.headers.get("content-length") ?? 0);
+  return length > MAX_BODY_BYTES;
+}
+
+async function readLimited(request: Request): Promise<Uint8Array> {
+  if (!request.body) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > MAX_BODY_BYTES) {
+      await reader.cancel();
+      throw new PayloadTooLargeError(`request body is larger than ${MAX_BODY_BYTES} bytes`);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Parses the body as JSON whatever its declared type (the original API did not insist); empty → undefined. */
+export async function readJsonBody(request: Request): Promise<unknown> {
+  if (declaredTooLarge(request)) throw new PayloadTooLargeError(`request body is larger than ${MAX_BODY_BYTES} bytes`);
+  const text = new TextDecoder("utf-8", { fatal: false }).decode(await readLimited(request));
+  if (text.trim() === "") return undefined;
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new MalformedJsonError("request body is not valid JSON");
+  }
+}

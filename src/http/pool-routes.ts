@@ -1,0 +1,78 @@
+/** The IP Pool API (`/api/v1/...`): the original seven endpoints plus pool listing. */
+import { Type } from "@sinclair/typebox";
+import { Elysia } from "elysia";
+import { parseIpv4 as parseIp } from "../net/ipv4.ts";
+import type { PoolService } from "../pool/service.ts";
+import {
+  AllocateBody,
+  AllocationView,
+  HealthView,
+  IpParams,
+  ListQuery,
+  PoolParams,
+  PoolQuery,
+  PoolView,
+  ReleaseView,
+  StatsView,
+  VmIdParams,
+} from "./schemas.ts";
+import { allocationView, poolView, statsView } from "./views.ts";
+
+export function poolRoutes(pools: PoolService) {
+  const view = (allocation: Parameters<typeof allocationView>[0]) =>
+    allocationView(allocation, pools.layout(allocation.pool));
+  return new Elysia({ prefix: "/api/v1" })
+    .get("/health", () => ({ status: "healthy" as const }), { response: HealthView })
+    .post(
+      "/ip/allocate",
+      async ({ body, set }) => {
+        const { allocation, created } = await pools.allocate({
+          vmId: body.vm_id,
+          ...(body.hostname == null ? {} : { hostname: body.hostname }),
+          ...(body.pool === undefined ? {} : { pool: body.pool }),
+          ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
+        });
+        // The original answered 201 to repeats too; a repeat is 200 here (documented).
+        set.status = created ? 201 : 200;
+        return view(allocation);
+      },
+      { body: AllocateBody, response: { 200: AllocationView, 201: AllocationView } },
+    )
+    .get(
+      "/ip/allocations",
+      ({ query, set }) => {
+        const { limit, ...rest } = query;
+        const page = pools.list({ ...rest, ...(limit === undefined ? {} : { limit: Number(limit) }) });
+        if (page.next !== undefined) set.headers["x-next-after"] = page.next;
+        return page.items.map(view);
+      },
+      { query: ListQuery, response: Type.Array(AllocationView) },
+    )
+    .get("/ip/stats", ({ query }) => statsView(pools.stats(query.pool)), { query: PoolQuery, response: StatsView })
+    .delete(
+      "/ip/release/:vm_id",
+      async ({ params, query }) => {
+        const released = await pools.release(params.vm_id, query.pool);
+        return { message: "IP released successfully", vm_id: params.vm_id, released: released.map(view) };
+      },
+      { params: VmIdParams, query: PoolQuery, response: ReleaseView },
+    )
+    .delete(
+      "/ip/release-by-ip/:ip",
+      async ({ params }) => {
+        const released = await pools.releaseByIp(params.ip);
+        return { message: "IP released successfully", ip: params.ip, released: [view(released)] };
+      },
+      { params: IpParams, response: ReleaseView },
+    )
+    .get("/ip/:vm_id", ({ params, query }) => view(pools.get(params.vm_id, query.pool)), {
+      params: VmIdParams,
+      query: PoolQuery,
+      response: AllocationView,
+    })
+    .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), { response: Type.Array(PoolView) })
+    .get("/pools/:name", ({ params }) => poolView(pools, pools.layout(params.name)), {
+      params: PoolParams,
+      response: PoolView,
+    });
+}

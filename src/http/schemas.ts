@@ -1,0 +1,82 @@
+/** TypeBox schemas of the IP Pool API's requests and responses. */
+import { type Static, Type } from "@sinclair/typebox";
+import { POOL_NAME_PATTERN } from "../config/schema.ts";
+
+const DOTTED_QUAD = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
+/** Labels of letters, digits and inner hyphens, 63 at most each, 253 in all (RFC 1123). */
+const HOSTNAME =
+  "^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$";
+/** Printable ASCII without space or "/" (it is a path segment too). */
+const VM_ID = "^[\\x21-\\x2e\\x30-\\x7e]{1,128}$";
+
+export const Ipv4 = Type.String({ pattern: DOTTED_QUAD, maxLength: 15, description: "an IPv4 address (a.b.c.d)" });
+export const VmId = Type.String({
+  pattern: VM_ID,
+  minLength: 1,
+  maxLength: 128,
+  description: "1 to 128 printable ASCII characters, no space or /",
+});
+export const Hostname = Type.String({ pattern: HOSTNAME, maxLength: 253, description: "an RFC 1123 host name" });
+export const PoolName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a pool name" });
+
+export const AllocateBody = Type.Object({
+  vm_id: VmId,
+  hostname: Type.Optional(Type.Union([Hostname, Type.Null()])),
+  pool: Type.Optional(PoolName),
+  ip: Type.Optional(Ipv4),
+});
+export type AllocateBody = Static<typeof AllocateBody>;
+
+export const VmIdParams = Type.Object({ vm_id: VmId });
+export const IpParams = Type.Object({ ip: Ipv4 });
+export const PoolParams = Type.Object({ name: PoolName });
+
+export const PoolQuery = Type.Object({ pool: Type.Optional(PoolName) });
+export const ListQuery = Type.Object({
+  pool: Type.Optional(PoolName),
+  after: Type.Optional(Ipv4),
+  limit: Type.Optional(
+    Type.String({ pattern: "^([1-9]\\d{0,4}|100000)$", description: "an integer from 1 to 100000" }),
+  ),
+});
+
+export const AllocationView = Type.Object({
+  ip: Ipv4,
+  vm_id: Type.String(),
+  hostname: Type.Optional(Type.String()),
+  pool: Type.String(),
+  gateway: Type.Optional(Ipv4),
+  network: Type.String(),
+  created_at: Type.String({ description: "RFC 3339" }),
+});
+export type AllocationView = Static<typeof AllocationView>;
+
+export const ReleaseView = Type.Object({
+  message: Type.String(),
+  vm_id: Type.Optional(Type.String()),
+  ip: Type.Optional(Ipv4),
+  released: Type.Array(AllocationView),
+});
+
+export const StatsView = Type.Object({
+  pool: Type.String(),
+  network: Type.String(),
+  gateway: Type.Optional(Ipv4),
+  total: Type.Integer(),
+  allocated: Type.Integer(),
+  available: Type.Integer(),
+  usage: Type.Number({ description: "percent of usable addresses allocated" }),
+});
+export type StatsView = Static<typeof StatsView>;
+
+export const PoolView = Type.Object({
+  name: Type.String(),
+  network: Type.String(),
+  gateway: Type.Optional(Ipv4),
+  strategy: Type.String(),
+  default: Type.Boolean(),
+  reserved: Type.Array(Type.String()),
+  stats: StatsView,
+});
+
+export const HealthView = Type.Object({ status: Type.Literal("healthy") });

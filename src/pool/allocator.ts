@@ -1,0 +1,159 @@
+/**
+ * Allocation and release as synchronous steps inside one store transaction. Each step reads
+ * and validates everything first and writes only when it cannot fail, so an error never
+ * leaves a half-applied change behind in a shared (group-committed) transaction.
+ */
+import type { AppError } from "../errors.ts";
+import { InvalidIpError } from "../net/errors.ts";
+import { formatIpv4 } from "../net/ipv4.ts";
+import { clearBit, emptyPage, findClear, findSetCircular, PAGE_BITS, setBit, testBit } from "./bitmap.ts";
+import { AddressInUseError, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
+import type { PoolLayout } from "./layout.ts";
+import type { PoolState, PoolStore } from "./store.ts";
+
+export interface Allocation {
+  readonly pool: string;
+  readonly vmId: string;
+  readonly ip: number;
+  readonly hostname?: string;
+  readonly createdAt: number;
+}
+
+export interface AllocateRequest {
+  readonly vmId: string;
+  readonly hostname?: string;
+  /** A specific address the caller wants, as a uint32. */
+  readonly ip?: number;
+}
+
+export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: AppError };
+
+export interface Allocated {
+  readonly allocation: Allocation;
+  /** False when the vm_id already held an address and the call was a repeat. */
+  readonly created: boolean;
+}
+
+function fail(error: AppError): Outcome<never> {
+  return { ok: false, error };
+}
+
+function stateOf(store: PoolStore, layout: PoolLayout): PoolState {
+  const state = store.getState(layout.name);
+  if (!state) throw new Error(`pool ${layout.name} has no stored state (startup did not initialise it)`);
+  return state;
+}
+
+function summaryOf(store: PoolStore, layout: PoolLayout): Uint32Array {
+  const summary = store.getSummary(layout.name);
+  if (!summary) throw new Error(`pool ${layout.name} has no stored summary`);
+  return summary;
+}
+
+export function allocateInTransaction(
+  store: PoolStore,
+  layout: PoolLayout,
+  request: AllocateRequest,
+): Outcome<Allocated> {
+  const existing = store.getAllocation(layout.name, request.vmId);
+  if (existing) {
+    if (request.ip !== undefined && request.ip !== existing.ip) {
+      return fail(
+        new VmHasOtherAddressError(
+          `vm ${request.vmId} already holds ${formatIpv4(existing.ip)} in pool ${layout.name}, not ${formatIpv4(request.ip)}`,
+        ),
+      );
+    }
+    return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...existing }, created: false } };
+  }
+  const state = stateOf(store, layout);
+  const chosen =
+    request.ip === undefined ? findFreeOrdinal(store, layout, state) : checkRequested(store, layout, request.ip);
+  if (!chosen.ok) return chosen;
+  const ordinal = chosen.value;
+  const allocation: Allocation = {
+    pool: layout.name,
+    vmId: request.vmId,
+    ip: layout.ipAt(ordinal),
+    ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
+    createdAt: Date.now(),
+  };
+  markTaken(store, layout, ordinal);
+  const { pool: _pool, vmId: _vmId, ...record } = allocation;
+  store.putAllocation(layout.name, request.vmId, record);
+  store.putAddress(layout.name, allocation.ip, request.vmId);
+  const cursor =
+    layout.strategy === "next-fit" && request.ip === undefined ? (ordinal + 1) % layout.cidr.size : state.cursor;
+  store.putState(layout.name, { ...state, cursor, allocated: state.allocated + 1 });
+  return { ok: true, value: { allocation, created: true } };
+}
+
+/** Releases the vm's address in this pool; returns what was released, or null if it held none. */
+export function releaseInTransaction(store: PoolStore, layout: PoolLayout, vmId: string): Allocation | null {
+  const record = store.getAllocation(layout.name, vmId);
+  if (!record) return null;
+  const state = stateOf(store, layout);
+  markFree(store, layout, layout.ordinalOf(record.ip));
+  store.removeAllocation(layout.name, vmId);
+  store.removeAddress(layout.name, record.ip);
+  store.putState(layout.name, { ...state, allocated: state.allocated - 1 });
+  return { pool: layout.name, vmId, ...record };
+}
+
+function checkRequested(store: PoolStore, layout: PoolLayout, ip: number): Outcome<number> {
+  if (!layout.contains(ip)) {
+    return fail(new InvalidIpError(`${formatIpv4(ip)} is not in pool ${layout.name} (${layout.network})`));
+  }
+  const ordinal = layout.ordinalOf(ip);
+  if (layout.isUnusable(ordinal)) {
+    return fail(new InvalidIpError(`${formatIpv4(ip)} is reserved in pool ${layout.name} and is never handed out`));
+  }
+  const page = store.getPage(layout.name, Math.floor(ordinal / PAGE_BITS));
+  if (page && testBit(page, ordinal % PAGE_BITS)) {
+    const holder = store.vmAt(layout.name, ip);
+    return fail(new AddressInUseError(`${formatIpv4(ip)} is allocated to ${holder ?? "another vm"}`));
+  }
+  return { ok: true, value: ordinal };
+}
+
+/**
+ * Next free ordinal at or after the cursor (next-fit) or from 0 (lowest). Reads at most the
+ * cursor's page, the pool summary and one more page, whatever the pool's size or fill.
+ */
+function findFreeOrdinal(store: PoolStore, layout: PoolLayout, state: PoolState): Outcome<number> {
+  const start = layout.strategy === "next-fit" ? state.cursor % layout.cidr.size : 0;
+  const startPage = Math.floor(start / PAGE_BITS);
+  const page = store.getPage(layout.name, startPage) ?? emptyPage();
+  const bit = findClear(page, layout.reservedMask(startPage), start % PAGE_BITS, layout.bitsInPage(startPage));
+  if (bit >= 0) return { ok: true, value: startPage * PAGE_BITS + bit };
+  const next = findSetCircular(summaryOf(store, layout), startPage + 1, layout.pageCount);
+  if (next < 0) return fail(new PoolExhaustedError(`No available IPs in pool ${layout.name}`));
+  const nextPage = store.getPage(layout.name, next) ?? emptyPage();
+  const nextBit = findClear(nextPage, layout.reservedMask(next), 0, layout.bitsInPage(next));
+  if (nextBit < 0) throw new Error(`pool ${layout.name}: summary marks page ${next} free but it is full`);
+  return { ok: true, value: next * PAGE_BITS + nextBit };
+}
+
+function markTaken(store: PoolStore, layout: PoolLayout, ordinal: number): void {
+  const index = Math.floor(ordinal / PAGE_BITS);
+  const page = store.getPage(layout.name, index) ?? emptyPage();
+  setBit(page, ordinal % PAGE_BITS);
+  store.putPage(layout.name, index, page);
+  if (!layout.pageHasFree(index, page)) {
+    const summary = summaryOf(store, layout);
+    clearBit(summary, index);
+    store.putSummary(layout.name, summary);
+  }
+}
+
+function markFree(store: PoolStore, layout: PoolLayout, ordinal: number): void {
+  const index = Math.floor(ordinal / PAGE_BITS);
+  const page = store.getPage(layout.name, index) ?? emptyPage();
+  clearBit(page, ordinal % PAGE_BITS);
+  store.putPage(layout.name, index, page);
+  const summary = summaryOf(store, layout);
+  if (!testBit(summary, index)) {
+    setBit(summary, index);
+    store.putSummary(layout.name, summary);
+  }
+}

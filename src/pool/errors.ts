@@ -1,0 +1,37 @@
+import { AppError } from "../errors.ts";
+
+/** No free address is left in the pool (the original API answers 503). */
+export class PoolExhaustedError extends AppError {
+  readonly status = 503;
+  readonly code = "POOL_EXHAUSTED";
+}
+
+/** No allocation for that vm_id or address. */
+export class AllocationNotFoundError extends AppError {
+  readonly status = 404;
+  readonly code = "NOT_FOUND";
+}
+
+/** The pool named in a request is not configured. */
+export class PoolNotFoundError extends AppError {
+  readonly status = 404;
+  readonly code = "POOL_NOT_FOUND";
+}
+
+/** The requested address is held by another VM. */
+export class AddressInUseError extends AppError {
+  readonly status = 409;
+  readonly code = "ADDRESS_IN_USE";
+}
+
+/** The VM already holds a different address in this pool than the one requested. */
+export class VmHasOtherAddressError extends AppError {
+  readonly status = 409;
+  readonly code = "VM_HAS_OTHER_ADDRESS";
+}
+
+/** The stored state cannot be reconciled with the configuration; the daemon must not start. */
+export class PoolStateConflictError extends AppError {
+  readonly status = 500;
+  readonly code = "POOL_STATE_CONFLICT";
+}

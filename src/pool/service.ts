@@ -1,0 +1,168 @@
+/**
+ * The private address pools as a service: allocate, release, look up, list and count. It owns
+ * which pool a request goes to; the allocator owns how an address is chosen; the store owns
+ * durability. No HTTP here.
+ */
+import { InvalidIpError } from "../net/errors.ts";
+import { formatIpv4, parseIpv4 } from "../net/ipv4.ts";
+import {
+  type Allocated,
+  type AllocateRequest,
+  type Allocation,
+  allocateInTransaction,
+  type Outcome,
+  releaseInTransaction,
+} from "./allocator.ts";
+import { AllocationNotFoundError, PoolNotFoundError } from "./errors.ts";
+import type { PoolLayout } from "./layout.ts";
+import { reconcilePools } from "./startup.ts";
+import type { PoolStore } from "./store.ts";
+
+export interface PoolStats {
+  readonly pool: string;
+  readonly network: string;
+  readonly gateway: string | null;
+  readonly total: number;
+  readonly allocated: number;
+  readonly available: number;
+  /** Percent of usable addresses allocated. */
+  readonly usage: number;
+}
+
+export interface ListQuery {
+  readonly pool?: string;
+  /** Continue after this address (exclusive). */
+  readonly after?: string;
+  readonly limit?: number;
+}
+
+export interface ListPage {
+  readonly items: Allocation[];
+  /** The address to pass as `after` for the next page, when there is one. */
+  readonly next?: string;
+}
+
+export class PoolService {
+  private readonly byName: Map<string, PoolLayout>;
+
+  constructor(
+    private readonly store: PoolStore,
+    readonly layouts: readonly PoolLayout[],
+    readonly defaultPool: string,
+  ) {
+    this.byName = new Map(layouts.map((layout) => [layout.name, layout]));
+  }
+
+  /** Brings stored state in line with the configuration; throws when it must not start. */
+  start(): void {
+    reconcilePools(this.store, this.layouts);
+  }
+
+  layout(name: string = this.defaultPool): PoolLayout {
+    const layout = this.byName.get(name);
+    if (!layout) throw new PoolNotFoundError(`pool ${JSON.stringify(name)} is not configured`);
+    return layout;
+  }
+
+  async allocate(request: AllocateRequest & { readonly pool?: string }): Promise<Allocated> {
+    const layout = this.layout(request.pool);
+    return unwrap(await this.store.write(() => allocateInTransaction(this.store, layout, request)));
+  }
+
+  /** Allocates inside the caller's transaction; for bulk loads that batch many allocations. */
+  allocateWithinTransaction(pool: string, request: AllocateRequest): Outcome<Allocated> {
+    return allocateInTransaction(this.store, this.layout(pool), request);
+  }
+
+  /** Releases the vm's address in one pool, or in every pool when none is named. */
+  async release(vmId: string, pool?: string): Promise<Allocation[]> {
+    const layouts = pool === undefined ? this.layouts : [this.layout(pool)];
+    const released = await this.store.write(() =>
+      layouts.flatMap((layout) => releaseInTransaction(this.store, layout, vmId) ?? []),
+    );
+    if (released.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
+    return released;
+  }
+
+  async releaseByIp(ipText: string): Promise<Allocation> {
+    const ip = parseIpv4(ipText);
+    const layout = this.layoutContaining(ip);
+    const released = await this.store.write(() => {
+      const vmId = this.store.vmAt(layout.name, ip);
+      return vmId === undefined ? null : releaseInTransaction(this.store, layout, vmId);
+    });
+    if (!released) throw new AllocationNotFoundError(`${ipText} is not allocated`);
+    return released;
+  }
+
+  /** The vm's allocation in the named pool, or in the first pool (default first) that has one. */
+  get(vmId: string, pool?: string): Allocation {
+    const layouts = pool === undefined ? this.searchOrder() : [this.layout(pool)];
+    for (const layout of layouts) {
+      const record = this.store.getAllocation(layout.name, vmId);
+      if (record) return { pool: layout.name, vmId, ...record };
+    }
+    throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
+  }
+
+  /** Allocations in pool order then address order; a bounded page when `limit` is given. */
+  list(query: ListQuery): ListPage {
+    let layouts = query.pool === undefined ? [...this.layouts] : [this.layout(query.pool)];
+    let from: number | undefined;
+    if (query.after !== undefined) {
+      const after = parseIpv4(query.after);
+      const containing = layouts.findIndex((layout) => layout.contains(after));
+      if (containing < 0) throw new InvalidIpError(`after=${query.after} is not in ${query.pool ?? "any pool"}`);
+      layouts = layouts.slice(containing);
+      from = after + 1;
+    }
+    const limit = query.limit ?? Number.POSITIVE_INFINITY;
+    const items: Allocation[] = [];
+    for (const layout of layouts) {
+      const first = from ?? layout.cidr.base;
+      from = undefined;
+      const last = layout.cidr.base + layout.cidr.size - 1;
+      // One more than asked, to know whether another page follows.
+      const want = limit === Number.POSITIVE_INFINITY ? undefined : limit + 1 - items.length;
+      for (const { ip, vmId } of this.store.addresses(layout.name, first, last, want)) {
+        const record = this.store.getAllocation(layout.name, vmId);
+        if (record) items.push({ pool: layout.name, vmId, ...record, ip });
+      }
+      if (items.length > limit) break;
+    }
+    if (items.length <= limit) return { items };
+    items.length = limit;
+    return { items, next: formatIpv4((items.at(-1) as Allocation).ip) };
+  }
+
+  stats(pool?: string): PoolStats {
+    const layout = this.layout(pool);
+    const allocated = this.store.getState(layout.name)?.allocated ?? 0;
+    const available = Math.max(0, layout.usableCount - allocated);
+    return {
+      pool: layout.name,
+      network: layout.network,
+      gateway: layout.gateway === null ? null : formatIpv4(layout.gateway),
+      total: layout.usableCount,
+      allocated,
+      available,
+      usage: layout.usableCount === 0 ? 0 : (allocated / layout.usableCount) * 100,
+    };
+  }
+
+  private layoutContaining(ip: number): PoolLayout {
+    const layout = this.layouts.find((l) => l.contains(ip));
+    if (!layout) throw new InvalidIpError(`${formatIpv4(ip)} is not in any configured pool`);
+    return layout;
+  }
+
+  private searchOrder(): PoolLayout[] {
+    const first = this.layout();
+    return [first, ...this.layouts.filter((l) => l !== first)];
+  }
+}
+
+function unwrap<T>(outcome: Outcome<T>): T {
+  if (!outcome.ok) throw outcome.error;
+  return outcome.value;
+}

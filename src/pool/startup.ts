@@ -1,0 +1,79 @@
+/**
+ * Brings the stored pools in line with the configured ones at start, without scanning
+ * allocations: a pool whose layout fingerprint is unchanged is left as it is. Anything that
+ * would silently corrupt state (a CIDR change under live allocations, a new reservation over an
+ * allocated address, a removed pool that still has allocations) refuses to start instead.
+ */
+import { formatIpv4 } from "../net/ipv4.ts";
+import { emptyPage, setBit } from "./bitmap.ts";
+import { PoolStateConflictError } from "./errors.ts";
+import type { PoolLayout } from "./layout.ts";
+import type { PoolStore } from "./store.ts";
+
+export function reconcilePools(store: PoolStore, layouts: readonly PoolLayout[]): void {
+  store.writeSync(() => {
+    const configured = new Set(layouts.map((l) => l.name));
+    for (const name of store.poolNames()) {
+      if (!configured.has(name)) dropUnconfiguredPool(store, name);
+    }
+    for (const layout of layouts) reconcilePool(store, layout);
+  });
+}
+
+function dropUnconfiguredPool(store: PoolStore, name: string): void {
+  const state = store.getState(name);
+  if (state && state.allocated > 0) {
+    throw new PoolStateConflictError(
+      `pool "${name}" (${state.cidr}) has ${state.allocated} allocations in the data directory but is not in the config; restore it to the config or release its allocations first`,
+    );
+  }
+  store.removePool(name);
+}
+
+function reconcilePool(store: PoolStore, layout: PoolLayout): void {
+  const state = store.getState(layout.name);
+  if (state?.fingerprint === layout.fingerprint) return;
+  if (!state) {
+    initialisePool(store, layout);
+    return;
+  }
+  if (state.cidr !== layout.network) {
+    if (state.allocated > 0) {
+      throw new PoolStateConflictError(
+        `pools.${layout.name}.cidr changed from ${state.cidr} to ${layout.network} while the pool has ${state.allocated} allocations; restore the old cidr or release them first`,
+      );
+    }
+    store.removePool(layout.name);
+    initialisePool(store, layout);
+    return;
+  }
+  for (const range of layout.unusable) {
+    for (const held of store.addresses(layout.name, layout.ipAt(range.first), layout.ipAt(range.last), 1)) {
+      throw new PoolStateConflictError(
+        `pools.${layout.name}: ${formatIpv4(held.ip)} is now reserved (${layout.describeOrdinalRange(range)}) but is allocated to ${held.vmId}; release it first`,
+      );
+    }
+  }
+  store.putSummary(
+    layout.name,
+    buildSummary(layout, (index) => store.getPage(layout.name, index)),
+  );
+  store.putState(layout.name, { ...state, fingerprint: layout.fingerprint });
+}
+
+function initialisePool(store: PoolStore, layout: PoolLayout): void {
+  store.putSummary(
+    layout.name,
+    buildSummary(layout, () => undefined),
+  );
+  store.putState(layout.name, { fingerprint: layout.fingerprint, cidr: layout.network, cursor: 0, allocated: 0 });
+}
+
+/** One bit per page: set when the page has at least one address that is neither taken nor reserved. */
+function buildSummary(layout: PoolLayout, pageAt: (index: number) => Uint32Array | undefined): Uint32Array {
+  const summary = new Uint32Array(Math.max(1, Math.ceil(layout.pageCount / 32)));
+  for (let index = 0; index < layout.pageCount; index++) {
+    if (layout.pageHasFree(index, pageAt(index) ?? emptyPage())) setBit(summary, index);
+  }
+  return summary;
+}

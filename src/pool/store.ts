@@ -1,0 +1,51 @@
+/**
+ * The narrow storage interface the pool logic needs. Every method is synchronous and, for
+ * writes, only valid inside `write()`'s callback, which runs inside one store transaction.
+ */
+
+/** Per-pool bookkeeping kept beside the bitmap. */
+export interface PoolState {
+  /** Fingerprint of the layout the bitmap was built for (CIDR and unusable ranges). */
+  readonly fingerprint: string;
+  readonly cidr: string;
+  /** Next-fit position: the ordinal after the last one handed out. */
+  readonly cursor: number;
+  /** Addresses currently allocated (so stats never scan). */
+  readonly allocated: number;
+}
+
+export interface AllocationRecord {
+  readonly ip: number;
+  readonly hostname?: string;
+  /** Milliseconds since the epoch. */
+  readonly createdAt: number;
+}
+
+export interface PoolStore {
+  /** Runs `body` in one write transaction; resolves after the commit is durable on disk. */
+  write<T>(body: () => T): Promise<T>;
+  /** Runs `body` in one write transaction synchronously (startup and bulk loads). */
+  writeSync<T>(body: () => T): T;
+
+  poolNames(): string[];
+  getState(pool: string): PoolState | undefined;
+  putState(pool: string, state: PoolState): void;
+  removePool(pool: string): void;
+
+  getSummary(pool: string): Uint32Array | undefined;
+  putSummary(pool: string, words: Uint32Array): void;
+  getPage(pool: string, index: number): Uint32Array | undefined;
+  putPage(pool: string, index: number, words: Uint32Array): void;
+  pageIndexes(pool: string): Iterable<number>;
+
+  getAllocation(pool: string, vmId: string): AllocationRecord | undefined;
+  putAllocation(pool: string, vmId: string, record: AllocationRecord): void;
+  removeAllocation(pool: string, vmId: string): void;
+  allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }>;
+
+  vmAt(pool: string, ip: number): string | undefined;
+  putAddress(pool: string, ip: number, vmId: string): void;
+  removeAddress(pool: string, ip: number): void;
+  /** Allocated addresses of a pool in ascending order, from `fromIp` (inclusive) to `toIp` (inclusive). */
+  addresses(pool: string, fromIp: number, toIp: number, limit?: number): Iterable<{ ip: number; vmId: string }>;
+}

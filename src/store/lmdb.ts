@@ -1,0 +1,132 @@
+/**
+ * The LMDB-backed store: one environment under the data directory with a sub-database per
+ * kind of record. Writes from concurrent requests queued in the same event turn share one
+ * transaction and one flush (lmdb-js batches them), which is the daemon's group commit.
+ */
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { type Database, open, type RootDatabase } from "lmdb";
+import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
+import type { AllocationRecord, PoolState, PoolStore } from "../pool/store.ts";
+import { StoreOpenError } from "./errors.ts";
+
+type PageKey = [string, number];
+type AllocationKey = [string, string] | [string];
+type AddressKey = [string, number];
+
+/** Pool names are restricted to [a-z0-9_-], so this sorts after every key that starts with a name. */
+const AFTER_NAME = "\uffff";
+
+export class LmdbStore implements PoolStore {
+  private readonly root: RootDatabase;
+  private readonly states: Database<PoolState, string>;
+  private readonly summaries: Database<Buffer, string>;
+  private readonly pages: Database<Buffer, PageKey>;
+  private readonly allocations: Database<AllocationRecord, AllocationKey>;
+  private readonly addressIndex: Database<string, AddressKey>;
+
+  constructor(dataDir: string) {
+    try {
+      mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+      this.root = open({ path: join(dataDir, "ippool.mdb"), maxDbs: 16, mapSize: 2 ** 30 });
+    } catch (error) {
+      throw new StoreOpenError(`cannot open data directory ${dataDir}: ${(error as Error).message}`);
+    }
+    this.states = this.root.openDB({ name: "pool-state" });
+    this.summaries = this.root.openDB({ name: "pool-summary", encoding: "binary" });
+    this.pages = this.root.openDB({ name: "pool-pages", encoding: "binary" });
+    this.allocations = this.root.openDB({ name: "allocations" });
+    this.addressIndex = this.root.openDB({ name: "addresses", encoding: "string" });
+  }
+
+  async write<T>(body: () => T): Promise<T> {
+    const result = await this.root.transaction(body);
+    // With overlapping sync, a commit is visible before it is on disk: wait for the flush.
+    await this.root.flushed;
+    return result;
+  }
+
+  writeSync<T>(body: () => T): T {
+    return this.root.transactionSync(body);
+  }
+
+  async close(): Promise<void> {
+    await this.root.close();
+  }
+
+  poolNames(): string[] {
+    return [...this.states.getKeys()];
+  }
+
+  getState(pool: string): PoolState | undefined {
+    return this.states.get(pool);
+  }
+
+  putState(pool: string, state: PoolState): void {
+    this.states.putSync(pool, state);
+  }
+
+  removePool(pool: string): void {
+    this.states.removeSync(pool);
+    this.summaries.removeSync(pool);
+    for (const index of this.pageIndexes(pool)) this.pages.removeSync([pool, index]);
+  }
+
+  getSummary(pool: string): Uint32Array | undefined {
+    const bytes = this.summaries.getBinary(pool);
+    return bytes ? pageFromBytes(bytes, bytes.length / 4) : undefined;
+  }
+
+  putSummary(pool: string, words: Uint32Array): void {
+    this.summaries.putSync(pool, Buffer.from(pageToBytes(words)));
+  }
+
+  getPage(pool: string, index: number): Uint32Array | undefined {
+    const bytes = this.pages.getBinary([pool, index]);
+    return bytes ? pageFromBytes(bytes) : undefined;
+  }
+
+  putPage(pool: string, index: number, words: Uint32Array): void {
+    this.pages.putSync([pool, index], Buffer.from(pageToBytes(words)));
+  }
+
+  pageIndexes(pool: string): Iterable<number> {
+    return this.pages.getKeys({ start: [pool, 0], end: [pool, 2 ** 32] }).map((key) => key[1]);
+  }
+
+  getAllocation(pool: string, vmId: string): AllocationRecord | undefined {
+    return this.allocations.get([pool, vmId]);
+  }
+
+  putAllocation(pool: string, vmId: string, record: AllocationRecord): void {
+    this.allocations.putSync([pool, vmId], record);
+  }
+
+  removeAllocation(pool: string, vmId: string): void {
+    this.allocations.removeSync([pool, vmId]);
+  }
+
+  allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
+    return this.allocations
+      .getRange({ start: [pool, ""], end: [`${pool}${AFTER_NAME}`] })
+      .map(({ key, value }) => ({ vmId: key[1] as string, record: value }));
+  }
+
+  vmAt(pool: string, ip: number): string | undefined {
+    return this.addressIndex.get([pool, ip]);
+  }
+
+  putAddress(pool: string, ip: number, vmId: string): void {
+    this.addressIndex.putSync([pool, ip], vmId);
+  }
+
+  removeAddress(pool: string, ip: number): void {
+    this.addressIndex.removeSync([pool, ip]);
+  }
+
+  addresses(pool: string, fromIp: number, toIp: number, limit?: number): Iterable<{ ip: number; vmId: string }> {
+    return this.addressIndex
+      .getRange({ start: [pool, fromIp], end: [pool, toIp + 1], ...(limit === undefined ? {} : { limit }) })
+      .map(({ key, value }) => ({ ip: key[1], vmId: value }));
+  }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every suite and ends with one plain summary line: "tests: N passed, N failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUN=node_modules/.bin/bun
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+status=0
+run() {
+  echo "== $*"
+  "$@" 2>&1 | tee -a "$log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+}
+run "$BUN" test test/unit
+run "$BUN" test test/integration
+run env IPPOOL_DAEMON=deno "$BUN" test test/integration/smoke.test.ts
+
+passed=$(grep -E '^ *[0-9]+ pass$' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -E '^ *[0-9]+ fail$' "$log" | awk '{s+=$1} END {print s+0}')
+[ "$passed" -gt 0 ] || status=1
+[ "$failed" -eq 0 ] || status=1
+echo "tests: $passed passed, $failed failed"
+exit "$status"
