@@ -15,29 +15,31 @@ import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
 export async function serve(config: Config): Promise<void> {
   const runtime = await currentRuntime();
   const logger = new Logger(config.logFormat, config.logLevel);
+  logger.debug("configuration", {
+    listen: config.listen ? `${config.listen.hostname}:${config.listen.port}` : "",
+    socket: config.socket ?? "",
+    default_pool: config.defaultPool,
+  });
   const store = new LmdbStore(config.dataDir);
-  const pools = new PoolService(
-    store,
-    config.pools.map((definition) => new PoolLayout(definition)),
-    config.defaultPool,
-  );
+  const layouts = config.pools.map((definition) => new PoolLayout(definition));
+  const pools = new PoolService(store, layouts, config.defaultPool);
   pools.start();
-  const handler = createHandler(createApp({ pools }, logger), logger);
+  const app = createApp({ pools }, logger);
 
   const listeners: Listener[] = [];
   try {
-    if (config.listen) listeners.push(listenTcp(runtime, config.listen.hostname, config.listen.port, handler, logger));
-    if (config.socket) listeners.push(await listenUnix(runtime, config.socket, handler, logger));
+    if (config.listen) {
+      const { hostname, port } = config.listen;
+      listeners.push(listenTcp(runtime, hostname, port, createHandler(app, logger, "tcp"), logger));
+    }
+    if (config.socket) {
+      listeners.push(await listenUnix(runtime, config.socket, createHandler(app, logger, "unix"), logger));
+    }
   } catch (error) {
     await Promise.all(listeners.map((l) => l.stop()));
     await store.close();
     throw error;
   }
-  logger.info("started", {
-    runtime: runtime.name,
-    pools: config.pools.map((p) => p.name).join(","),
-    data_dir: config.dataDir,
-  });
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -52,6 +54,11 @@ export async function serve(config: Config): Promise<void> {
   };
   runtime.onSignal("SIGTERM", () => void stop("SIGTERM"));
   runtime.onSignal("SIGINT", () => void stop("SIGINT"));
+  logger.info("started", {
+    runtime: runtime.name,
+    pools: layouts.map((l) => l.name).join(","),
+    data_dir: config.dataDir,
+  });
 }
 
 function listenTcp(runtime: Runtime, hostname: string, port: number, handler: FetchHandler, logger: Logger): Listener {

@@ -25,8 +25,8 @@ export function createApp(services: Services, logger: Logger) {
     .use(poolRoutes(services.pools));
 }
 
-/** Wraps the app: refuse oversized bodies unread, time and log every request. */
-export function createHandler(app: ReturnType<typeof createApp>, logger: Logger): FetchHandler {
+/** Wraps the app for one listener: refuse oversized bodies unread, time and log every request. */
+export function createHandler(app: ReturnType<typeof createApp>, logger: Logger, via: "tcp" | "unix"): FetchHandler {
   const handle = app.fetch;
   return async (request) => {
     const started = performance.now();
@@ -37,15 +37,25 @@ export function createHandler(app: ReturnType<typeof createApp>, logger: Logger)
           { connection: "close" },
         )
       : await handle(request);
-    if (logger.enabled("info")) {
-      const path = request.url.slice(request.url.indexOf("/", request.url.indexOf("//") + 2));
-      logger.info("request", {
-        method: request.method,
-        path,
-        status: response.status,
-        ms: Math.round((performance.now() - started) * 100) / 100,
-      });
-    }
+    if (logger.enabled("info")) logRequest(logger, request, response, performance.now() - started, via);
     return response;
   };
+}
+
+function logRequest(logger: Logger, request: Request, response: Response, ms: number, via: string): void {
+  const url = request.url;
+  const fields = {
+    method: request.method,
+    path: url.slice(url.indexOf("/", url.indexOf("//") + 2)),
+    status: response.status,
+    ms: Math.round(ms * 100) / 100,
+  };
+  const detail = logger.enabled("debug")
+    ? {
+        via,
+        bytes_in: request.headers.get("content-length") ?? undefined,
+        agent: request.headers.get("user-agent") ?? undefined,
+      }
+    : {};
+  logger.info("request", { ...fields, ...detail });
 }

@@ -60,6 +60,10 @@ function validationResponse(failure: ElysiaValidationFailure): Response {
 
 /** Maps an Elysia lifecycle error to a response; `internal` reports errors that are bugs. */
 export function toErrorResponse(code: string | number, error: unknown, internal: (error: unknown) => void): Response {
+  // Elysia wraps whatever the body parser throws in a ParseError; ours are domain errors.
+  if (code === "PARSE" && (error as Error).cause instanceof AppError) {
+    return toErrorResponse("", (error as Error).cause, internal);
+  }
   if (error instanceof AppError) return errorResponse(error.status, { error: error.message, code: error.code });
   if (code === "VALIDATION") {
     return validationResponse(error as ElysiaValidationFailure);

@@ -1,5 +1,5 @@
 /** Domain objects → wire shapes (snake_case, dotted quads, the original API's field names). */
-import { formatIpv4 } from "../net/ipv4.ts";
+import { formatIpv4, formatRange } from "../net/ipv4.ts";
 import type { Allocation } from "../pool/allocator.ts";
 import type { PoolLayout } from "../pool/layout.ts";
 import type { PoolService, PoolStats } from "../pool/service.ts";
@@ -29,7 +29,7 @@ export function poolView(pools: PoolService, layout: PoolLayout) {
     ...(layout.gateway === null ? {} : { gateway: formatIpv4(layout.gateway) }),
     strategy: layout.strategy,
     default: layout.name === pools.defaultPool,
-    reserved: layout.unusable.map((range) => layout.describeOrdinalRange(range)),
+    reserved: layout.reserved.map(formatRange),
     stats: statsView(pools.stats(layout.name)),
   };
 }

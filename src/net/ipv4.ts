@@ -75,6 +75,10 @@ export function parseRange(text: string): IpRange {
   return { first, last };
 }
 
+export function formatRange(range: IpRange): string {
+  return range.first === range.last ? formatIpv4(range.first) : `${formatIpv4(range.first)}-${formatIpv4(range.last)}`;
+}
+
 /** Sorts ranges and merges overlapping or adjacent ones. */
 export function mergeRanges(ranges: readonly IpRange[]): IpRange[] {
   const sorted = [...ranges].sort((x, y) => x.first - y.first);

@@ -2,7 +2,7 @@
  * The geometry of one pool: how its addresses map to ordinals, pages and bits, and which
  * ordinals are never handed out. Pure and derived from configuration only.
  */
-import { type Cidr, cidrContains, formatCidr, formatIpv4, type IpRange, mergeRanges } from "../net/ipv4.ts";
+import { type Cidr, cidrContains, formatCidr, formatRange, type IpRange, mergeRanges } from "../net/ipv4.ts";
 import { emptyPage, findClear, PAGE_BITS, PAGE_WORDS, popcount, setBitRange } from "./bitmap.ts";
 
 export type Strategy = "next-fit" | "lowest";
@@ -21,6 +21,8 @@ export class PoolLayout {
   readonly cidr: Cidr;
   readonly gateway: number | null;
   readonly strategy: Strategy;
+  /** The configured reservations, as absolute address ranges. */
+  readonly reserved: readonly IpRange[];
   readonly pageCount: number;
   /** Ordinal ranges never handed out, merged and sorted. */
   readonly unusable: readonly IpRange[];
@@ -34,6 +36,7 @@ export class PoolLayout {
     this.cidr = definition.cidr;
     this.gateway = definition.gateway;
     this.strategy = definition.strategy;
+    this.reserved = definition.reserved;
     this.pageCount = Math.ceil(this.cidr.size / PAGE_BITS);
     this.unusable = mergeRanges(this.unusableOrdinals(definition));
     this.usableCount = this.cidr.size - this.unusable.reduce((sum, r) => sum + r.last - r.first + 1, 0);
@@ -98,8 +101,7 @@ export class PoolLayout {
   }
 
   describeOrdinalRange(range: IpRange): string {
-    const first = formatIpv4(this.ipAt(range.first));
-    return range.first === range.last ? first : `${first}-${formatIpv4(this.ipAt(range.last))}`;
+    return formatRange({ first: this.ipAt(range.first), last: this.ipAt(range.last) });
   }
 
   private unusableOrdinals(definition: PoolDefinition): IpRange[] {

@@ -1,0 +1,109 @@
+/** Configurations the daemon must refuse, each with a one-line message naming the key. */
+import { afterAll, describe, expect, test } from "bun:test";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+async function startWith(toml: string, dir = tempDir()) {
+  dirs.push(dir);
+  const path = join(dir, "ippool.toml");
+  writeFileSync(path, `[server]\nlisten = "127.0.0.1:0"\nsocket = ""\ndata_dir = "${dir}"\n\n${toml}`);
+  return runToExit(["--config", path]);
+}
+
+const pool = (name: string, cidr: string, extra = "") => `[[pools]]\nname = "${name}"\ncidr = "${cidr}"\n${extra}\n`;
+
+describe("a bad config file refuses to start with exit 2", () => {
+  test.each([
+    ["overlapping pools", pool("a", "10.0.0.0/16") + pool("b", "10.0.128.0/24"), "pools[1].cidr"],
+    ["a gateway outside its CIDR", pool("a", "10.0.0.0/24", 'gateway = "10.0.1.1"'), "pools[0].gateway"],
+    ["the broadcast address as gateway", pool("a", "10.0.0.0/24", 'gateway = "10.0.0.255"'), "pools[0].gateway"],
+    [
+      "a malformed reserved range",
+      pool("a", "10.0.0.0/24", 'reserved = ["10.0.0.9-10.0.0.2"]'),
+      "pools[0].reserved[0]",
+    ],
+    ["a reserved range outside the pool", pool("a", "10.0.0.0/24", 'reserved = ["10.0.1.1"]'), "pools[0].reserved[0]"],
+    ["a CIDR with host bits set", pool("a", "10.0.0.1/24"), "pools[0].cidr"],
+    ["a prefix shorter than /8", pool("a", "10.0.0.0/7"), "pools[0].cidr"],
+    ["an unknown strategy", pool("a", "10.0.0.0/24", 'strategy = "random"'), "pools[0].strategy"],
+    ["an unknown key", pool("a", "10.0.0.0/24", "colour = 1"), "pools[0].colour"],
+    ["a duplicate pool name", pool("a", "10.0.0.0/24") + pool("a", "10.1.0.0/24"), "pools[1].name"],
+    [
+      "two default pools",
+      pool("a", "10.0.0.0/24", "default = true") + pool("b", "10.1.0.0/24", "default = true"),
+      "pools[1].default",
+    ],
+    ["no pools at all", "", "pools"],
+    ["a TOML syntax error", '[[pools]]\nname = "a\n', "ippool.toml:"],
+  ])("%s", async (_what, toml, key) => {
+    const result = await startWith(toml);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain(key);
+    expect(result.stderr.trim().split("\n")).toHaveLength(1);
+  });
+
+  test("a missing config file names the path", async () => {
+    const result = await runToExit(["--config", "/nonexistent/ippool.toml"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("/nonexistent/ippool.toml");
+  });
+});
+
+describe("a config that contradicts the stored state refuses to start", () => {
+  async function withAllocation(poolToml: string, ip?: string): Promise<string> {
+    const dir = tempDir();
+    dirs.push(dir);
+    const daemon = await Daemon.start({ dir, pools: poolToml });
+    expect((await daemon.post("/api/v1/ip/allocate", { vm_id: "held", ...(ip ? { ip } : {}) })).status).toBe(201);
+    expect(await daemon.stop()).toBe(0);
+    return dir;
+  }
+
+  test("changing a pool's CIDR while it has allocations", async () => {
+    const dir = await withAllocation(pool("vms", "10.0.0.0/24"));
+    const result = await startWith(pool("vms", "10.0.0.0/23"), dir);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("pools.vms.cidr changed from 10.0.0.0/24 to 10.0.0.0/23");
+  });
+
+  test("reserving an address that is allocated", async () => {
+    const dir = await withAllocation(pool("vms", "10.0.0.0/24"), "10.0.0.50");
+    const result = await startWith(pool("vms", "10.0.0.0/24", 'reserved = ["10.0.0.40-10.0.0.60"]'), dir);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("10.0.0.50 is now reserved");
+  });
+
+  test("removing a pool that still has allocations", async () => {
+    const dir = await withAllocation(pool("vms", "10.0.0.0/24"));
+    const result = await startWith(pool("other", "10.1.0.0/24"), dir);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('pool "vms"');
+  });
+
+  test("changing the CIDR of an empty pool is accepted", async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const first = await Daemon.start({ dir, pools: pool("vms", "10.0.0.0/24") });
+    expect(await first.stop()).toBe(0);
+    const second = await Daemon.start({ dir, pools: pool("vms", "10.5.0.0/16") });
+    const { body } = await second.post("/api/v1/ip/allocate", { vm_id: "new" });
+    expect(body.network).toBe("10.5.0.0/16");
+    expect(await second.stop()).toBe(0);
+  });
+
+  test("a pool as large as /8 starts and allocates", async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const daemon = await Daemon.start({ dir, pools: pool("huge", "10.0.0.0/8") });
+    const { body } = await daemon.post("/api/v1/ip/allocate", { vm_id: "first", ip: "10.255.255.254" });
+    expect(body.ip).toBe("10.255.255.254");
+    expect((await daemon.json("/api/v1/ip/stats")).body).toMatchObject({ total: 16777213, allocated: 1 });
+    expect(await daemon.stop()).toBe(0);
+  });
+});

@@ -1,0 +1,143 @@
+/** Starting and stopping: listeners, the socket file, signals, logs. */
+import { afterEach, describe, expect, test } from "bun:test";
+import { existsSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
+
+const cleanup: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  for (const step of cleanup.splice(0).reverse()) await step();
+});
+
+async function started(options: Parameters<typeof Daemon.start>[0] = {}): Promise<Daemon> {
+  const daemon = await Daemon.start(options);
+  cleanup.push(() => daemon.dispose());
+  return daemon;
+}
+
+describe("the Unix socket", () => {
+  test("is created with mode 0660", async () => {
+    const daemon = await started();
+    expect(statSync(daemon.socket).mode & 0o777).toBe(0o660);
+  });
+
+  test("SIGTERM stops the daemon with exit 0 and removes the socket", async () => {
+    const daemon = await started();
+    expect(await daemon.stop()).toBe(0);
+    expect(existsSync(daemon.socket)).toBe(false);
+    expect(daemon.logs).toContain("stopped");
+  });
+
+  test("a stale socket file left by a killed daemon is replaced", async () => {
+    const first = await started();
+    await first.kill9();
+    expect(existsSync(first.socket)).toBe(true);
+    const second = await started({ dir: first.dir });
+    expect((await second.json("/api/v1/health", { via: "unix" })).status).toBe(200);
+  });
+
+  test("a socket a live daemon answers on is not taken over", async () => {
+    const first = await started({ tcp: false });
+    const dir = tempDir();
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const config = join(dir, "second.toml");
+    writeFileSync(
+      config,
+      `[server]\nlisten = ""\nsocket = "${first.socket}"\ndata_dir = "${dir}"\n[[pools]]\nname = "a"\ncidr = "10.1.0.0/24"\n`,
+    );
+    const second = await runToExit(["--config", config]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toContain("another daemon is answering");
+    expect((await first.json("/api/v1/health", { via: "unix" })).status).toBe(200);
+  });
+});
+
+describe("the TCP listener", () => {
+  test("a port already in use is a startup error, not a second listener", async () => {
+    const blocker: Server = createServer();
+    await new Promise<void>((resolve) => blocker.listen(0, "127.0.0.1", resolve));
+    cleanup.push(() => void blocker.close());
+    const port = (blocker.address() as { port: number }).port;
+    const dir = tempDir();
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const result = await runToExit(["--listen", `127.0.0.1:${port}`, "--socket", "", "--data-dir", dir]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`listen 127.0.0.1:${port}`);
+  });
+
+  test("in-flight requests finish before SIGTERM closes the store", async () => {
+    const daemon = await started();
+    const inflight = Array.from({ length: 100 }, (_, i) => daemon.post("/api/v1/ip/allocate", { vm_id: `term-${i}` }));
+    await Bun.sleep(5);
+    daemon.proc.kill("SIGTERM");
+    const settled = await Promise.allSettled(inflight);
+    expect(await daemon.proc.exited).toBe(0);
+    const acknowledged = settled.flatMap((s) =>
+      s.status === "fulfilled" && s.value.status === 201 ? [s.value.body] : [],
+    );
+    const again = await started({ dir: daemon.dir });
+    const stored = (await again.json("/api/v1/ip/allocations")).body as { vm_id: string }[];
+    const storedIds = new Set(stored.map((a) => a.vm_id));
+    expect(acknowledged.every((a: { vm_id: string }) => storedIds.has(a.vm_id))).toBe(true);
+  });
+});
+
+describe("logs", () => {
+  test("one text line per request with method, path, status and duration", async () => {
+    const daemon = await started();
+    await daemon.json("/api/v1/ip/nobody");
+    await Bun.sleep(50);
+    expect(daemon.logs).toMatch(/INFO request method=GET path=\/api\/v1\/ip\/nobody status=404 ms=[\d.]+/);
+  });
+
+  test("--log-format json writes JSON lines", async () => {
+    const daemon = await started({ args: ["--log-format", "json"] });
+    await daemon.json("/api/v1/health");
+    await Bun.sleep(50);
+    const lines = daemon.logs
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(lines).toContainEqual(
+      expect.objectContaining({ level: "info", msg: "request", method: "GET", path: "/api/v1/health", status: 200 }),
+    );
+  });
+
+  test("--debug adds the listener, body size and client to each request line", async () => {
+    const plain = await started();
+    const debug = await started({ args: ["--debug"] });
+    for (const daemon of [plain, debug]) await daemon.json("/api/v1/health", { via: "unix" });
+    await Bun.sleep(50);
+    expect(debug.logs).toMatch(/INFO request method=GET path=\/api\/v1\/health status=200 ms=[\d.]+ via=unix agent=/);
+    expect(debug.logs).toContain("DEBUG configuration");
+    expect(plain.logs).not.toContain("via=");
+  });
+});
+
+describe("the command line", () => {
+  test("--help prints the original flags", async () => {
+    const result = await runToExit(["--help"]);
+    expect(result.code).toBe(0);
+    for (const flag of ["-p, --port", "-n, --network", "-g, --gateway", "-d, --debug", "-h, --help", "--config"]) {
+      expect(result.stdout).toContain(flag);
+    }
+  });
+
+  test("an unknown flag exits 2 with a usage error", async () => {
+    const result = await runToExit(["--frobnicate"]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("frobnicate");
+  });
+
+  test("-n and -g define a /24 pool like the original daemon", async () => {
+    const dir = tempDir();
+    const daemon = await started({
+      dir,
+      pools: `[server]\nlisten = "127.0.0.1:0"\nsocket = ""\ndata_dir = "${dir}"\n[[pools]]\nname = "x"\ncidr = "10.0.0.0/24"\n`,
+      args: ["-n", "192.168.1", "-g", "192.168.1.254"],
+    });
+    const { body } = await daemon.post("/api/v1/ip/allocate", { vm_id: "orig" });
+    expect(body).toMatchObject({ ip: "192.168.1.1", gateway: "192.168.1.254", network: "192.168.1.0/24" });
+  });
+});
