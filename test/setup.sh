@@ -2,7 +2,7 @@
 # Installs what the test suites need from Debian's packages. As root it installs whatever is
 # missing; otherwise it only checks, and a missing dependency fails (tests never skip).
 set -euo pipefail
-PACKAGES=(curl procps)
+PACKAGES=(curl)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

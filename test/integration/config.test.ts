@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
+import { Daemon, daemonCommand, runToExit, tempDir } from "../support/daemon.ts";
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -105,5 +105,29 @@ describe("a config that contradicts the stored state refuses to start", () => {
     expect(body.ip).toBe("10.255.255.254");
     expect((await daemon.json("/api/v1/ip/stats")).body).toMatchObject({ total: 16777213, allocated: 1 });
     expect(await daemon.stop()).toBe(0);
+  });
+});
+
+describe("the shipped example config", () => {
+  test("starts and serves its pools", async () => {
+    const dir = tempDir();
+    dirs.push(dir);
+    const example = join(import.meta.dir, "../../docs/ippool.example.toml");
+    const proc = Bun.spawn(
+      [...daemonCommand(), "--config", example, "--listen", "127.0.0.1:0", "--socket", join(dir, "s.sock"), "--data-dir", dir],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    const reader = proc.stdout.getReader();
+    let output = "";
+    while (!output.includes("started")) {
+      const { done, value } = await reader.read();
+      if (done) throw new Error(`example config did not start: ${await new Response(proc.stderr).text()}`);
+      output += new TextDecoder().decode(value);
+    }
+    const port = /tcp=127\.0\.0\.1:(\d+)/.exec(output)?.[1];
+    const pools = (await (await fetch(`http://127.0.0.1:${port}/api/v1/pools`)).json()) as { name: string }[];
+    expect(pools.map((p) => p.name)).toEqual(["vms", "storage", "p2p"]);
+    proc.kill("SIGTERM");
+    expect(await proc.exited).toBe(0);
   });
 });
