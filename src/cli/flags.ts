@@ -41,8 +41,9 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
 function toOverrides(values: Record<string, string | boolean | undefined>): Overrides {
   const text = (key: string) => values[key] as string | undefined;
   const port = text("port");
-  if (port !== undefined && !/^\d{1,5}$/.test(port))
-    throw new UsageError(`--port: expected a number (got ${JSON.stringify(port)})`);
+  if (port !== undefined && !(/^\d{1,5}$/.test(port) && Number(port) <= 65535)) {
+    throw new UsageError(`--port: expected a port number from 0 to 65535 (got ${JSON.stringify(port)})`);
+  }
   const entries: [keyof Overrides, unknown][] = [
     ["configPath", text("config")],
     ["listen", text("listen")],

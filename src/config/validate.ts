@@ -14,7 +14,7 @@ import {
   parseIpv4,
   parseRange,
 } from "../net/ipv4.ts";
-import type { PoolDefinition } from "../pool/layout.ts";
+import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
 import type { Config, ListenAddress } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { ConfigFile, type PoolSection } from "./schema.ts";
@@ -82,7 +82,19 @@ function validatePool(section: PoolSection, key: string): PoolDefinition {
     checkInside(cidr, range, `${key}.reserved[${i}]`);
     return range;
   });
-  return { name: section.name, cidr, gateway, reserved, strategy: section.strategy ?? "next-fit" };
+  const definition: PoolDefinition = {
+    name: section.name,
+    cidr,
+    gateway,
+    reserved,
+    strategy: section.strategy ?? "next-fit",
+  };
+  if (new PoolLayout(definition).usableCount === 0) {
+    throw new ConfigError(
+      `${key}: no usable address is left in ${section.cidr} once the gateway and reserved addresses are taken out`,
+    );
+  }
+  return definition;
 }
 
 /** The first host address, the usual gateway; /31 and /32 (RFC 3021) have no room for one. */

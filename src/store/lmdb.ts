@@ -11,11 +11,11 @@ import type { AllocationRecord, PoolState, PoolStore } from "../pool/store.ts";
 import { StoreOpenError } from "./errors.ts";
 
 type PageKey = [string, number];
-type AllocationKey = [string, string] | [string];
+type AllocationKey = [string, string];
 type AddressKey = [string, number];
 
-/** Pool names are restricted to [a-z0-9_-], so this sorts after every key that starts with a name. */
-const AFTER_NAME = "\uffff";
+/** vm_ids are printable ASCII, so `[pool, AFTER_VM_IDS]` sorts after every allocation key of the pool. */
+const AFTER_VM_IDS = "\uffff";
 
 export class LmdbStore implements PoolStore {
   private readonly root: RootDatabase;
@@ -108,7 +108,7 @@ export class LmdbStore implements PoolStore {
 
   allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
     return this.allocations
-      .getRange({ start: [pool, ""], end: [`${pool}${AFTER_NAME}`] })
+      .getRange({ start: [pool, ""], end: [pool, AFTER_VM_IDS] })
       .map(({ key, value }) => ({ vmId: key[1] as string, record: value }));
   }
 
