@@ -10,7 +10,7 @@ SOURCES := $(shell find src -name '*.ts') build.ts package.json
 all: build
 
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm install --no-audit --no-fund
 	@touch $@
 
 dist/ippool: node_modules/.installed $(SOURCES)

@@ -28,7 +28,7 @@ export class LmdbStore implements PoolStore {
   constructor(dataDir: string) {
     try {
       mkdirSync(dataDir, { recursive: true, mode: 0o750 });
-      this.root = open({ path: join(dataDir, "ippool.mdb"), maxDbs: 16, mapSize: 2 ** 30 });
+      this.root = open({ path: join(dataDir, "ippool.mdb"), maxDbs: 16, mapSize: 2 ** 30, separateFlushed: true });
     } catch (error) {
       throw new StoreOpenError(`cannot open data directory ${dataDir}: ${(error as Error).message}`);
     }
@@ -40,9 +40,10 @@ export class LmdbStore implements PoolStore {
   }
 
   async write<T>(body: () => T): Promise<T> {
-    const result = await this.root.transaction(body);
-    // With overlapping sync, a commit is visible before it is on disk: wait for the flush.
-    await this.root.flushed;
+    const committed = this.root.transaction(body) as Promise<T> & { flushed: Promise<unknown> };
+    const result = await committed;
+    // With overlapping sync, a commit is visible before it is on disk: wait for its flush.
+    await committed.flushed;
     return result;
   }
 

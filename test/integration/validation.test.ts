@@ -18,8 +18,11 @@ beforeAll(async () => {
   snapshot = await state();
 });
 afterAll(async () => {
-  expect(await state()).toBe(snapshot);
-  await daemon.dispose();
+  try {
+    expect(await state()).toBe(snapshot);
+  } finally {
+    await daemon.dispose();
+  }
 });
 
 function rawPost(body: string, headers: Record<string, string> = { "content-type": "application/json" }) {

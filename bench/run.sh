@@ -1,0 +1,204 @@
+#!/usr/bin/env bash
+# Benchmarks dist/ippool on 127.0.0.1 with wrk (`make bench` builds it and runs this):
+#   1. a /12 pool: allocate (unique vm_ids), allocate+release pairs, health — throughput and latency
+#   2. a /10 pool: allocate latency empty vs 99% full (filled in-process by bench/fill.ts)
+#   3. start-up time (spawn to first healthy answer) with the 99%-full /10 and with an empty one
+# The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
+# bench/results/raw/). Knobs (environment): BENCH_CONNECTIONS (32), BENCH_DURATION (10s),
+# BENCH_BIG_CIDR (10.0.0.0/10), BENCH_FILL_PERCENT (99), BENCH_STARTS (5), BENCH_FULL_C32_DURATION (3s:
+# a 99%-full /10 has only 41,944 free addresses, which -c32 would use up in about five seconds).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUN=node_modules/.bin/bun
+BIN=dist/ippool
+CONNS=${BENCH_CONNECTIONS:-32}
+DURATION=${BENCH_DURATION:-10s}
+BIG_CIDR=${BENCH_BIG_CIDR:-10.0.0.0/10}
+FILL_PERCENT=${BENCH_FILL_PERCENT:-99}
+STARTS=${BENCH_STARTS:-5}
+FULL_C32_DURATION=${BENCH_FULL_C32_DURATION:-3s}
+RESULTS=bench/results
+
+for tool in "$BIN" "$BUN"; do [ -x "$tool" ] || { echo "bench/run.sh: $tool is missing (run make bench)" >&2; exit 1; }; done
+command -v wrk >/dev/null || { echo "bench/run.sh: wrk is missing (run bash bench/setup.sh as root)" >&2; exit 1; }
+
+# Data on disk, not tmpfs: every answer waits for an fsync, and that is part of what is measured.
+WORK=$(mktemp -d /var/tmp/ippool-bench.XXXXXX)
+DAEMON_PID=""
+DAEMONS=0
+declare -A R # results: R[run.key], keys from the BENCH line of bench/wrk/report.lua
+
+stop_daemon() {
+  [ -n "$DAEMON_PID" ] || return 0
+  kill -TERM "$DAEMON_PID" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$DAEMON_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$DAEMON_PID" 2>/dev/null || true
+  wait "$DAEMON_PID" 2>/dev/null || true
+  DAEMON_PID=""
+}
+cleanup() {
+  stop_daemon
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "bench: $*" >&2; }
+
+# write_config NAME CIDR: a one-pool config with its own data dir; prints the config's path.
+write_config() {
+  local name=$1 cidr=$2
+  cat >"$WORK/$name.toml" <<EOF
+[server]
+listen = "127.0.0.1:0"
+socket = ""
+data_dir = "$WORK/$name"
+
+[[pools]]
+name = "bench"
+cidr = "$cidr"
+gateway = "${cidr%.*/*}.1"
+EOF
+  echo "$WORK/$name.toml"
+}
+
+# start_daemon CONFIG: starts dist/ippool, sets DAEMON_PID and PORT once health answers 200.
+start_daemon() {
+  DAEMONS=$((DAEMONS + 1))
+  local out="$WORK/daemon-$DAEMONS.log"
+  "$BIN" --config "$1" >"$out" 2>&1 &
+  DAEMON_PID=$!
+  PORT=""
+  for _ in $(seq 1 3000); do # 30 s at most
+    PORT=$(grep -om1 'tcp=127\.0\.0\.1:[0-9]*' "$out" | cut -d: -f2 || true)
+    [ -n "$PORT" ] && curl -fso /dev/null "http://127.0.0.1:$PORT/api/v1/health" && return 0
+    kill -0 "$DAEMON_PID" 2>/dev/null || break
+    sleep 0.01
+  done
+  echo "bench/run.sh: daemon did not start:" >&2
+  cat "$out" >&2
+  exit 1
+}
+
+# bench RUN SCRIPT CONNECTIONS DURATION: one wrk run against the running daemon, parsed into R.
+bench() {
+  local run=$1 script=$2 conns=$3 duration=$4 line kv
+  log "$run: wrk -t1 -c$conns -d$duration --latency -s bench/wrk/$script.lua"
+  BENCH_TAG=$run wrk -t1 -c"$conns" -d"$duration" --latency -s "bench/wrk/$script.lua" "http://127.0.0.1:$PORT" \
+    >"$RESULTS/raw/$run.txt"
+  line=$(grep '^BENCH ' "$RESULTS/raw/$run.txt")
+  for kv in ${line#BENCH }; do R[$run.${kv%%=*}]=${kv#*=}; done
+  log "$run: ${line#BENCH }"
+}
+
+# warm_up: two seconds of health checks, so the first measured run does not pay for JIT warm-up.
+warm_up() {
+  wrk -t1 -c"$CONNS" -d2s -s bench/wrk/health.lua "http://127.0.0.1:$PORT" >/dev/null
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+row() { # row LABEL RUN: one table line
+  printf '  %-28s %9s %9s %9s %9s %9s %7s\n' "$1" "${R[$2.rps]}" "${R[$2.p50]}" "${R[$2.p90]}" "${R[$2.p99]}" \
+    "${R[$2.max]}" "$((${R[$2.non2xx]} + ${R[$2.sockerr]}))"
+}
+header() { printf '  %-28s %9s %9s %9s %9s %9s %7s\n' "" "req/s" "p50 ms" "p90 ms" "p99 ms" "max ms" "errors"; }
+
+mkdir -p "$RESULTS/raw"
+BEGAN=$(date +%s)
+
+# --- 1. /12: allocate, allocate+release pairs, health, each on a fresh data dir -----------------
+for run in allocate pairs health; do
+  start_daemon "$(write_config "p12-$run" 10.0.0.0/12)"
+  warm_up
+  bench "p12-$run" "$run" "$CONNS" "$DURATION"
+  stop_daemon
+done
+
+# --- fill a /10 to 99% in-process ---------------------------------------------------------------
+FULL_CONFIG=$(write_config full "$BIG_CIDR")
+log "filling $BIG_CIDR to $FILL_PERCENT% with bench/fill.ts"
+FILL_STARTED=$(date +%s.%N)
+"$BUN" bench/fill.ts --config "$FULL_CONFIG" --percent "$FILL_PERCENT" 2>&1 | sed 's/^/bench: /' >&2
+FILL_SECONDS=$(awk -v a="$FILL_STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.0f", b - a }')
+FULL_SIZE=$(du -sh "$WORK/full" | cut -f1)
+
+# --- 3. start-up, before any run changes the filled store ---------------------------------------
+log "start-up with the $FILL_PERCENT%-full $BIG_CIDR ($STARTS starts)"
+STARTUP_FULL=$("$BUN" bench/startup.ts --config "$FULL_CONFIG" --runs "$STARTS")
+log "$STARTUP_FULL"
+EMPTY_CONFIG=$(write_config empty "$BIG_CIDR")
+log "start-up with an empty $BIG_CIDR ($STARTS starts)"
+STARTUP_EMPTY=$("$BUN" bench/startup.ts --config "$EMPTY_CONFIG" --runs "$STARTS")
+log "$STARTUP_EMPTY"
+startup() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
+
+# --- 2. /10 allocate latency, empty vs full; every run on its own copy of the store ---------------
+for conns in 1 "$CONNS"; do
+  duration=$DURATION
+  [ "$conns" = 1 ] || duration=$FULL_C32_DURATION
+  for state in empty full; do
+    rm -rf "$WORK/run"
+    # Copy in 4 KiB writes and sync. A plain cp leaves ~600 MB dirty, which the daemon's first
+    # fdatasync writes back (a ~200 ms stall), and fills the page cache with large folios that make
+    # every later 4 KiB page write write back far more (~1 MB per commit instead of ~70 KB here).
+    mkdir -p "$WORK/run"
+    if [ "$state" = full ]; then dd if="$WORK/full/ippool.mdb" of="$WORK/run/ippool.mdb" bs=4096 conv=fsync status=none; fi
+    sed "s|^data_dir = .*|data_dir = \"$WORK/run\"|" "$WORK/$state.toml" >"$WORK/run.toml"
+    start_daemon "$WORK/run.toml"
+    warm_up
+    bench "p10-$state-c$conns" allocate "$conns" "$duration"
+    stop_daemon
+  done
+done
+FREE_AT_FILL=$(awk -v p="$FILL_PERCENT" -v c="${BIG_CIDR#*/}" 'BEGIN { u = 2 ^ (32 - c) - 3; print u - int(u * p / 100) }')
+
+# --- report ----------------------------------------------------------------------------------------
+REPORT="$RESULTS/latest.txt"
+{
+  echo "ippool benchmark — $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "  commit $(git describe --always --dirty 2>/dev/null || echo unknown), $("$BIN" --version), bun $("$BUN" --version), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
+  echo "  $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -sr); client and daemon share the cores"
+  echo "  data on $(df --output=source,fstype "$WORK" | tail -1 | tr -s ' '); every 2xx state change waits for the LMDB flush"
+  echo "  wrk -t1 -c$CONNS -d$DURATION --latency after a 2 s health warm-up; errors = non-2xx + socket errors"
+  echo "  (wrk corrects its percentiles for coordinated omission: one long stall adds many samples)"
+  echo
+  echo "1. /12 pool (10.0.0.0/12, 1,048,573 usable), fresh data dir per run"
+  header
+  row "allocate (unique vm_ids)" p12-allocate
+  row "allocate+release (requests)" p12-pairs
+  row "health" p12-health
+  echo "  allocate+release pairs/s:        $(awk -v r="${R[p12-pairs.rps]}" 'BEGIN { printf "%.1f", r / 2 }')"
+  echo "  allocate / health throughput:    $(ratio "${R[p12-allocate.rps]}" "${R[p12-health.rps]}")"
+  echo "  allocate+release / health:       $(ratio "${R[p12-pairs.rps]}" "${R[p12-health.rps]}") (requests)"
+  echo
+  echo "2. /10 pool ($BIG_CIDR), allocate (unique vm_ids): empty vs $FILL_PERCENT% full"
+  echo "  -c1 for $DURATION, -c$CONNS for $FULL_C32_DURATION (so the full pool cannot run out); each run on a copy of the store"
+  echo "  filled in-process by bench/fill.ts in ${FILL_SECONDS} s; store $FULL_SIZE on disk; $FREE_AT_FILL addresses left free"
+  echo "  (next-fit filled the pool from the bottom up, so the free addresses are the top of the pool)"
+  header
+  for conns in 1 "$CONNS"; do
+    row "empty, -c$conns" "p10-empty-c$conns"
+    row "$FILL_PERCENT% full, -c$conns" "p10-full-c$conns"
+  done
+  for conns in 1 "$CONNS"; do
+    echo "  full/empty at -c$conns: p50 $(ratio "${R[p10-full-c$conns.p50]}" "${R[p10-empty-c$conns.p50]}"), p99 $(ratio "${R[p10-full-c$conns.p99]}" "${R[p10-empty-c$conns.p99]}"), throughput $(ratio "${R[p10-full-c$conns.rps]}" "${R[p10-empty-c$conns.rps]}")"
+  done
+  echo
+  echo "3. Start-up: spawn to first 200 from GET /api/v1/health (polled every 5 ms), $STARTS starts, ms"
+  printf '  %-28s %9s %9s %9s  %s\n' "" median min max "allocations present"
+  printf '  %-28s %9s %9s %9s  %s\n' "$FILL_PERCENT% full $BIG_CIDR" "$(startup median "$STARTUP_FULL")" \
+    "$(startup min "$STARTUP_FULL")" "$(startup max "$STARTUP_FULL")" "$(startup allocated "$STARTUP_FULL")"
+  printf '  %-28s %9s %9s %9s  %s\n' "empty $BIG_CIDR" "$(startup median "$STARTUP_EMPTY")" \
+    "$(startup min "$STARTUP_EMPTY")" "$(startup max "$STARTUP_EMPTY")" "$(startup allocated "$STARTUP_EMPTY")"
+  echo "  full/empty median: $(ratio "$(startup median "$STARTUP_FULL")" "$(startup median "$STARTUP_EMPTY")")"
+  echo "  full runs:  $(startup runs "$STARTUP_FULL")"
+  echo "  empty runs: $(startup runs "$STARTUP_EMPTY")"
+  echo
+  for run in p12-{allocate,pairs,health} p10-{empty,full}-c{1,"$CONNS"}; do
+    [ "$((${R[$run.non2xx]} + ${R[$run.sockerr]}))" = 0 ] || echo "WARNING: $run had errors: see $RESULTS/raw/$run.txt"
+  done
+  echo "Total wall time: $(($(date +%s) - BEGAN)) s"
+} >"$REPORT"
+echo
+cat "$REPORT"
