@@ -114,7 +114,17 @@ describe("the shipped example config", () => {
     dirs.push(dir);
     const example = join(import.meta.dir, "../../docs/ippool.example.toml");
     const proc = Bun.spawn(
-      [...daemonCommand(), "--config", example, "--listen", "127.0.0.1:0", "--socket", join(dir, "s.sock"), "--data-dir", dir],
+      [
+        ...daemonCommand(),
+        "--config",
+        example,
+        "--listen",
+        "127.0.0.1:0",
+        "--socket",
+        join(dir, "s.sock"),
+        "--data-dir",
+        dir,
+      ],
       { stdout: "pipe", stderr: "pipe" },
     );
     const reader = proc.stdout.getReader();

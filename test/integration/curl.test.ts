@@ -35,6 +35,12 @@ test("curl allocates over TCP exactly as the original README shows", async () =>
 test("curl --unix-socket reads and releases over the socket", async () => {
   const shown = await curl("--unix-socket", daemon.socket, "http://localhost/api/v1/ip/srv-abc123");
   expect(shown.body).toMatchObject({ ip: "172.16.0.2" });
-  const released = await curl("--unix-socket", daemon.socket, "-X", "DELETE", "http://localhost/api/v1/ip/release/srv-abc123");
+  const released = await curl(
+    "--unix-socket",
+    daemon.socket,
+    "-X",
+    "DELETE",
+    "http://localhost/api/v1/ip/release/srv-abc123",
+  );
   expect(released.status).toBe(200);
 });
