@@ -4,7 +4,8 @@
 #   2. a /10 pool: allocate latency empty vs 99% full (filled in-process by bench/fill.ts)
 #   3. start-up time (spawn to first healthy answer) with the 99%-full /10 and with an empty one
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
-# bench/results/raw/). Knobs (environment): BENCH_CONNECTIONS (32), BENCH_DURATION (10s),
+# bench/results/raw/). Knobs (environment): BENCH_CONNECTIONS (32), BENCH_HIGH_CONNECTIONS (128, a
+# second /12 round where group commit fills bigger batches), BENCH_DURATION (10s),
 # BENCH_BIG_CIDR (10.0.0.0/10), BENCH_FILL_PERCENT (99), BENCH_STARTS (5), BENCH_FULL_C32_DURATION (3s:
 # a 99%-full /10 has only 41,944 free addresses, which -c32 would use up in about five seconds).
 set -euo pipefail
@@ -13,6 +14,7 @@ cd "$(dirname "$0")/.."
 BUN=node_modules/.bin/bun
 BIN=dist/ippool
 CONNS=${BENCH_CONNECTIONS:-32}
+HIGH_CONNS=${BENCH_HIGH_CONNECTIONS:-128}
 DURATION=${BENCH_DURATION:-10s}
 BIG_CIDR=${BENCH_BIG_CIDR:-10.0.0.0/10}
 FILL_PERCENT=${BENCH_FILL_PERCENT:-99}
@@ -92,9 +94,9 @@ bench() {
   log "$run: ${line#BENCH }"
 }
 
-# warm_up: two seconds of health checks, so the first measured run does not pay for JIT warm-up.
+# warm_up [CONNECTIONS]: two seconds of health checks, so the first measured run does not pay for JIT warm-up.
 warm_up() {
-  wrk -t1 -c"$CONNS" -d2s -s bench/wrk/health.lua "http://127.0.0.1:$PORT" >/dev/null
+  wrk -t1 -c"${1:-$CONNS}" -d2s -s bench/wrk/health.lua "http://127.0.0.1:$PORT" >/dev/null
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -108,11 +110,13 @@ mkdir -p "$RESULTS/raw"
 BEGAN=$(date +%s)
 
 # --- 1. /12: allocate, allocate+release pairs, health, each on a fresh data dir -----------------
-for run in allocate pairs health; do
-  start_daemon "$(write_config "p12-$run" 10.0.0.0/12)"
-  warm_up
-  bench "p12-$run" "$run" "$CONNS" "$DURATION"
-  stop_daemon
+for conns in "$CONNS" "$HIGH_CONNS"; do
+  for run in allocate pairs health; do
+    start_daemon "$(write_config "p12-$run-c$conns" 10.0.0.0/12)"
+    warm_up "$conns"
+    bench "p12-$run-c$conns" "$run" "$conns" "$DURATION"
+    stop_daemon
+  done
 done
 
 # --- fill a /10 to 99% in-process ---------------------------------------------------------------
@@ -164,13 +168,16 @@ REPORT="$RESULTS/latest.txt"
   echo "  (wrk corrects its percentiles for coordinated omission: one long stall adds many samples)"
   echo
   echo "1. /12 pool (10.0.0.0/12, 1,048,573 usable), fresh data dir per run"
-  header
-  row "allocate (unique vm_ids)" p12-allocate
-  row "allocate+release (requests)" p12-pairs
-  row "health" p12-health
-  echo "  allocate+release pairs/s:        $(awk -v r="${R[p12-pairs.rps]}" 'BEGIN { printf "%.1f", r / 2 }')"
-  echo "  allocate / health throughput:    $(ratio "${R[p12-allocate.rps]}" "${R[p12-health.rps]}")"
-  echo "  allocate+release / health:       $(ratio "${R[p12-pairs.rps]}" "${R[p12-health.rps]}") (requests)"
+  for conns in "$CONNS" "$HIGH_CONNS"; do
+    echo "  wrk -c$conns"
+    header
+    row "allocate (unique vm_ids)" "p12-allocate-c$conns"
+    row "allocate+release (requests)" "p12-pairs-c$conns"
+    row "health" "p12-health-c$conns"
+    echo "  allocate+release pairs/s:        $(awk -v r="${R[p12-pairs-c$conns.rps]}" 'BEGIN { printf "%.1f", r / 2 }')"
+    echo "  allocate / health throughput:    $(ratio "${R[p12-allocate-c$conns.rps]}" "${R[p12-health-c$conns.rps]}")"
+    echo "  allocate+release / health:       $(ratio "${R[p12-pairs-c$conns.rps]}" "${R[p12-health-c$conns.rps]}") (requests)"
+  done
   echo
   echo "2. /10 pool ($BIG_CIDR), allocate (unique vm_ids): empty vs $FILL_PERCENT% full"
   echo "  -c1 for $DURATION, -c$CONNS for $FULL_C32_DURATION (so the full pool cannot run out); each run on a copy of the store"
@@ -195,7 +202,7 @@ REPORT="$RESULTS/latest.txt"
   echo "  full runs:  $(startup runs "$STARTUP_FULL")"
   echo "  empty runs: $(startup runs "$STARTUP_EMPTY")"
   echo
-  for run in p12-{allocate,pairs,health} p10-{empty,full}-c{1,"$CONNS"}; do
+  for run in p12-{allocate,pairs,health}-c{"$CONNS","$HIGH_CONNS"} p10-{empty,full}-c{1,"$CONNS"}; do
     [ "$((${R[$run.non2xx]} + ${R[$run.sockerr]}))" = 0 ] || echo "WARNING: $run had errors: see $RESULTS/raw/$run.txt"
   done
   echo "Total wall time: $(($(date +%s) - BEGAN)) s"

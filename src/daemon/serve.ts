@@ -13,8 +13,17 @@ import { ListenError } from "./errors.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
 
 export async function serve(config: Config): Promise<void> {
-  const runtime = await currentRuntime();
   const logger = new Logger(config.logFormat, config.logLevel);
+  try {
+    await start(config, logger);
+  } catch (error) {
+    logger.flush();
+    throw error;
+  }
+}
+
+async function start(config: Config, logger: Logger): Promise<void> {
+  const runtime = await currentRuntime();
   logger.debug("configuration", {
     listen: config.listen ? `${config.listen.hostname}:${config.listen.port}` : "",
     socket: config.socket ?? "",
@@ -50,6 +59,7 @@ export async function serve(config: Config): Promise<void> {
     await store.close();
     if (config.socket) removeSocket(config.socket);
     logger.info("stopped");
+    logger.flush();
     process.exit(0);
   };
   runtime.onSignal("SIGTERM", () => void stop("SIGTERM"));

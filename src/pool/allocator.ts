@@ -9,7 +9,7 @@ import { formatIpv4 } from "../net/ipv4.ts";
 import { clearBit, emptyPage, findClear, findSetCircular, PAGE_BITS, setBit, testBit } from "./bitmap.ts";
 import { AddressInUseError, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
-import type { PoolState, PoolStore } from "./store.ts";
+import type { PoolCounters, PoolStore } from "./store.ts";
 
 export interface Allocation {
   readonly pool: string;
@@ -38,10 +38,10 @@ function fail(error: AppError): Outcome<never> {
   return { ok: false, error };
 }
 
-function stateOf(store: PoolStore, layout: PoolLayout): PoolState {
-  const state = store.getState(layout.name);
-  if (!state) throw new Error(`pool ${layout.name} has no stored state (startup did not initialise it)`);
-  return state;
+function countersOf(store: PoolStore, layout: PoolLayout): PoolCounters {
+  const counters = store.getCounters(layout.name);
+  if (!counters) throw new Error(`pool ${layout.name} has no stored counters (startup did not initialise it)`);
+  return counters;
 }
 
 function summaryOf(store: PoolStore, layout: PoolLayout): Uint32Array {
@@ -66,9 +66,9 @@ export function allocateInTransaction(
     }
     return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...existing }, created: false } };
   }
-  const state = stateOf(store, layout);
+  const counters = countersOf(store, layout);
   const chosen =
-    request.ip === undefined ? findFreeOrdinal(store, layout, state) : checkRequested(store, layout, request.ip);
+    request.ip === undefined ? findFreeOrdinal(store, layout, counters) : checkRequested(store, layout, request.ip);
   if (!chosen.ok) return chosen;
   const ordinal = chosen.value;
   const allocation: Allocation = {
@@ -83,8 +83,8 @@ export function allocateInTransaction(
   store.putAllocation(layout.name, request.vmId, record);
   store.putAddress(layout.name, allocation.ip, request.vmId);
   const cursor =
-    layout.strategy === "next-fit" && request.ip === undefined ? (ordinal + 1) % layout.cidr.size : state.cursor;
-  store.putState(layout.name, { ...state, cursor, allocated: state.allocated + 1 });
+    layout.strategy === "next-fit" && request.ip === undefined ? (ordinal + 1) % layout.cidr.size : counters.cursor;
+  store.putCounters(layout.name, { cursor, allocated: counters.allocated + 1 });
   return { ok: true, value: { allocation, created: true } };
 }
 
@@ -92,11 +92,11 @@ export function allocateInTransaction(
 export function releaseInTransaction(store: PoolStore, layout: PoolLayout, vmId: string): Allocation | null {
   const record = store.getAllocation(layout.name, vmId);
   if (!record) return null;
-  const state = stateOf(store, layout);
+  const counters = countersOf(store, layout);
   markFree(store, layout, layout.ordinalOf(record.ip));
   store.removeAllocation(layout.name, vmId);
   store.removeAddress(layout.name, record.ip);
-  store.putState(layout.name, { ...state, allocated: state.allocated - 1 });
+  store.putCounters(layout.name, { cursor: counters.cursor, allocated: counters.allocated - 1 });
   return { pool: layout.name, vmId, ...record };
 }
 
@@ -120,8 +120,8 @@ function checkRequested(store: PoolStore, layout: PoolLayout, ip: number): Outco
  * Next free ordinal at or after the cursor (next-fit) or from 0 (lowest). Reads at most the
  * cursor's page, the pool summary and one more page, whatever the pool's size or fill.
  */
-function findFreeOrdinal(store: PoolStore, layout: PoolLayout, state: PoolState): Outcome<number> {
-  const start = layout.strategy === "next-fit" ? state.cursor % layout.cidr.size : 0;
+function findFreeOrdinal(store: PoolStore, layout: PoolLayout, counters: PoolCounters): Outcome<number> {
+  const start = layout.strategy === "next-fit" ? counters.cursor % layout.cidr.size : 0;
   const startPage = Math.floor(start / PAGE_BITS);
   const page = store.getPage(layout.name, startPage) ?? emptyPage();
   const bit = findClear(page, layout.reservedMask(startPage), start % PAGE_BITS, layout.bitsInPage(startPage));

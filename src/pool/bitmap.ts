@@ -12,7 +12,16 @@ export const PAGE_BYTES = PAGE_BITS / 8;
 export type Page = Uint32Array;
 
 export function emptyPage(): Page {
-  return new Uint32Array(PAGE_WORDS);
+  return zeroedWords(PAGE_WORDS);
+}
+
+/**
+ * A zeroed word array over an explicit ArrayBuffer. JavaScriptCore makes reading `.buffer` of
+ * a typed array created by length slow (it moves the storage); pages are turned into bytes on
+ * every write, so they are always created this way.
+ */
+export function zeroedWords(count: number): Uint32Array {
+  return new Uint32Array(new ArrayBuffer(count * 4));
 }
 
 export function testBit(words: Uint32Array, bit: number): boolean {
@@ -83,14 +92,17 @@ export function setBitRange(words: Uint32Array, first: number, last: number): vo
   for (let bit = first; bit <= last; bit++) setBit(words, bit);
 }
 
-/** Bytes for storage; pages are stored in the machine's byte order (the store is not portable). */
-export function pageToBytes(words: Uint32Array): Uint8Array {
-  return new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+/**
+ * The words' bytes for storage, as a view (no copy; the store copies on write). Pages are
+ * stored in the machine's byte order: a data directory is not portable across endianness.
+ */
+export function pageToBytes(words: Uint32Array): Buffer {
+  return Buffer.from(words.buffer, words.byteOffset, words.byteLength);
 }
 
 /** Copies stored bytes into a fresh, aligned word array of `wordCount` words. */
 export function pageFromBytes(bytes: Uint8Array, wordCount: number = PAGE_WORDS): Uint32Array {
-  const words = new Uint32Array(wordCount);
-  new Uint8Array(words.buffer).set(bytes.subarray(0, wordCount * 4));
-  return words;
+  const buffer = new ArrayBuffer(wordCount * 4);
+  new Uint8Array(buffer).set(bytes.subarray(0, wordCount * 4));
+  return new Uint32Array(buffer);
 }

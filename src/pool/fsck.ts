@@ -17,8 +17,8 @@ export interface PoolReport {
 export function checkPool(store: PoolStore, layout: PoolLayout): PoolReport {
   const problems: string[] = [];
   const pool = layout.name;
-  const state = store.getState(pool);
-  if (!state) return { pool, allocations: 0, problems: ["no stored state"] };
+  const counters = store.getCounters(pool);
+  if (!counters) return { pool, allocations: 0, problems: ["no stored counters"] };
   const summary = store.getSummary(pool);
   let bits = 0;
   for (const index of store.pageIndexes(pool)) {
@@ -52,7 +52,7 @@ export function checkPool(store: PoolStore, layout: PoolLayout): PoolReport {
       problems.push(`${formatIpv4(ip)}: address record names ${vmId}, who does not hold it`);
   }
   if (bits !== allocations) problems.push(`${bits} bits set but ${allocations} allocations`);
-  if (state.allocated !== allocations)
-    problems.push(`counter says ${state.allocated} allocated but ${allocations} allocations exist`);
+  if (counters.allocated !== allocations)
+    problems.push(`counter says ${counters.allocated} allocated but ${allocations} allocations exist`);
   return { pool, allocations, problems };
 }

@@ -137,7 +137,7 @@ export class PoolService {
 
   stats(pool?: string): PoolStats {
     const layout = this.layout(pool);
-    const allocated = this.store.getState(layout.name)?.allocated ?? 0;
+    const allocated = this.store.getCounters(layout.name)?.allocated ?? 0;
     const available = Math.max(0, layout.usableCount - allocated);
     return {
       pool: layout.name,

@@ -5,7 +5,7 @@
  * allocated address, a removed pool that still has allocations) refuses to start instead.
  */
 import { formatIpv4 } from "../net/ipv4.ts";
-import { emptyPage, setBit } from "./bitmap.ts";
+import { emptyPage, setBit, zeroedWords } from "./bitmap.ts";
 import { PoolStateConflictError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { PoolStore } from "./store.ts";
@@ -21,26 +21,27 @@ export function reconcilePools(store: PoolStore, layouts: readonly PoolLayout[])
 }
 
 function dropUnconfiguredPool(store: PoolStore, name: string): void {
-  const state = store.getState(name);
-  if (state && state.allocated > 0) {
+  const allocated = store.getCounters(name)?.allocated ?? 0;
+  if (allocated > 0) {
     throw new PoolStateConflictError(
-      `pool "${name}" (${state.cidr}) has ${state.allocated} allocations in the data directory but is not in the config; restore it to the config or release its allocations first`,
+      `pool "${name}" (${store.getStamp(name)?.cidr}) has ${allocated} allocations in the data directory but is not in the config; restore it to the config or release its allocations first`,
     );
   }
   store.removePool(name);
 }
 
 function reconcilePool(store: PoolStore, layout: PoolLayout): void {
-  const state = store.getState(layout.name);
-  if (state?.fingerprint === layout.fingerprint) return;
-  if (!state) {
+  const stamp = store.getStamp(layout.name);
+  if (stamp?.fingerprint === layout.fingerprint) return;
+  if (!stamp) {
     initialisePool(store, layout);
     return;
   }
-  if (state.cidr !== layout.network) {
-    if (state.allocated > 0) {
+  if (stamp.cidr !== layout.network) {
+    const allocated = store.getCounters(layout.name)?.allocated ?? 0;
+    if (allocated > 0) {
       throw new PoolStateConflictError(
-        `pools.${layout.name}.cidr changed from ${state.cidr} to ${layout.network} while the pool has ${state.allocated} allocations; restore the old cidr or release them first`,
+        `pools.${layout.name}.cidr changed from ${stamp.cidr} to ${layout.network} while the pool has ${allocated} allocations; restore the old cidr or release them first`,
       );
     }
     store.removePool(layout.name);
@@ -58,7 +59,7 @@ function reconcilePool(store: PoolStore, layout: PoolLayout): void {
     layout.name,
     buildSummary(layout, (index) => store.getPage(layout.name, index)),
   );
-  store.putState(layout.name, { ...state, fingerprint: layout.fingerprint });
+  store.putStamp(layout.name, { ...stamp, fingerprint: layout.fingerprint });
 }
 
 function initialisePool(store: PoolStore, layout: PoolLayout): void {
@@ -66,12 +67,13 @@ function initialisePool(store: PoolStore, layout: PoolLayout): void {
     layout.name,
     buildSummary(layout, () => undefined),
   );
-  store.putState(layout.name, { fingerprint: layout.fingerprint, cidr: layout.network, cursor: 0, allocated: 0 });
+  store.putStamp(layout.name, { fingerprint: layout.fingerprint, cidr: layout.network });
+  store.putCounters(layout.name, { cursor: 0, allocated: 0 });
 }
 
 /** One bit per page: set when the page has at least one address that is neither taken nor reserved. */
 function buildSummary(layout: PoolLayout, pageAt: (index: number) => Uint32Array | undefined): Uint32Array {
-  const summary = new Uint32Array(Math.max(1, Math.ceil(layout.pageCount / 32)));
+  const summary = zeroedWords(Math.max(1, Math.ceil(layout.pageCount / 32)));
   for (let index = 0; index < layout.pageCount; index++) {
     if (layout.pageHasFree(index, pageAt(index) ?? emptyPage())) setBit(summary, index);
   }

@@ -3,11 +3,15 @@
  * writes, only valid inside `write()`'s callback, which runs inside one store transaction.
  */
 
-/** Per-pool bookkeeping kept beside the bitmap. */
-export interface PoolState {
-  /** Fingerprint of the layout the bitmap was built for (CIDR and unusable ranges). */
+/** What layout a pool's bitmap was built for; written at start, read at start. */
+export interface PoolStamp {
+  /** Fingerprint of the layout (CIDR and unusable ranges). */
   readonly fingerprint: string;
   readonly cidr: string;
+}
+
+/** Per-pool counters, written with every allocation and release (kept small and binary). */
+export interface PoolCounters {
   /** Next-fit position: the ordinal after the last one handed out. */
   readonly cursor: number;
   /** Addresses currently allocated (so stats never scan). */
@@ -28,8 +32,10 @@ export interface PoolStore {
   writeSync<T>(body: () => T): T;
 
   poolNames(): string[];
-  getState(pool: string): PoolState | undefined;
-  putState(pool: string, state: PoolState): void;
+  getStamp(pool: string): PoolStamp | undefined;
+  putStamp(pool: string, stamp: PoolStamp): void;
+  getCounters(pool: string): PoolCounters | undefined;
+  putCounters(pool: string, counters: PoolCounters): void;
   removePool(pool: string): void;
 
   getSummary(pool: string): Uint32Array | undefined;

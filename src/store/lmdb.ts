@@ -7,7 +7,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Database, open, type RootDatabase } from "lmdb";
 import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
-import type { AllocationRecord, PoolState, PoolStore } from "../pool/store.ts";
+import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
 import { StoreOpenError } from "./errors.ts";
 
 type PageKey = [string, number];
@@ -19,7 +19,8 @@ const AFTER_VM_IDS = "\uffff";
 
 export class LmdbStore implements PoolStore {
   private readonly root: RootDatabase;
-  private readonly states: Database<PoolState, string>;
+  private readonly stamps: Database<PoolStamp, string>;
+  private readonly counters: Database<Buffer, string>;
   private readonly summaries: Database<Buffer, string>;
   private readonly pages: Database<Buffer, PageKey>;
   private readonly allocations: Database<AllocationRecord, AllocationKey>;
@@ -28,11 +29,13 @@ export class LmdbStore implements PoolStore {
   constructor(dataDir: string) {
     try {
       mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+      // separateFlushed: each commit promise carries its own flush promise (see write()).
       this.root = open({ path: join(dataDir, "ippool.mdb"), maxDbs: 16, mapSize: 2 ** 30, separateFlushed: true });
     } catch (error) {
       throw new StoreOpenError(`cannot open data directory ${dataDir}: ${(error as Error).message}`);
     }
-    this.states = this.root.openDB({ name: "pool-state" });
+    this.stamps = this.root.openDB({ name: "pool-stamp" });
+    this.counters = this.root.openDB({ name: "pool-counters", encoding: "binary" });
     this.summaries = this.root.openDB({ name: "pool-summary", encoding: "binary" });
     this.pages = this.root.openDB({ name: "pool-pages", encoding: "binary" });
     this.allocations = this.root.openDB({ name: "allocations" });
@@ -56,39 +59,54 @@ export class LmdbStore implements PoolStore {
   }
 
   poolNames(): string[] {
-    return [...this.states.getKeys()];
+    return [...this.stamps.getKeys()];
   }
 
-  getState(pool: string): PoolState | undefined {
-    return this.states.get(pool);
+  getStamp(pool: string): PoolStamp | undefined {
+    return this.stamps.get(pool);
   }
 
-  putState(pool: string, state: PoolState): void {
-    this.states.putSync(pool, state);
+  putStamp(pool: string, stamp: PoolStamp): void {
+    this.stamps.putSync(pool, stamp);
+  }
+
+  getCounters(pool: string): PoolCounters | undefined {
+    const bytes = this.counters.getBinaryFast(pool);
+    if (!bytes) return undefined;
+    return { cursor: bytes.readUInt32LE(0), allocated: bytes.readUInt32LE(4) };
+  }
+
+  putCounters(pool: string, counters: PoolCounters): void {
+    const bytes = Buffer.allocUnsafe(8);
+    bytes.writeUInt32LE(counters.cursor, 0);
+    bytes.writeUInt32LE(counters.allocated, 4);
+    this.counters.putSync(pool, bytes);
   }
 
   removePool(pool: string): void {
-    this.states.removeSync(pool);
+    this.stamps.removeSync(pool);
+    this.counters.removeSync(pool);
     this.summaries.removeSync(pool);
     for (const index of this.pageIndexes(pool)) this.pages.removeSync([pool, index]);
   }
 
+  // getBinaryFast returns a buffer that the next read overwrites; pageFromBytes copies it out.
   getSummary(pool: string): Uint32Array | undefined {
-    const bytes = this.summaries.getBinary(pool);
+    const bytes = this.summaries.getBinaryFast(pool);
     return bytes ? pageFromBytes(bytes, bytes.length / 4) : undefined;
   }
 
   putSummary(pool: string, words: Uint32Array): void {
-    this.summaries.putSync(pool, Buffer.from(pageToBytes(words)));
+    this.summaries.putSync(pool, pageToBytes(words));
   }
 
   getPage(pool: string, index: number): Uint32Array | undefined {
-    const bytes = this.pages.getBinary([pool, index]);
+    const bytes = this.pages.getBinaryFast([pool, index]);
     return bytes ? pageFromBytes(bytes) : undefined;
   }
 
   putPage(pool: string, index: number, words: Uint32Array): void {
-    this.pages.putSync([pool, index], Buffer.from(pageToBytes(words)));
+    this.pages.putSync([pool, index], pageToBytes(words));
   }
 
   pageIndexes(pool: string): Iterable<number> {

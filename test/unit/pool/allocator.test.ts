@@ -643,7 +643,7 @@ describe("checkPool", () => {
   });
 
   test("a pool with no stored state is reported", () => {
-    expect(checkPool(store, layout("never-started", "10.0.0.0/24")).problems).toEqual(["no stored state"]);
+    expect(checkPool(store, layout("never-started", "10.0.0.0/24")).problems).toEqual(["no stored counters"]);
   });
 });
 
@@ -765,7 +765,7 @@ describe("startup reconciliation", () => {
     await reopenStore();
     const kept = serve([layout("keep", "10.0.0.0/24")]);
     expect(store.poolNames()).toEqual(["keep"]);
-    expect(store.getState("gone")).toBeUndefined();
+    expect(store.getStamp("gone")).toBeUndefined();
     expect(store.getSummary("gone")).toBeUndefined();
     expect([...store.pageIndexes("gone")]).toEqual([]);
     expect((await rejection(async () => kept.stats("gone"))).code).toBe("POOL_NOT_FOUND");
