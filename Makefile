@@ -4,6 +4,9 @@ DENO := node_modules/.bin/deno
 TSC  := node_modules/.bin/tsc
 BIOME := node_modules/.bin/biome
 SOURCES := $(shell find src -name '*.ts') build.ts package.json
+# Debian packages the suites use: curl (README examples), and wrk for the benchmarks.
+TEST_PACKAGES := curl
+BENCH_PACKAGES := wrk curl
 
 .PHONY: all run build check test test-unit test-integration test-deno bench clean
 
@@ -26,9 +29,9 @@ check: node_modules/.installed
 	$(TSC) --noEmit -p .
 	$(BIOME) check .
 
-## Everything: system packages (as root), typecheck + lint, unit and integration tests, the Deno smoke run.
+## Everything: Debian packages (as root), typecheck + lint, unit and integration tests, the Deno smoke run.
 test: node_modules/.installed
-	bash test/setup.sh
+	bash hooks/install-packages $(TEST_PACKAGES)
 	$(MAKE) check
 	$(MAKE) build
 	bash test/run.sh
@@ -44,7 +47,7 @@ test-deno: node_modules/.installed
 	IPPOOL_DAEMON=deno $(BUN) test test/integration/smoke.test.ts
 
 bench: build
-	bash bench/setup.sh
+	bash hooks/install-packages $(BENCH_PACKAGES)
 	bash bench/run.sh
 
 clean:

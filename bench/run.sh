@@ -23,7 +23,7 @@ FULL_C32_DURATION=${BENCH_FULL_C32_DURATION:-3s}
 RESULTS=bench/results
 
 for tool in "$BIN" "$BUN"; do [ -x "$tool" ] || { echo "bench/run.sh: $tool is missing (run make bench)" >&2; exit 1; }; done
-command -v wrk >/dev/null || { echo "bench/run.sh: wrk is missing (run bash bench/setup.sh as root)" >&2; exit 1; }
+command -v wrk >/dev/null || { echo "bench/run.sh: wrk is missing (run make bench as root: it installs wrk)" >&2; exit 1; }
 
 # Data on disk, not tmpfs: every answer waits for an fsync, and that is part of what is measured.
 WORK=$(mktemp -d /var/tmp/ippool-bench.XXXXXX)
