@@ -9,6 +9,29 @@ export interface ListenAddress {
   readonly port: number;
 }
 
+export interface ProjectDefinition {
+  readonly name: string;
+  /** Lower-case hex SHA-256 of the API key; the key itself is never stored. */
+  readonly apiKeySha256: string;
+  /** Most EIPs the project may hold at once. */
+  readonly quota: number;
+}
+
+/** A hypervisor host reached over SSH. */
+export interface HostDefinition {
+  readonly name: string;
+  readonly address: string;
+  readonly port: number;
+  readonly user: string;
+  readonly privateKeyPath: string;
+  /** Pinned host key fingerprint, `SHA256:<base64 without padding>`. */
+  readonly hostKey: string;
+  readonly libvirtUri: string;
+  readonly publicInterface: string;
+  readonly connectTimeoutMs: number;
+  readonly commandTimeoutMs: number;
+}
+
 export interface Config {
   readonly listen: ListenAddress | null;
   readonly socket: string | null;
@@ -17,6 +40,13 @@ export interface Config {
   readonly logLevel: LogLevel;
   readonly pools: readonly PoolDefinition[];
   readonly defaultPool: string;
+  /** Public pools for elastic IPs (strategy next-fit, no gateway). */
+  readonly eipPools: readonly PoolDefinition[];
+  readonly defaultEipPool: string | null;
+  readonly projects: readonly ProjectDefinition[];
+  readonly hosts: readonly HostDefinition[];
+  /** Seconds between periodic host reconciliations; 0 turns them off. */
+  readonly reconcileIntervalS: number;
 }
 
 /** SPEC §5: with no config file and no flags, this runs out of the box. */

@@ -31,13 +31,69 @@ export const ServerSection = Type.Object(
   { additionalProperties: false },
 );
 
+/** Public pools for elastic IPs: no gateway, no strategy choice (next-fit, so a released EIP rests). */
+export const EipPoolSection = Type.Object(
+  {
+    name: Type.String({ pattern: POOL_NAME_PATTERN, description: "lower-case letters, digits, - and _" }),
+    cidr: Type.String({ description: "an IPv4 network a.b.c.d/n, n from 8 to 32" }),
+    reserved: Type.Optional(Type.Array(Type.String(), { maxItems: 4096 })),
+    default: Type.Optional(Type.Boolean()),
+  },
+  { additionalProperties: false },
+);
+
+export const ProjectSection = Type.Object(
+  {
+    name: Type.String({ pattern: POOL_NAME_PATTERN, description: "lower-case letters, digits, - and _" }),
+    api_key_sha256: Type.String({
+      pattern: "^[0-9a-fA-F]{64}$",
+      description: "the hex SHA-256 of the project's API key",
+    }),
+    quota: Type.Optional(Type.Integer({ minimum: 0, maximum: 1_000_000 })),
+  },
+  { additionalProperties: false },
+);
+
+export const HostSection = Type.Object(
+  {
+    name: Type.String({ pattern: POOL_NAME_PATTERN, description: "lower-case letters, digits, - and _" }),
+    address: Type.String({ minLength: 1, maxLength: 253, description: "IP address or DNS name of the host's sshd" }),
+    port: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535 })),
+    user: Type.String({ pattern: "^[a-z_][a-z0-9_-]{0,31}$", description: "a login name" }),
+    private_key: Type.String({ minLength: 1, description: "path of the SSH private key (mode 0600)" }),
+    host_key: Type.String({
+      pattern: "^SHA256:[A-Za-z0-9+/]{43}$",
+      description: "the pinned host key, SHA256:… as ssh-keygen -lf prints it",
+    }),
+    libvirt_uri: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+    public_interface: Type.String({ pattern: "^[A-Za-z0-9_.-]{1,15}$", description: "a network interface name" }),
+    connect_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
+    command_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
+  },
+  { additionalProperties: false },
+);
+
+export const ReconcileSection = Type.Object(
+  {
+    interval_s: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: "0 turns periodic runs off" })),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigFile = Type.Object(
   {
     server: Type.Optional(ServerSection),
     pools: Type.Optional(Type.Array(PoolSection, { minItems: 1, maxItems: 256 })),
+    eip_pools: Type.Optional(Type.Array(EipPoolSection, { maxItems: 256 })),
+    projects: Type.Optional(Type.Array(ProjectSection, { maxItems: 10_000 })),
+    hosts: Type.Optional(Type.Array(HostSection, { maxItems: 10_000 })),
+    reconcile: Type.Optional(ReconcileSection),
   },
   { additionalProperties: false },
 );
 
 export type ConfigFile = Static<typeof ConfigFile>;
 export type PoolSection = Static<typeof PoolSection>;
+export type EipPoolSection = Static<typeof EipPoolSection>;
+export type ProjectSection = Static<typeof ProjectSection>;
+export type HostSection = Static<typeof HostSection>;

@@ -15,9 +15,13 @@ import {
   parseRange,
 } from "../net/ipv4.ts";
 import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
-import type { Config, ListenAddress } from "./config.ts";
+import type { Config, HostDefinition, ListenAddress, ProjectDefinition } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import { ConfigFile, type PoolSection } from "./schema.ts";
+import { ConfigFile, type HostSection, type PoolSection } from "./schema.ts";
+
+/** A project that does not say otherwise may hold this many EIPs. */
+const DEFAULT_QUOTA = 20;
+const DEFAULT_RECONCILE_INTERVAL_S = 60;
 
 /** `/pools/0/cidr` → `pools[0].cidr` */
 function keyOf(pointer: string): string {
@@ -41,7 +45,22 @@ export function validateConfig(document: unknown): Config {
   const server = file.server ?? {};
   const pools = (file.pools ?? []).map((section, i) => validatePool(section, `pools[${i}]`));
   if (pools.length === 0) throw new ConfigError("pools: at least one [[pools]] section is required");
-  checkDistinct(pools);
+  const eipPools = (file.eip_pools ?? []).map((section, i) =>
+    validatePool({ ...section, strategy: "next-fit" }, `eip_pools[${i}]`, "eip"),
+  );
+  checkDistinct([
+    ...pools.map((pool, i) => ({ key: `pools[${i}]`, pool })),
+    ...eipPools.map((pool, i) => ({ key: `eip_pools[${i}]`, pool })),
+  ]);
+  const projects = (file.projects ?? []).map((section) => ({
+    name: section.name,
+    apiKeySha256: section.api_key_sha256.toLowerCase(),
+    quota: section.quota ?? DEFAULT_QUOTA,
+  }));
+  checkUniqueNames(projects, "projects");
+  checkUniqueKeys(projects);
+  const hosts = (file.hosts ?? []).map(toHost);
+  checkUniqueNames(hosts, "hosts");
   const listen = parseListen(server.listen ?? "127.0.0.1:8080");
   const socket = server.socket === "" ? null : (server.socket ?? "/run/ippool/ippool.sock");
   if (!listen && !socket) throw new ConfigError('server.listen and server.socket are both "": nothing to serve on');
@@ -52,7 +71,12 @@ export function validateConfig(document: unknown): Config {
     logFormat: server.log_format ?? "text",
     logLevel: server.log_level ?? "info",
     pools: Object.freeze(pools),
-    defaultPool: defaultPoolOf(file.pools ?? []),
+    defaultPool: defaultPoolOf(file.pools ?? [], "pools") as string,
+    eipPools: Object.freeze(eipPools),
+    defaultEipPool: defaultPoolOf(file.eip_pools ?? [], "eip_pools"),
+    projects: Object.freeze(projects),
+    hosts: Object.freeze(hosts),
+    reconcileIntervalS: file.reconcile?.interval_s ?? DEFAULT_RECONCILE_INTERVAL_S,
   });
 }
 
@@ -68,14 +92,17 @@ function parseListen(text: string): ListenAddress | null {
   return { hostname: (match[1] as string).replace(/^\[|\]$/g, ""), port };
 }
 
-function validatePool(section: PoolSection, key: string): PoolDefinition {
+/** `kind` "eip": public addresses routed to the host as /32s, so no gateway is set aside. */
+function validatePool(section: PoolSection, key: string, kind: "vm" | "eip" = "vm"): PoolDefinition {
   const cidr = parseAt(`${key}.cidr`, () => parseCidr(section.cidr));
   if (cidr.prefix < 8)
     throw new ConfigError(`${key}.cidr: prefixes shorter than /8 are not supported (got ${section.cidr})`);
   const gateway =
-    section.gateway === undefined
-      ? defaultGateway(cidr)
-      : parseAt(`${key}.gateway`, () => parseIpv4(section.gateway as string));
+    kind === "eip"
+      ? null
+      : section.gateway === undefined
+        ? defaultGateway(cidr)
+        : parseAt(`${key}.gateway`, () => parseIpv4(section.gateway as string));
   if (gateway !== null) checkGateway(cidr, gateway, `${key}.gateway`);
   const reserved = (section.reserved ?? []).map((text, i) => {
     const range = parseAt(`${key}.reserved[${i}]`, () => parseRange(text));
@@ -120,24 +147,57 @@ function checkInside(cidr: Cidr, range: IpRange, key: string): void {
   }
 }
 
-function checkDistinct(pools: readonly PoolDefinition[]): void {
-  pools.forEach((pool, i) => {
-    pools.slice(0, i).forEach((other, j) => {
-      if (other.name === pool.name)
-        throw new ConfigError(`pools[${i}].name: "${pool.name}" is already used by pools[${j}]`);
-      if (cidrsOverlap(other.cidr, pool.cidr)) {
+/** Pool names are unique within their section; no two pools of any kind share an address. */
+function checkDistinct(entries: readonly { key: string; pool: PoolDefinition }[]): void {
+  entries.forEach(({ key, pool }, i) => {
+    for (const other of entries.slice(0, i)) {
+      if (other.pool.name === pool.name && other.key.split("[")[0] === key.split("[")[0]) {
+        throw new ConfigError(`${key}.name: "${pool.name}" is already used by ${other.key}`);
+      }
+      if (cidrsOverlap(other.pool.cidr, pool.cidr)) {
         throw new ConfigError(
-          `pools[${i}].cidr: ${formatCidr(pool.cidr)} overlaps pools[${j}] ("${other.name}", ${formatCidr(other.cidr)})`,
+          `${key}.cidr: ${formatCidr(pool.cidr)} overlaps ${other.key} ("${other.pool.name}", ${formatCidr(other.pool.cidr)})`,
         );
       }
-    });
+    }
   });
 }
 
-function defaultPoolOf(sections: readonly PoolSection[]): string {
+function checkUniqueNames(items: readonly { name: string }[], section: string): void {
+  items.forEach((item, i) => {
+    const j = items.findIndex((other) => other.name === item.name);
+    if (j < i) throw new ConfigError(`${section}[${i}].name: "${item.name}" is already used by ${section}[${j}]`);
+  });
+}
+
+/** Two projects with one key would make the key name either project. */
+function checkUniqueKeys(projects: readonly ProjectDefinition[]): void {
+  projects.forEach((project, i) => {
+    const j = projects.findIndex((other) => other.apiKeySha256 === project.apiKeySha256);
+    if (j < i) throw new ConfigError(`projects[${i}].api_key_sha256: the same key as projects[${j}]`);
+  });
+}
+
+function toHost(section: HostSection): HostDefinition {
+  return {
+    name: section.name,
+    address: section.address,
+    port: section.port ?? 22,
+    user: section.user,
+    privateKeyPath: section.private_key,
+    hostKey: section.host_key,
+    libvirtUri: section.libvirt_uri ?? "qemu:///system",
+    publicInterface: section.public_interface,
+    connectTimeoutMs: section.connect_timeout_ms ?? 5000,
+    commandTimeoutMs: section.command_timeout_ms ?? 10_000,
+  };
+}
+
+function defaultPoolOf(sections: readonly { name: string; default?: boolean }[], section: string): string | null {
   const marked = sections.flatMap((s, i) => (s.default ? [i] : []));
-  if (marked.length > 1) throw new ConfigError(`pools[${marked[1]}].default: only one pool may say default = true`);
-  return (sections[marked[0] ?? 0] as PoolSection).name;
+  if (marked.length > 1)
+    throw new ConfigError(`${section}[${marked[1]}].default: only one pool may say default = true`);
+  return sections[marked[0] ?? 0]?.name ?? null;
 }
 
 function parseAt<T>(key: string, parse: () => T): T {
