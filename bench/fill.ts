@@ -7,6 +7,7 @@ import { parseArgs } from "node:util";
 import { loadConfig } from "../src/config/load.ts";
 import { PoolLayout } from "../src/pool/layout.ts";
 import { PoolService } from "../src/pool/service.ts";
+import { reconcilePools } from "../src/pool/startup.ts";
 import { LmdbStore } from "../src/store/lmdb.ts";
 
 const { values } = parseArgs({
@@ -29,7 +30,7 @@ const service = new PoolService(
   config.pools.map((definition) => new PoolLayout(definition)),
   config.defaultPool,
 );
-service.start();
+reconcilePools(store, service.layouts);
 const pool = values.pool ?? config.defaultPool;
 const layout = service.layout(pool);
 const target = Math.floor((layout.usableCount * percent) / 100);

@@ -2,11 +2,14 @@
  * Runs the daemon: configuration, store, services, the two listeners, and an orderly stop on
  * SIGTERM/SIGINT (stop accepting, finish in-flight requests, close the store, remove the socket).
  */
+import { ProjectDirectory } from "../auth/projects.ts";
 import type { Config } from "../config/config.ts";
+import { EipService, eipPoolKey } from "../eip/service.ts";
 import { createApp, createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { PoolLayout } from "../pool/layout.ts";
 import { PoolService } from "../pool/service.ts";
+import { reconcilePools } from "../pool/startup.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { LmdbStore } from "../store/lmdb.ts";
 import { ListenError } from "./errors.ts";
@@ -32,8 +35,15 @@ async function start(config: Config, logger: Logger): Promise<void> {
   const store = new LmdbStore(config.dataDir);
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
   const pools = new PoolService(store, layouts, config.defaultPool);
-  pools.start();
-  const app = createApp({ pools }, logger);
+  const eipPools = new Map(
+    config.eipPools.map((definition) => [
+      definition.name,
+      new PoolLayout({ ...definition, name: eipPoolKey(definition.name) }),
+    ]),
+  );
+  reconcilePools(store, [...layouts, ...eipPools.values()]);
+  const eips = new EipService(store, eipPools, config.defaultEipPool);
+  const app = createApp({ pools, eips, projects: new ProjectDirectory(config.projects) }, logger);
 
   const listeners: Listener[] = [];
   try {

@@ -3,15 +3,21 @@
  * around it that enforces the body limit before routing and logs one line per request.
  */
 import { Elysia } from "elysia";
+import type { ProjectDirectory } from "../auth/projects.ts";
+import type { EipService } from "../eip/service.ts";
 import type { Logger } from "../log/logger.ts";
 import type { PoolService } from "../pool/service.ts";
 import type { FetchHandler } from "../runtime/index.ts";
 import { declaredTooLarge, MAX_BODY_BYTES, readJsonBody } from "./body.ts";
+import { eipRoutes } from "./eip-routes.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
 import { poolRoutes } from "./pool-routes.ts";
+import { markTransport } from "./transport.ts";
 
 export interface Services {
   readonly pools: PoolService;
+  readonly eips: EipService;
+  readonly projects: ProjectDirectory;
 }
 
 export function createApp(services: Services, logger: Logger) {
@@ -22,14 +28,17 @@ export function createApp(services: Services, logger: Logger) {
         logger.error("unhandled error", { error: String((bug as Error)?.stack ?? bug) }),
       ),
     )
-    .use(poolRoutes(services.pools));
+    .use(poolRoutes(services.pools))
+    .use(eipRoutes(services.eips, services.projects));
 }
 
 /** Wraps the app for one listener: refuse oversized bodies unread, time and log every request. */
 export function createHandler(app: ReturnType<typeof createApp>, logger: Logger, via: "tcp" | "unix"): FetchHandler {
   const handle = app.fetch;
-  return async (request) => {
+  return async (received) => {
     const started = performance.now();
+    const request = routable(received);
+    markTransport(request, via);
     const response = declaredTooLarge(request)
       ? errorResponse(
           413,
@@ -40,6 +49,18 @@ export function createHandler(app: ReturnType<typeof createApp>, logger: Logger,
     if (logger.enabled("info")) logRequest(logger, request, response, performance.now() - started, via);
     return response;
   };
+}
+
+/**
+ * Elysia looks for the path from index 11 of the URL ("http://" plus a host of 4 characters or
+ * more); a shorter host, as in `curl --unix-socket S http://x/...` or `Host: a`, would lose the
+ * path. Such requests get a plain host.
+ */
+function routable(request: Request): Request {
+  const url = request.url;
+  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+  if (pathStart >= 11 || pathStart < 0) return request;
+  return new Request(`http://localhost${url.slice(pathStart)}`, request);
 }
 
 function logRequest(logger: Logger, request: Request, response: Response, ms: number, via: string): void {

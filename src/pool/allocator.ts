@@ -3,9 +3,9 @@
  * and validates everything first and writes only when it cannot fail, so an error never
  * leaves a half-applied change behind in a shared (group-committed) transaction.
  */
-import type { AppError } from "../errors.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
+import { fail, type Outcome } from "../outcome.ts";
 import { clearBit, emptyPage, findClear, findSetCircular, PAGE_BITS, setBit, testBit } from "./bitmap.ts";
 import { AddressInUseError, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
@@ -26,16 +26,10 @@ export interface AllocateRequest {
   readonly ip?: number;
 }
 
-export type Outcome<T> = { readonly ok: true; readonly value: T } | { readonly ok: false; readonly error: AppError };
-
 export interface Allocated {
   readonly allocation: Allocation;
   /** False when the vm_id already held an address and the call was a repeat. */
   readonly created: boolean;
-}
-
-function fail(error: AppError): Outcome<never> {
-  return { ok: false, error };
 }
 
 function countersOf(store: PoolStore, layout: PoolLayout): PoolCounters {

@@ -5,17 +5,16 @@
  */
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4, parseIpv4 } from "../net/ipv4.ts";
+import { type Outcome, unwrap } from "../outcome.ts";
 import {
   type Allocated,
   type AllocateRequest,
   type Allocation,
   allocateInTransaction,
-  type Outcome,
   releaseInTransaction,
 } from "./allocator.ts";
 import { AllocationNotFoundError, PoolNotFoundError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
-import { reconcilePools } from "./startup.ts";
 import type { PoolStore } from "./store.ts";
 
 export interface PoolStats {
@@ -51,11 +50,6 @@ export class PoolService {
     readonly defaultPool: string,
   ) {
     this.byName = new Map(layouts.map((layout) => [layout.name, layout]));
-  }
-
-  /** Brings stored state in line with the configuration; throws when it must not start. */
-  start(): void {
-    reconcilePools(this.store, this.layouts);
   }
 
   layout(name: string = this.defaultPool): PoolLayout {
@@ -160,9 +154,4 @@ export class PoolService {
     const first = this.layout();
     return [first, ...this.layouts.filter((l) => l !== first)];
   }
-}
-
-function unwrap<T>(outcome: Outcome<T>): T {
-  if (!outcome.ok) throw outcome.error;
-  return outcome.value;
 }

@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Database, open, type RootDatabase } from "lmdb";
+import type { EipRecord, EipStore, IdempotencyRecord } from "../eip/store.ts";
 import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
 import { StoreOpenError } from "./errors.ts";
@@ -14,10 +15,10 @@ type PageKey = [string, number];
 type AllocationKey = [string, string];
 type AddressKey = [string, number];
 
-/** vm_ids are printable ASCII, so `[pool, AFTER_VM_IDS]` sorts after every allocation key of the pool. */
+/** vm_ids and EIP ids are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
 const AFTER_VM_IDS = "\uffff";
 
-export class LmdbStore implements PoolStore {
+export class LmdbStore implements PoolStore, EipStore {
   private readonly root: RootDatabase;
   private readonly stamps: Database<PoolStamp, string>;
   private readonly counters: Database<Buffer, string>;
@@ -25,6 +26,9 @@ export class LmdbStore implements PoolStore {
   private readonly pages: Database<Buffer, PageKey>;
   private readonly allocations: Database<AllocationRecord, AllocationKey>;
   private readonly addressIndex: Database<string, AddressKey>;
+  private readonly eips: Database<EipRecord, string>;
+  private readonly eipsByProject: Database<string, [string, string]>;
+  private readonly idempotency: Database<IdempotencyRecord, [string, string]>;
 
   constructor(dataDir: string) {
     try {
@@ -40,6 +44,9 @@ export class LmdbStore implements PoolStore {
     this.pages = this.root.openDB({ name: "pool-pages", encoding: "binary" });
     this.allocations = this.root.openDB({ name: "allocations" });
     this.addressIndex = this.root.openDB({ name: "addresses", encoding: "string" });
+    this.eips = this.root.openDB({ name: "eips" });
+    this.eipsByProject = this.root.openDB({ name: "eips-by-project", encoding: "string" });
+    this.idempotency = this.root.openDB({ name: "eip-idempotency" });
   }
 
   async write<T>(body: () => T): Promise<T> {
@@ -148,4 +155,43 @@ export class LmdbStore implements PoolStore {
       .getRange({ start: [pool, fromIp], end: [pool, toIp + 1], ...(limit === undefined ? {} : { limit }) })
       .map(({ key, value }) => ({ ip: key[1], vmId: value }));
   }
+
+  getEip(id: string): EipRecord | undefined {
+    return this.eips.get(id);
+  }
+
+  putEip(record: EipRecord): void {
+    this.eips.putSync(record.id, record);
+    this.eipsByProject.putSync([record.project, record.id], "");
+  }
+
+  removeEip(record: EipRecord): void {
+    this.eips.removeSync(record.id);
+    this.eipsByProject.removeSync([record.project, record.id]);
+  }
+
+  eipIdsOfProject(project: string): Iterable<string> {
+    return this.eipsByProject.getKeys(projectRange(project)).map((key) => key[1]);
+  }
+
+  countEipsOfProject(project: string): number {
+    return this.eipsByProject.getKeysCount(projectRange(project));
+  }
+
+  getIdempotency(project: string, key: string): IdempotencyRecord | undefined {
+    return this.idempotency.get([project, key]);
+  }
+
+  putIdempotency(project: string, key: string, record: IdempotencyRecord): void {
+    this.idempotency.putSync([project, key], record);
+  }
+
+  removeIdempotency(project: string, key: string): void {
+    this.idempotency.removeSync([project, key]);
+  }
+}
+
+/** Keys `[project, id]` of one project: ids are printable ASCII, so they sort below AFTER_VM_IDS. */
+function projectRange(project: string): { start: [string, string]; end: [string, string] } {
+  return { start: [project, ""], end: [project, AFTER_VM_IDS] };
 }

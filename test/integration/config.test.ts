@@ -40,6 +40,26 @@ describe("a bad config file refuses to start with exit 2", () => {
       "pools[1].default",
     ],
     ["no pools at all", "", "pools"],
+    [
+      "an elastic IP pool overlapping a VM pool",
+      `${pool("a", "10.0.0.0/16")}[[eip_pools]]\nname = "public"\ncidr = "10.0.5.0/24"\n`,
+      "eip_pools[0].cidr",
+    ],
+    [
+      "a project key that is not a SHA-256",
+      `${pool("a", "10.0.0.0/24")}[[projects]]\nname = "p"\napi_key_sha256 = "secret"\n`,
+      "projects[0].api_key_sha256",
+    ],
+    [
+      "two projects with one key",
+      `${pool("a", "10.0.0.0/24")}[[projects]]\nname = "p"\napi_key_sha256 = "${"a".repeat(64)}"\n[[projects]]\nname = "q"\napi_key_sha256 = "${"A".repeat(64)}"\n`,
+      "projects[1].api_key_sha256",
+    ],
+    [
+      "a host without a pinned key",
+      `${pool("a", "10.0.0.0/24")}[[hosts]]\nname = "hv1"\naddress = "10.0.0.11"\nuser = "ippool"\nprivate_key = "/k"\npublic_interface = "eth0"\n`,
+      "hosts[0].host_key",
+    ],
     ["a TOML syntax error", '[[pools]]\nname = "a\n', "ippool.toml:"],
   ])("%s", async (_what, toml, key) => {
     const result = await startWith(toml);

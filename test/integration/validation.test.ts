@@ -157,3 +157,18 @@ describe("no client input yields a 5xx", () => {
     expect((await daemon.json("/api/v1/health", { via: "unix" })).status).toBe(200);
   });
 });
+
+describe("hosts in the request URL", () => {
+  test("a one-letter Host header still reaches the route", async () => {
+    const response = await daemon.fetch("/api/v1/health", { headers: { host: "a" } });
+    expect(response.status).toBe(200);
+  });
+
+  test("curl --unix-socket with a one-letter host (a common hook idiom) still reaches the route", async () => {
+    const proc = Bun.spawn(["curl", "-s", "--unix-socket", daemon.socket, "http://x/api/v1/ip/existing"], {
+      stdout: "pipe",
+    });
+    const body = JSON.parse(await new Response(proc.stdout).text());
+    expect(body).toMatchObject({ vm_id: "existing" });
+  });
+});

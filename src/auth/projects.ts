@@ -1,0 +1,37 @@
+/**
+ * Projects and their API keys. Keys are configured as SHA-256 hashes; a presented key is hashed
+ * and compared with every project's hash in constant time, so neither a match nor its position
+ * shows in the timing.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { ProjectDefinition } from "../config/config.ts";
+import { UnauthorizedError } from "./errors.ts";
+
+export class ProjectDirectory {
+  private readonly hashes: { project: ProjectDefinition; digest: Buffer }[];
+  private readonly byName: Map<string, ProjectDefinition>;
+
+  constructor(projects: readonly ProjectDefinition[]) {
+    this.hashes = projects.map((project) => ({ project, digest: Buffer.from(project.apiKeySha256, "hex") }));
+    this.byName = new Map(projects.map((project) => [project.name, project]));
+  }
+
+  /** The project whose key this is; throws UnauthorizedError otherwise. */
+  authenticate(apiKey: string | null | undefined): ProjectDefinition {
+    if (!apiKey) throw new UnauthorizedError("missing X-API-Key");
+    const digest = createHash("sha256").update(apiKey, "utf8").digest();
+    let found: ProjectDefinition | undefined;
+    for (const entry of this.hashes) {
+      if (timingSafeEqual(entry.digest, digest)) found = entry.project;
+    }
+    if (!found) throw new UnauthorizedError("invalid X-API-Key");
+    return found;
+  }
+
+  /** A project named by an administrator (Unix socket); unknown names are refused. */
+  named(name: string): ProjectDefinition {
+    const project = this.byName.get(name);
+    if (!project) throw new UnauthorizedError(`no project named ${JSON.stringify(name)}`);
+    return project;
+  }
+}

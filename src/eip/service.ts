@@ -1,0 +1,147 @@
+/**
+ * Elastic IPs: public addresses a project allocates, keeps, associates with an instance and
+ * releases. Addresses come from the public pools through the same bitmap allocator as VM
+ * addresses (the EIP id takes the place of the vm_id). Every call is scoped to one project.
+ */
+import { randomUUID } from "node:crypto";
+import type { ProjectDefinition } from "../config/config.ts";
+import { fail, type Outcome, unwrap } from "../outcome.ts";
+import { allocateInTransaction, releaseInTransaction } from "../pool/allocator.ts";
+import { PoolNotFoundError } from "../pool/errors.ts";
+import type { PoolLayout } from "../pool/layout.ts";
+import type { PoolStore } from "../pool/store.ts";
+import { EipNotFoundError, IdempotencyMismatchError, QuotaExceededError, StillAssociatedError } from "./errors.ts";
+import type { EipRecord, EipState, EipStore } from "./store.ts";
+
+/** Store key of a public pool: EIP pools live beside VM pools, under names VM pools cannot take. */
+export function eipPoolKey(name: string): string {
+  return `eip:${name}`;
+}
+
+export interface EipAllocateRequest {
+  readonly pool?: string;
+  readonly idempotencyKey?: string;
+}
+
+export interface EipFilter {
+  readonly state?: EipState;
+  readonly instanceId?: string;
+}
+
+export interface EipAllocated {
+  readonly eip: EipRecord;
+  /** False when an idempotency key replayed an earlier allocation. */
+  readonly created: boolean;
+}
+
+export class EipService {
+  private readonly byName: Map<string, PoolLayout>;
+
+  constructor(
+    private readonly store: PoolStore & EipStore,
+    /** Public pools by their configured name; each layout's own name is its store key. */
+    pools: ReadonlyMap<string, PoolLayout>,
+    private readonly defaultPool: string | null,
+  ) {
+    this.byName = new Map(pools);
+  }
+
+  async allocate(project: ProjectDefinition, request: EipAllocateRequest): Promise<EipAllocated> {
+    const pool = request.pool ?? this.defaultPool;
+    if (pool === null) throw new PoolNotFoundError("no elastic IP pool is configured");
+    const layout = this.layout(pool);
+    const id = `eip-${randomUUID()}`;
+    return unwrap(
+      await this.store.write(() => this.allocateInTransaction(project, pool, layout, id, request.idempotencyKey)),
+    );
+  }
+
+  list(project: ProjectDefinition, filter: EipFilter = {}): EipRecord[] {
+    const records: EipRecord[] = [];
+    for (const id of this.store.eipIdsOfProject(project.name)) {
+      const record = this.store.getEip(id);
+      if (!record) continue;
+      if (filter.state !== undefined && record.state !== filter.state) continue;
+      if (filter.instanceId !== undefined && record.instanceId !== filter.instanceId) continue;
+      records.push(record);
+    }
+    return records.sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
+  }
+
+  get(project: ProjectDefinition, id: string): EipRecord {
+    return this.owned(project, this.store.getEip(id), id);
+  }
+
+  async release(project: ProjectDefinition, id: string): Promise<EipRecord> {
+    return unwrap(
+      await this.store.write((): Outcome<EipRecord> => {
+        const record = this.store.getEip(id);
+        if (!record || record.project !== project.name) return fail(notFound(id));
+        if (record.state === "associated") {
+          return fail(new StillAssociatedError(`${id} is associated with ${record.instanceId}; disassociate it first`));
+        }
+        releaseInTransaction(this.store, this.layout(record.pool), id);
+        this.store.removeEip(record);
+        if (record.idempotencyKey !== undefined) this.store.removeIdempotency(project.name, record.idempotencyKey);
+        return { ok: true, value: record };
+      }),
+    );
+  }
+
+  private allocateInTransaction(
+    project: ProjectDefinition,
+    pool: string,
+    layout: PoolLayout,
+    id: string,
+    idempotencyKey: string | undefined,
+  ): Outcome<EipAllocated> {
+    if (idempotencyKey !== undefined) {
+      const prior = this.store.getIdempotency(project.name, idempotencyKey);
+      if (prior) {
+        if (prior.pool !== pool) {
+          return fail(
+            new IdempotencyMismatchError(
+              `idempotency key ${JSON.stringify(idempotencyKey)} was used for pool ${prior.pool}, not ${pool}`,
+            ),
+          );
+        }
+        const eip = this.store.getEip(prior.id);
+        if (eip) return { ok: true, value: { eip, created: false } };
+      }
+    }
+    const held = this.store.countEipsOfProject(project.name);
+    if (held >= project.quota) {
+      return fail(new QuotaExceededError(`project ${project.name} holds ${held} of its ${project.quota} elastic IPs`));
+    }
+    const placed = allocateInTransaction(this.store, layout, { vmId: id });
+    if (!placed.ok) return placed;
+    const eip: EipRecord = {
+      id,
+      project: project.name,
+      pool,
+      publicIp: placed.value.allocation.ip,
+      state: "allocated",
+      createdAt: placed.value.allocation.createdAt,
+      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+    };
+    this.store.putEip(eip);
+    if (idempotencyKey !== undefined) this.store.putIdempotency(project.name, idempotencyKey, { id, pool });
+    return { ok: true, value: { eip, created: true } };
+  }
+
+  private layout(pool: string): PoolLayout {
+    const layout = this.byName.get(pool);
+    if (!layout) throw new PoolNotFoundError(`elastic IP pool ${JSON.stringify(pool)} is not configured`);
+    return layout;
+  }
+
+  private owned(project: ProjectDefinition, record: EipRecord | undefined, id: string): EipRecord {
+    if (!record || record.project !== project.name) throw notFound(id);
+    return record;
+  }
+}
+
+/** Missing and someone else's answer alike, so existence does not leak across projects. */
+function notFound(id: string): EipNotFoundError {
+  return new EipNotFoundError(`no elastic IP ${id}`);
+}

@@ -1,0 +1,34 @@
+/** The storage the EIP service needs beside the pool store; same transaction rules (see pool/store.ts). */
+
+export type EipState = "allocated" | "associated";
+
+export interface EipRecord {
+  readonly id: string;
+  readonly project: string;
+  /** The public pool's configured name (not its store key). */
+  readonly pool: string;
+  readonly publicIp: number;
+  readonly state: EipState;
+  readonly createdAt: number;
+  readonly idempotencyKey?: string;
+  readonly instanceId?: string;
+  readonly host?: string;
+  readonly privateIp?: number;
+  readonly associatedAt?: number;
+}
+
+export interface IdempotencyRecord {
+  readonly id: string;
+  readonly pool: string;
+}
+
+export interface EipStore {
+  getEip(id: string): EipRecord | undefined;
+  putEip(record: EipRecord): void;
+  removeEip(record: EipRecord): void;
+  eipIdsOfProject(project: string): Iterable<string>;
+  countEipsOfProject(project: string): number;
+  getIdempotency(project: string, key: string): IdempotencyRecord | undefined;
+  putIdempotency(project: string, key: string, record: IdempotencyRecord): void;
+  removeIdempotency(project: string, key: string): void;
+}

@@ -1,0 +1,76 @@
+/**
+ * The Elastic IP API (`/elastic-ips`). Every call acts for one project: over TCP the project is
+ * the owner of the `X-API-Key`; over the Unix socket an administrator may instead name it with
+ * `X-Project`.
+ */
+import { Type } from "@sinclair/typebox";
+import { Elysia } from "elysia";
+import type { ProjectDirectory } from "../auth/projects.ts";
+import type { ProjectDefinition } from "../config/config.ts";
+import type { EipService } from "../eip/service.ts";
+import type { EipRecord } from "../eip/store.ts";
+import { formatIpv4 } from "../net/ipv4.ts";
+import { EipAllocateBody, EipListQuery, EipParams, EipView } from "./eip-schemas.ts";
+import { transportOf } from "./transport.ts";
+
+export function eipRoutes(eips: EipService, projects: ProjectDirectory) {
+  return new Elysia({ prefix: "/elastic-ips" })
+    .resolve(({ request }) => ({ project: projectOf(request, projects) }))
+    .post(
+      "",
+      async ({ body, project, set }) => {
+        const { eip, created } = await eips.allocate(project, {
+          ...(body?.pool === undefined ? {} : { pool: body.pool }),
+          ...(body?.idempotency_key === undefined ? {} : { idempotencyKey: body.idempotency_key }),
+        });
+        set.status = created ? 201 : 200;
+        return eipView(eip);
+      },
+      { body: EipAllocateBody, response: { 200: EipView, 201: EipView } },
+    )
+    .get(
+      "",
+      ({ query, project }) =>
+        eips
+          .list(project, {
+            ...(query.state === undefined ? {} : { state: query.state }),
+            ...(query.instance_id === undefined ? {} : { instanceId: query.instance_id }),
+          })
+          .map(eipView),
+      { query: EipListQuery, response: Type.Array(EipView) },
+    )
+    .get("/:id", ({ params, project }) => eipView(eips.get(project, params.id)), {
+      params: EipParams,
+      response: EipView,
+    })
+    .delete(
+      "/:id",
+      async ({ params, project }) => ({
+        ...eipView(await eips.release(project, params.id)),
+        state: "released" as const,
+      }),
+      { params: EipParams, response: EipView },
+    );
+}
+
+function projectOf(request: Request, projects: ProjectDirectory): ProjectDefinition {
+  const apiKey = request.headers.get("x-api-key");
+  const named = request.headers.get("x-project");
+  if (transportOf(request) === "unix" && apiKey === null && named !== null) return projects.named(named);
+  return projects.authenticate(apiKey);
+}
+
+export function eipView(eip: EipRecord): EipView {
+  return {
+    id: eip.id,
+    public_ip: formatIpv4(eip.publicIp),
+    project: eip.project,
+    pool: eip.pool,
+    state: eip.state,
+    created_at: new Date(eip.createdAt).toISOString(),
+    ...(eip.instanceId === undefined ? {} : { instance_id: eip.instanceId }),
+    ...(eip.host === undefined ? {} : { host: eip.host }),
+    ...(eip.privateIp === undefined ? {} : { private_ip: formatIpv4(eip.privateIp) }),
+    ...(eip.associatedAt === undefined ? {} : { associated_at: new Date(eip.associatedAt).toISOString() }),
+  };
+}
