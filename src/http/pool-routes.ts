@@ -29,6 +29,7 @@ export function poolRoutes(pools: PoolService) {
         const { allocation, created } = await pools.allocate({
           vmId: body.vm_id,
           ...(body.hostname == null ? {} : { hostname: body.hostname }),
+          ...(body.host === undefined ? {} : { host: body.host }),
           ...(body.pool === undefined ? {} : { pool: body.pool }),
           ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
         });

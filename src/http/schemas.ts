@@ -18,10 +18,12 @@ export const VmId = Type.String({
 });
 export const Hostname = Type.String({ pattern: HOSTNAME, maxLength: 253, description: "an RFC 1123 host name" });
 export const PoolName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a pool name" });
+export const HostName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a hypervisor host's configured name" });
 
 export const AllocateBody = Type.Object({
   vm_id: VmId,
   hostname: Type.Optional(Type.Union([Hostname, Type.Null()])),
+  host: Type.Optional(HostName),
   pool: Type.Optional(PoolName),
   ip: Type.Optional(Ipv4),
 });
@@ -44,6 +46,7 @@ export const AllocationView = Type.Object({
   ip: Ipv4,
   vm_id: Type.String(),
   hostname: Type.Optional(Type.String()),
+  host: Type.Optional(Type.String()),
   pool: Type.String(),
   gateway: Type.Optional(Ipv4),
   network: Type.String(),

@@ -16,12 +16,15 @@ export interface Allocation {
   readonly vmId: string;
   readonly ip: number;
   readonly hostname?: string;
+  /** The hypervisor host the VM runs on, as its launch hook reported it. */
+  readonly host?: string;
   readonly createdAt: number;
 }
 
 export interface AllocateRequest {
   readonly vmId: string;
   readonly hostname?: string;
+  readonly host?: string;
   /** A specific address the caller wants, as a uint32. */
   readonly ip?: number;
 }
@@ -58,7 +61,11 @@ export function allocateInTransaction(
         ),
       );
     }
-    return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...existing }, created: false } };
+    // A repeat from another host is the VM having moved there: remember where it runs now.
+    const record =
+      request.host === undefined || request.host === existing.host ? existing : { ...existing, host: request.host };
+    if (record !== existing) store.putAllocation(layout.name, request.vmId, record);
+    return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...record }, created: false } };
   }
   const counters = countersOf(store, layout);
   const chosen =
@@ -70,6 +77,7 @@ export function allocateInTransaction(
     vmId: request.vmId,
     ip: layout.ipAt(ordinal),
     ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
+    ...(request.host === undefined ? {} : { host: request.host }),
     createdAt: Date.now(),
   };
   markTaken(store, layout, ordinal);

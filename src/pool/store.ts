@@ -21,6 +21,7 @@ export interface PoolCounters {
 export interface AllocationRecord {
   readonly ip: number;
   readonly hostname?: string;
+  readonly host?: string;
   /** Milliseconds since the epoch. */
   readonly createdAt: number;
 }

@@ -91,6 +91,16 @@ describe("allocate", () => {
     expect(inSmall.body).toMatchObject({ gateway: "10.9.0.1", network: "10.9.0.0/29" });
   });
 
+  test("the host a launch hook reports is stored, and a repeat from another host moves it there", async () => {
+    const first = await allocate({ vm_id: "mig-1", host: "hv1" });
+    expect(first.body.host).toBe("hv1");
+    const moved = await allocate({ vm_id: "mig-1", host: "hv2" });
+    expect(moved.status).toBe(200);
+    expect(moved.body).toMatchObject({ ip: first.body.ip, host: "hv2" });
+    expect((await daemon.json("/api/v1/ip/mig-1")).body.host).toBe("hv2");
+    expect((await allocate({ vm_id: "mig-2", host: "Bad Host" })).status).toBe(422);
+  });
+
   test("an unknown pool answers 404 POOL_NOT_FOUND", async () => {
     const { status, body } = await allocate({ vm_id: "x", pool: "nope" });
     expect(status).toBe(404);
