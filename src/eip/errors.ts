@@ -23,3 +23,39 @@ export class StillAssociatedError extends AppError {
   readonly status = 409;
   readonly code = "STILL_ASSOCIATED";
 }
+
+/** No configured host has a domain by that name or UUID. */
+export class InstanceNotFoundError extends AppError {
+  readonly status = 404;
+  readonly code = "INSTANCE_NOT_FOUND";
+}
+
+/** The domain exists but is not running. */
+export class InstanceNotRunningError extends AppError {
+  readonly status = 409;
+  readonly code = "INSTANCE_NOT_RUNNING";
+}
+
+/** The instance already has another EIP (one EIP per instance). */
+export class InstanceHasEipError extends AppError {
+  readonly status = 409;
+  readonly code = "INSTANCE_HAS_EIP";
+}
+
+/** The EIP is associated with another instance and the request did not allow moving it. */
+export class AlreadyAssociatedError extends AppError {
+  readonly status = 409;
+  readonly code = "ALREADY_ASSOCIATED";
+}
+
+/** Neither ippool's allocations nor libvirt know a private address for the instance. */
+export class InstanceHasNoAddressError extends AppError {
+  readonly status = 409;
+  readonly code = "INSTANCE_HAS_NO_ADDRESS";
+}
+
+/** Disassociating an EIP that is not associated. */
+export class NotAssociatedError extends AppError {
+  readonly status = 409;
+  readonly code = "NOT_ASSOCIATED";
+}

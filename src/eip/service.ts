@@ -69,7 +69,7 @@ export class EipService {
   }
 
   get(project: ProjectDefinition, id: string): EipRecord {
-    return this.owned(project, this.store.getEip(id), id);
+    return ownedEip(this.store, project, id);
   }
 
   async release(project: ProjectDefinition, id: string): Promise<EipRecord> {
@@ -134,14 +134,15 @@ export class EipService {
     if (!layout) throw new PoolNotFoundError(`elastic IP pool ${JSON.stringify(pool)} is not configured`);
     return layout;
   }
-
-  private owned(project: ProjectDefinition, record: EipRecord | undefined, id: string): EipRecord {
-    if (!record || record.project !== project.name) throw notFound(id);
-    return record;
-  }
 }
 
-/** Missing and someone else's answer alike, so existence does not leak across projects. */
+/** The project's EIP; missing and someone else's answer alike, so existence does not leak. */
+export function ownedEip(store: EipStore, project: ProjectDefinition, id: string): EipRecord {
+  const record = store.getEip(id);
+  if (!record || record.project !== project.name) throw notFound(id);
+  return record;
+}
+
 function notFound(id: string): EipNotFoundError {
   return new EipNotFoundError(`no elastic IP ${id}`);
 }

@@ -28,6 +28,11 @@ export interface EipStore {
   removeEip(record: EipRecord): void;
   eipIdsOfProject(project: string): Iterable<string>;
   countEipsOfProject(project: string): number;
+  /** Every EIP of every project (reconciliation works host by host over all of them). */
+  allEips(): Iterable<EipRecord>;
+  eipOfInstance(instanceId: string): string | undefined;
+  putInstanceEip(instanceId: string, id: string): void;
+  removeInstanceEip(instanceId: string): void;
   getIdempotency(project: string, key: string): IdempotencyRecord | undefined;
   putIdempotency(project: string, key: string, record: IdempotencyRecord): void;
   removeIdempotency(project: string, key: string): void;

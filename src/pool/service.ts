@@ -91,12 +91,18 @@ export class PoolService {
 
   /** The vm's allocation in the named pool, or in the first pool (default first) that has one. */
   get(vmId: string, pool?: string): Allocation {
+    const found = this.find(vmId, pool);
+    if (!found) throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
+    return found;
+  }
+
+  find(vmId: string, pool?: string): Allocation | undefined {
     const layouts = pool === undefined ? this.searchOrder() : [this.layout(pool)];
     for (const layout of layouts) {
       const record = this.store.getAllocation(layout.name, vmId);
       if (record) return { pool: layout.name, vmId, ...record };
     }
-    throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
+    return undefined;
   }
 
   /** Allocations in pool order then address order; a bounded page when `limit` is given. */

@@ -29,6 +29,7 @@ export class LmdbStore implements PoolStore, EipStore {
   private readonly eips: Database<EipRecord, string>;
   private readonly eipsByProject: Database<string, [string, string]>;
   private readonly idempotency: Database<IdempotencyRecord, [string, string]>;
+  private readonly eipByInstance: Database<string, string>;
 
   constructor(dataDir: string) {
     try {
@@ -47,6 +48,7 @@ export class LmdbStore implements PoolStore, EipStore {
     this.eips = this.root.openDB({ name: "eips" });
     this.eipsByProject = this.root.openDB({ name: "eips-by-project", encoding: "string" });
     this.idempotency = this.root.openDB({ name: "eip-idempotency" });
+    this.eipByInstance = this.root.openDB({ name: "eip-by-instance", encoding: "string" });
   }
 
   async write<T>(body: () => T): Promise<T> {
@@ -176,6 +178,22 @@ export class LmdbStore implements PoolStore, EipStore {
 
   countEipsOfProject(project: string): number {
     return this.eipsByProject.getKeysCount(projectRange(project));
+  }
+
+  allEips(): Iterable<EipRecord> {
+    return this.eips.getRange().map(({ value }) => value);
+  }
+
+  eipOfInstance(instanceId: string): string | undefined {
+    return this.eipByInstance.get(instanceId);
+  }
+
+  putInstanceEip(instanceId: string, id: string): void {
+    this.eipByInstance.putSync(instanceId, id);
+  }
+
+  removeInstanceEip(instanceId: string): void {
+    this.eipByInstance.removeSync(instanceId);
   }
 
   getIdempotency(project: string, key: string): IdempotencyRecord | undefined {

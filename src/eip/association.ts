@@ -1,0 +1,144 @@
+/**
+ * Associating an EIP with an instance and taking it away again. The host is changed first and
+ * the record after, so a failed host change (502) leaves the recorded state as it was, and a
+ * crash in between leaves extra rules that reconciliation removes. Moving an EIP
+ * (`allowReassociation`) never waits for the old host: if it is down, reconciliation cleans it
+ * up when it comes back.
+ */
+import type { ProjectDefinition } from "../config/config.ts";
+import { AppError } from "../errors.ts";
+import type { Logger } from "../log/logger.ts";
+import { formatIpv4 } from "../net/ipv4.ts";
+import type { PoolService } from "../pool/service.ts";
+import {
+  AlreadyAssociatedError,
+  InstanceHasEipError,
+  InstanceHasNoAddressError,
+  InstanceNotFoundError,
+  InstanceNotRunningError,
+  NotAssociatedError,
+} from "./errors.ts";
+import type { HostGateway } from "./hosts.ts";
+import type { KeyedLocks } from "./locks.ts";
+import { ownedEip } from "./service.ts";
+import type { EipRecord, EipStore } from "./store.ts";
+
+export interface AssociateRequest {
+  readonly instanceId: string;
+  readonly allowReassociation?: boolean;
+}
+
+interface InstancePlacement {
+  readonly host: string;
+  readonly privateIp: number;
+}
+
+export class EipAssociations {
+  constructor(
+    private readonly store: EipStore & { write<T>(body: () => T): Promise<T> },
+    private readonly hosts: HostGateway,
+    private readonly pools: PoolService,
+    /** Shared with reconciliation: EIP and instance locks first, host locks last. */
+    private readonly locks: KeyedLocks,
+    private readonly logger: Logger,
+  ) {}
+
+  associate(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
+    const { instanceId } = request;
+    return this.locks.run([`eip:${id}`, `instance:${instanceId}`], async () => {
+      const eip = ownedEip(this.store, project, id);
+      if (eip.state === "associated" && eip.instanceId === instanceId) return eip;
+      if (eip.state === "associated" && !request.allowReassociation) {
+        throw new AlreadyAssociatedError(
+          `${id} is associated with ${eip.instanceId}; send allow_reassociation: true to move it`,
+        );
+      }
+      const holder = this.store.eipOfInstance(instanceId);
+      if (holder !== undefined && holder !== id) throw new InstanceHasEipError(`${instanceId} already has ${holder}`);
+      const target = await this.place(instanceId);
+      const updated: EipRecord = {
+        ...eip,
+        state: "associated",
+        instanceId,
+        host: target.host,
+        privateIp: target.privateIp,
+        associatedAt: Date.now(),
+      };
+      await this.locks.run([`host:${target.host}`], async () => {
+        // Same host, other VM: the old pair must go before the new one replaces it.
+        if (eip.host === target.host && eip.privateIp !== target.privateIp) {
+          await this.hosts.remove(target.host, eip.publicIp);
+        }
+        await this.hosts.apply(target.host, { eip: eip.publicIp, privateIp: target.privateIp });
+        await this.store.write(() => {
+          this.store.putEip(updated);
+          if (eip.instanceId !== undefined && eip.instanceId !== instanceId)
+            this.store.removeInstanceEip(eip.instanceId);
+          this.store.putInstanceEip(instanceId, id);
+        });
+      });
+      if (eip.host !== undefined && eip.host !== target.host) void this.cleanUpOldHost(eip.host, eip);
+      return updated;
+    });
+  }
+
+  disassociate(project: ProjectDefinition, id: string): Promise<EipRecord> {
+    return this.locks.run([`eip:${id}`], async () => {
+      const eip = ownedEip(this.store, project, id);
+      if (eip.state !== "associated" || eip.host === undefined || eip.instanceId === undefined) {
+        throw new NotAssociatedError(`${id} is not associated`);
+      }
+      const { host, instanceId } = eip;
+      const { instanceId: _i, host: _h, privateIp: _p, associatedAt: _a, ...rest } = eip;
+      const updated: EipRecord = { ...rest, state: "allocated" };
+      await this.locks.run([`host:${host}`], async () => {
+        try {
+          await this.hosts.remove(host, eip.publicIp);
+        } catch (error) {
+          if (!isUnavailable(error)) throw error;
+          this.logger.warn("host unreachable: disassociation left to reconciliation", { host, eip: id });
+        }
+        await this.store.write(() => {
+          this.store.putEip(updated);
+          this.store.removeInstanceEip(instanceId);
+        });
+      });
+      return updated;
+    });
+  }
+
+  /** Where the instance runs and its private address: ippool's own allocation first, then libvirt. */
+  private async place(instanceId: string): Promise<InstancePlacement> {
+    const allocation = this.pools.find(instanceId);
+    let host = allocation?.host !== undefined && this.hosts.has(allocation.host) ? allocation.host : undefined;
+    let state = host === undefined ? null : await this.hosts.instanceState(host, instanceId);
+    if (host === undefined || state === null) {
+      const found = await this.hosts.locate(instanceId);
+      if (!found) throw new InstanceNotFoundError(`no configured host has an instance ${instanceId}`);
+      ({ host, state } = found);
+    }
+    if (state !== "running") throw new InstanceNotRunningError(`${instanceId} on ${host} is ${state}, not running`);
+    const privateIp = allocation?.ip ?? (await this.hosts.instanceAddresses(host, instanceId))[0];
+    if (privateIp === undefined) {
+      throw new InstanceHasNoAddressError(`no private address is known for ${instanceId} (allocate one with ippool)`);
+    }
+    return { host, privateIp };
+  }
+
+  private async cleanUpOldHost(host: string, previous: EipRecord): Promise<void> {
+    try {
+      await this.locks.run([`host:${host}`], () => this.hosts.remove(host, previous.publicIp));
+    } catch (error) {
+      this.logger.warn("old host not cleaned up after a move; reconciliation will", {
+        host,
+        eip: previous.id,
+        address: formatIpv4(previous.publicIp),
+        error: (error as Error).message,
+      });
+    }
+  }
+}
+
+function isUnavailable(error: unknown): boolean {
+  return error instanceof AppError && error.code === "HOST_UNAVAILABLE";
+}

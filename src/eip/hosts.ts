@@ -1,0 +1,36 @@
+/**
+ * What the EIP service needs from the hypervisor hosts, in its own terms (addresses as
+ * uint32). `daemon/` adapts the SSH host layer to it. Failures surface as the host layer's
+ * errors: `HOST_UNAVAILABLE` (cannot reach the host) and `HOST_COMMAND_FAILED` (502 both).
+ */
+
+export interface Association {
+  readonly eip: number;
+  readonly privateIp: number;
+}
+
+export interface ConvergeResult {
+  readonly added: number;
+  readonly removed: number;
+  readonly changed: number;
+}
+
+export interface HostGateway {
+  /** Whether a host of that name is configured. */
+  has(host: string): boolean;
+  /** libvirt's state of the instance on that host ("running", "paused", …), null if it has no such domain. */
+  instanceState(host: string, instanceId: string): Promise<string | null>;
+  /** Asks every reachable host in parallel; throws HOST_UNAVAILABLE when no host could be asked. */
+  locate(instanceId: string): Promise<{ host: string; state: string } | null>;
+  /** IPv4 addresses libvirt reports for the instance (may be empty). */
+  instanceAddresses(host: string, instanceId: string): Promise<number[]>;
+  /** Installs the association on the host (idempotent). */
+  apply(host: string, association: Association): Promise<void>;
+  /** Removes whatever the host has for this EIP (idempotent). */
+  remove(host: string, eip: number): Promise<void>;
+  /** Makes the host's ippool rules exactly `desired`, in one transaction. */
+  converge(host: string, desired: readonly Association[]): Promise<ConvergeResult>;
+  /** Calls `listener` each time a host's connection comes up (first connect and every reconnect). */
+  onConnect(listener: (host: string) => void): void;
+  hostNames(): readonly string[];
+}

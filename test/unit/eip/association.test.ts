@@ -1,0 +1,362 @@
+/**
+ * Association, disassociation and reconciliation over a real store, with the hosts replaced by
+ * a scripted gateway (the SSH layer has its own suites in test/hosts).
+ */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ProjectDefinition } from "../../../src/config/config.ts";
+import { EipAssociations } from "../../../src/eip/association.ts";
+import type { Association, ConvergeResult, HostGateway } from "../../../src/eip/hosts.ts";
+import { KeyedLocks } from "../../../src/eip/locks.ts";
+import { EipReconciler } from "../../../src/eip/reconcile.ts";
+import { EipService, eipPoolKey } from "../../../src/eip/service.ts";
+import { AppError } from "../../../src/errors.ts";
+import { Logger } from "../../../src/log/logger.ts";
+import { formatIpv4, parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
+import { PoolLayout } from "../../../src/pool/layout.ts";
+import { PoolService } from "../../../src/pool/service.ts";
+import { reconcilePools } from "../../../src/pool/startup.ts";
+import { LmdbStore } from "../../../src/store/lmdb.ts";
+
+class HostDown extends AppError {
+  readonly status = 502;
+  readonly code = "HOST_UNAVAILABLE";
+}
+class CommandFailed extends AppError {
+  readonly status = 502;
+  readonly code = "HOST_COMMAND_FAILED";
+}
+
+/** Hosts as a table: which instances each runs, which associations it holds, which are down. */
+class ScriptedHosts implements HostGateway {
+  readonly instances = new Map<string, Map<string, { state: string; addresses: number[] }>>();
+  readonly rules = new Map<string, Map<number, number>>();
+  readonly down = new Set<string>();
+  readonly failing = new Set<string>();
+  private readonly listeners: ((host: string) => void)[] = [];
+
+  constructor(hosts: string[]) {
+    for (const host of hosts) {
+      this.instances.set(host, new Map());
+      this.rules.set(host, new Map());
+    }
+  }
+  run(host: string, instance: string, state = "running", addresses: string[] = []) {
+    this.instances.get(host)?.set(instance, { state, addresses: addresses.map(parseIpv4) });
+  }
+  private reach(host: string): void {
+    if (this.down.has(host)) throw new HostDown(`${host} is unreachable`);
+  }
+  has(host: string) {
+    return this.instances.has(host);
+  }
+  hostNames() {
+    return [...this.instances.keys()];
+  }
+  async instanceState(host: string, instance: string) {
+    this.reach(host);
+    return this.instances.get(host)?.get(instance)?.state ?? null;
+  }
+  async locate(instance: string) {
+    const up = this.hostNames().filter((h) => !this.down.has(h));
+    if (up.length === 0) throw new HostDown("no host reachable");
+    for (const host of up) {
+      const found = this.instances.get(host)?.get(instance);
+      if (found) return { host, state: found.state };
+    }
+    return null;
+  }
+  async instanceAddresses(host: string, instance: string) {
+    this.reach(host);
+    return this.instances.get(host)?.get(instance)?.addresses ?? [];
+  }
+  async apply(host: string, association: Association) {
+    this.reach(host);
+    if (this.failing.has(host)) throw new CommandFailed("nft failed");
+    this.rules.get(host)?.set(association.eip, association.privateIp);
+  }
+  async remove(host: string, eip: number) {
+    this.reach(host);
+    this.rules.get(host)?.delete(eip);
+  }
+  async converge(host: string, desired: readonly Association[]): Promise<ConvergeResult> {
+    this.reach(host);
+    const rules = this.rules.get(host) as Map<number, number>;
+    const wanted = new Map(desired.map((a) => [a.eip, a.privateIp]));
+    let added = 0;
+    let removed = 0;
+    let changed = 0;
+    for (const eip of rules.keys()) if (!wanted.has(eip)) rules.delete(eip), removed++;
+    for (const [eip, ip] of wanted) {
+      if (!rules.has(eip)) added++;
+      else if (rules.get(eip) !== ip) changed++;
+      rules.set(eip, ip);
+    }
+    return { added, removed, changed };
+  }
+  onConnect(listener: (host: string) => void) {
+    this.listeners.push(listener);
+  }
+  reconnect(host: string) {
+    this.down.delete(host);
+    for (const listener of this.listeners) listener(host);
+  }
+  rulesOf(host: string): Record<string, string> {
+    return Object.fromEntries([...(this.rules.get(host) ?? [])].map(([e, p]) => [formatIpv4(e), formatIpv4(p)]));
+  }
+}
+
+const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 10 };
+const globex: ProjectDefinition = { name: "globex", apiKeySha256: "1".repeat(64), quota: 10 };
+
+let dir: string;
+let store: LmdbStore;
+let hosts: ScriptedHosts;
+let pools: PoolService;
+let eips: EipService;
+let associations: EipAssociations;
+let reconciler: EipReconciler;
+const logged: string[] = [];
+let logger: Logger;
+
+/** Log lines so far (the logger buffers until the end of the event-loop turn). */
+function logs(): string[] {
+  logger.flush();
+  return logged;
+}
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "ippool-eip-test-"));
+  store = new LmdbStore(dir);
+  const vm = new PoolLayout({
+    name: "vms",
+    cidr: parseCidr("192.168.100.0/24"),
+    gateway: parseIpv4("192.168.100.1"),
+    reserved: [],
+    strategy: "next-fit",
+  });
+  const publicPool = new PoolLayout({
+    name: eipPoolKey("public"),
+    cidr: parseCidr("100.64.0.0/24"),
+    gateway: null,
+    reserved: [],
+    strategy: "next-fit",
+  });
+  reconcilePools(store, [vm, publicPool]);
+  pools = new PoolService(store, [vm], "vms");
+  eips = new EipService(store, new Map([["public", publicPool]]), "public");
+  hosts = new ScriptedHosts(["hv1", "hv2"]);
+  logger = new Logger("text", "debug", (text) => logged.push(...text.trimEnd().split("\n")));
+  const locks = new KeyedLocks();
+  associations = new EipAssociations(store, hosts, pools, locks, logger);
+  reconciler = new EipReconciler(store, hosts, locks, logger);
+  logged.length = 0;
+});
+
+afterEach(async () => {
+  reconciler.stop();
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function codeOf(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+  } catch (error) {
+    return (error as AppError).code;
+  }
+  return "no error";
+}
+
+async function vmOn(host: string, vmId: string, state = "running") {
+  hosts.run(host, vmId, state);
+  return (await pools.allocate({ vmId, host })).allocation;
+}
+
+describe("associate", () => {
+  test("installs the association on the instance's host, then records it", async () => {
+    const vm = await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    const associated = await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    expect(associated).toMatchObject({ state: "associated", instanceId: "web-1", host: "hv1", privateIp: vm.ip });
+    expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(vm.ip) });
+    expect(eips.get(acme, eip.id)).toEqual(associated);
+  });
+
+  test("repeating it for the same instance changes nothing", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    const first = await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    expect(await associations.associate(acme, eip.id, { instanceId: "web-1" })).toEqual(first);
+  });
+
+  test("without a pool allocation the instance is found by asking the hosts, its address from libvirt", async () => {
+    hosts.run("hv2", "db-1", "running", ["192.168.100.77"]);
+    const { eip } = await eips.allocate(acme, {});
+    const associated = await associations.associate(acme, eip.id, { instanceId: "db-1" });
+    expect(associated).toMatchObject({ host: "hv2", privateIp: parseIpv4("192.168.100.77") });
+  });
+
+  test.each([
+    ["an instance no host has", async () => undefined, "INSTANCE_NOT_FOUND"],
+    ["a paused instance", async () => void (await vmOn("hv1", "x", "paused")), "INSTANCE_NOT_RUNNING"],
+    ["an instance with no known address", async () => hosts.run("hv1", "x"), "INSTANCE_HAS_NO_ADDRESS"],
+  ])("%s is refused and nothing changes", async (_what, arrange, code) => {
+    await arrange();
+    const { eip } = await eips.allocate(acme, {});
+    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "x" }))).toBe(code);
+    expect(eips.get(acme, eip.id).state).toBe("allocated");
+    expect(hosts.rulesOf("hv1")).toEqual({});
+  });
+
+  test("an instance that already has another EIP answers INSTANCE_HAS_EIP", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip: first } = await eips.allocate(acme, {});
+    const { eip: second } = await eips.allocate(acme, {});
+    await associations.associate(acme, first.id, { instanceId: "web-1" });
+    expect(await codeOf(associations.associate(acme, second.id, { instanceId: "web-1" }))).toBe("INSTANCE_HAS_EIP");
+  });
+
+  test("an EIP associated elsewhere needs allow_reassociation", async () => {
+    await vmOn("hv1", "web-1");
+    await vmOn("hv2", "web-2");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-2" }))).toBe("ALREADY_ASSOCIATED");
+    expect(eips.get(acme, eip.id).instanceId).toBe("web-1");
+  });
+
+  test("a host command failure answers 502 and leaves the recorded state unchanged", async () => {
+    await vmOn("hv1", "web-1");
+    hosts.failing.add("hv1");
+    const { eip } = await eips.allocate(acme, {});
+    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_COMMAND_FAILED");
+    expect(eips.get(acme, eip.id)).toEqual(eip);
+  });
+
+  test("an unreachable target host answers HOST_UNAVAILABLE and leaves the recorded state unchanged", async () => {
+    await vmOn("hv1", "web-1");
+    hosts.down.add("hv1");
+    const { eip } = await eips.allocate(acme, {});
+    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_UNAVAILABLE");
+    expect(eips.get(acme, eip.id)).toEqual(eip);
+  });
+
+  test("another project's EIP is NOT_FOUND", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    expect(await codeOf(associations.associate(globex, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+  });
+});
+
+describe("moving an EIP (failover)", () => {
+  test("moves to the new host and removes it from the old one", async () => {
+    await vmOn("hv1", "web-1");
+    const target = await vmOn("hv2", "web-2");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
+    expect(moved).toMatchObject({ host: "hv2", instanceId: "web-2", privateIp: target.ip });
+    await Bun.sleep(1);
+    expect(hosts.rulesOf("hv1")).toEqual({});
+    expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(target.ip) });
+    // The old instance is free for another EIP now.
+    const { eip: other } = await eips.allocate(acme, {});
+    expect((await associations.associate(acme, other.id, { instanceId: "web-1" })).state).toBe("associated");
+  });
+
+  test("succeeds while the old host is down; its return reconciles the stale rule away", async () => {
+    await vmOn("hv1", "web-1");
+    await vmOn("hv2", "web-2");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    hosts.down.add("hv1");
+    const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
+    expect(moved.host).toBe("hv2");
+    await Bun.sleep(1);
+    expect(hosts.rulesOf("hv1")).not.toEqual({});
+    reconciler.start(0);
+    hosts.reconnect("hv1");
+    await Bun.sleep(5);
+    expect(hosts.rulesOf("hv1")).toEqual({});
+    expect(logs().some((line) => line.includes("reconciled host") && line.includes("removed=1"))).toBe(true);
+  });
+
+  test("to another VM on the same host replaces the pair", async () => {
+    await vmOn("hv1", "web-1");
+    const second = await vmOn("hv1", "web-2");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
+    expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(second.ip) });
+  });
+});
+
+describe("disassociate and release", () => {
+  test("disassociate removes the rules and records the EIP as allocated", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    const back = await associations.disassociate(acme, eip.id);
+    expect(back).toEqual({ ...eip, state: "allocated" });
+    expect(hosts.rulesOf("hv1")).toEqual({});
+  });
+
+  test("with the host down it is recorded and left to reconciliation", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    hosts.down.add("hv1");
+    expect((await associations.disassociate(acme, eip.id)).state).toBe("allocated");
+    expect(logs().some((line) => line.includes("left to reconciliation"))).toBe(true);
+  });
+
+  test("an EIP that is not associated answers NOT_ASSOCIATED", async () => {
+    const { eip } = await eips.allocate(acme, {});
+    expect(await codeOf(associations.disassociate(acme, eip.id))).toBe("NOT_ASSOCIATED");
+  });
+
+  test("releasing an associated EIP answers STILL_ASSOCIATED and keeps the association", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    expect(await codeOf(eips.release(acme, eip.id))).toBe("STILL_ASSOCIATED");
+    expect(eips.get(acme, eip.id).state).toBe("associated");
+  });
+});
+
+describe("reconciliation", () => {
+  test("gives a flushed host its rules back and leaves other hosts alone", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    const expected = hosts.rulesOf("hv1");
+    hosts.rules.get("hv1")?.clear();
+    await reconciler.reconcileAll();
+    expect(hosts.rulesOf("hv1")).toEqual(expected);
+    expect(hosts.rulesOf("hv2")).toEqual({});
+  });
+
+  test("a host that cannot be reached is logged and tried again later", async () => {
+    hosts.down.add("hv2");
+    await reconciler.reconcileAll();
+    expect(logs().some((line) => line.includes("reconciliation failed") && line.includes("hv2"))).toBe(true);
+  });
+});
+
+describe("KeyedLocks", () => {
+  test("serialises holders of one key and lets other keys run", async () => {
+    const locks = new KeyedLocks();
+    const order: string[] = [];
+    const slow = locks.run(["a"], async () => {
+      await Bun.sleep(20);
+      order.push("a1");
+    });
+    const other = locks.run(["b"], async () => void order.push("b"));
+    const second = locks.run(["a"], async () => void order.push("a2"));
+    await Promise.all([slow, other, second]);
+    expect(order).toEqual(["b", "a1", "a2"]);
+  });
+});
