@@ -4,11 +4,13 @@ DENO := node_modules/.bin/deno
 TSC  := node_modules/.bin/tsc
 BIOME := node_modules/.bin/biome
 SOURCES := $(shell find src -name '*.ts') build.ts package.json
-# Debian packages the suites use: curl (README examples), and wrk for the benchmarks.
-TEST_PACKAGES := curl
+# Debian packages the suites use: curl (README examples); for the host suites (test/hosts: network
+# namespaces with real sshd, nftables, libvirt's test driver) OpenSSH, nftables, iproute2, virsh,
+# conntrack, arping and procps (sysctl, pgrep); and wrk for the benchmarks.
+TEST_PACKAGES := curl openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps
 BENCH_PACKAGES := wrk curl
 
-.PHONY: all run build check test test-unit test-integration test-deno bench clean
+.PHONY: all run build check test test-unit test-integration test-hosts test-deno bench clean
 
 all: build
 
@@ -41,6 +43,11 @@ test-unit: node_modules/.installed
 
 test-integration: build
 	$(BUN) test test/integration
+
+## The host driver against fake hypervisor hosts in network namespaces (as root).
+test-hosts: build
+	bash hooks/install-packages $(TEST_PACKAGES)
+	$(BUN) test test/unit/hosts test/hosts
 
 ## The integration smoke subset against `deno run src/main.ts` instead of the binary.
 test-deno: node_modules/.installed

@@ -1,7 +1,9 @@
 /**
  * Compiles the daemon into one executable, dist/ippool. lmdb's loader looks for its native
  * addon on the filesystem, which does not exist inside a compiled binary; this rewrites the
- * lookup into a static require of the prebuilt addon so Bun embeds it.
+ * lookup into a static require of the prebuilt addon so Bun embeds it. ssh2's optional native
+ * parts (cpu-features, sshcrypto.node) do not load under Bun anyway: they are replaced by stubs
+ * that throw, which ssh2 catches before falling back to its pure-JS code.
  */
 import type { BunPlugin } from "bun";
 
@@ -22,10 +24,26 @@ const embedLmdbAddon: BunPlugin = {
   },
 };
 
+/** Modules ssh2 requires inside try/catch and can do without. */
+const stubSsh2Natives: BunPlugin = {
+  name: "stub-ssh2-natives",
+  setup(build) {
+    build.onResolve({ filter: /^cpu-features$/ }, () => ({ path: "cpu-features", namespace: "ssh2-native-stub" }));
+    build.onResolve({ filter: /[\\/]sshcrypto\.node$/ }, () => ({
+      path: "sshcrypto.node",
+      namespace: "ssh2-native-stub",
+    }));
+    build.onLoad({ filter: /.*/, namespace: "ssh2-native-stub" }, ({ path }) => ({
+      contents: `throw new Error(${JSON.stringify(`${path} is left out of the binary; ssh2 uses its pure-JS code`)});`,
+      loader: "js",
+    }));
+  },
+};
+
 const result = await Bun.build({
   entrypoints: ["src/main.ts"],
   compile: { outfile: "dist/ippool" },
-  plugins: [embedLmdbAddon],
+  plugins: [embedLmdbAddon, stubSsh2Natives],
 });
 if (!result.success) {
   for (const message of result.logs) console.error(message);

@@ -4,7 +4,11 @@
  */
 import { ProjectDirectory } from "../auth/projects.ts";
 import type { Config } from "../config/config.ts";
+import { EipAssociations } from "../eip/association.ts";
+import { KeyedLocks } from "../eip/locks.ts";
+import { EipReconciler } from "../eip/reconcile.ts";
 import { EipService, eipPoolKey } from "../eip/service.ts";
+import { HostRegistry } from "../hosts/index.ts";
 import { createApp, createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { PoolLayout } from "../pool/layout.ts";
@@ -13,6 +17,7 @@ import { reconcilePools } from "../pool/startup.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { LmdbStore } from "../store/lmdb.ts";
 import { ListenError } from "./errors.ts";
+import { SshHostGateway } from "./host-gateway.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
 
 export async function serve(config: Config): Promise<void> {
@@ -43,7 +48,17 @@ async function start(config: Config, logger: Logger): Promise<void> {
   );
   reconcilePools(store, [...layouts, ...eipPools.values()]);
   const eips = new EipService(store, eipPools, config.defaultEipPool);
-  const app = createApp({ pools, eips, projects: new ProjectDirectory(config.projects) }, logger);
+  const hosts = new HostRegistry(config.hosts, { logger });
+  const gateway = new SshHostGateway(
+    hosts,
+    config.eipPools.map((pool) => pool.cidr),
+  );
+  const locks = new KeyedLocks();
+  const associations = new EipAssociations(store, gateway, pools, locks, logger);
+  const reconciler = new EipReconciler(store, gateway, locks, logger);
+  reconciler.start(config.reconcileIntervalS);
+  hosts.start();
+  const app = createApp({ pools, eips, associations, projects: new ProjectDirectory(config.projects) }, logger);
 
   const listeners: Listener[] = [];
   try {
@@ -56,6 +71,8 @@ async function start(config: Config, logger: Logger): Promise<void> {
     }
   } catch (error) {
     await Promise.all(listeners.map((l) => l.stop()));
+    reconciler.stop();
+    await hosts.close();
     await store.close();
     throw error;
   }
@@ -66,6 +83,8 @@ async function start(config: Config, logger: Logger): Promise<void> {
     stopping = true;
     logger.info("stopping", { signal });
     await Promise.all(listeners.map((l) => l.stop()));
+    reconciler.stop();
+    await hosts.close();
     await store.close();
     if (config.socket) removeSocket(config.socket);
     logger.info("stopped");

@@ -4,6 +4,7 @@
  */
 import { Elysia } from "elysia";
 import type { ProjectDirectory } from "../auth/projects.ts";
+import type { EipAssociations } from "../eip/association.ts";
 import type { EipService } from "../eip/service.ts";
 import type { Logger } from "../log/logger.ts";
 import type { PoolService } from "../pool/service.ts";
@@ -17,6 +18,7 @@ import { markTransport } from "./transport.ts";
 export interface Services {
   readonly pools: PoolService;
   readonly eips: EipService;
+  readonly associations: EipAssociations;
   readonly projects: ProjectDirectory;
 }
 
@@ -29,7 +31,7 @@ export function createApp(services: Services, logger: Logger) {
       ),
     )
     .use(poolRoutes(services.pools))
-    .use(eipRoutes(services.eips, services.projects));
+    .use(eipRoutes(services.eips, services.associations, services.projects));
 }
 
 /** Wraps the app for one listener: refuse oversized bodies unread, time and log every request. */

@@ -7,13 +7,14 @@ import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
 import type { ProjectDirectory } from "../auth/projects.ts";
 import type { ProjectDefinition } from "../config/config.ts";
+import type { EipAssociations } from "../eip/association.ts";
 import type { EipService } from "../eip/service.ts";
 import type { EipRecord } from "../eip/store.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
-import { EipAllocateBody, EipListQuery, EipParams, EipView } from "./eip-schemas.ts";
+import { AssociateBody, EipAllocateBody, EipListQuery, EipParams, EipView } from "./eip-schemas.ts";
 import { transportOf } from "./transport.ts";
 
-export function eipRoutes(eips: EipService, projects: ProjectDirectory) {
+export function eipRoutes(eips: EipService, associations: EipAssociations, projects: ProjectDirectory) {
   return new Elysia({ prefix: "/elastic-ips" })
     .resolve(({ request }) => ({ project: projectOf(request, projects) }))
     .post(
@@ -43,6 +44,25 @@ export function eipRoutes(eips: EipService, projects: ProjectDirectory) {
       params: EipParams,
       response: EipView,
     })
+    .post(
+      "/:id/associate",
+      async ({ params, body, project }) =>
+        eipView(
+          await associations.associate(project, params.id, {
+            instanceId: body.instance_id,
+            allowReassociation: body.allow_reassociation ?? false,
+          }),
+        ),
+      { params: EipParams, body: AssociateBody, response: EipView },
+    )
+    .post(
+      "/:id/disassociate",
+      async ({ params, project }) => eipView(await associations.disassociate(project, params.id)),
+      {
+        params: EipParams,
+        response: EipView,
+      },
+    )
     .delete(
       "/:id",
       async ({ params, project }) => ({

@@ -23,6 +23,10 @@ export const EipAllocateBody = Type.Optional(
 export type EipAllocateBody = Static<typeof EipAllocateBody>;
 
 export const EipParams = Type.Object({ id: EipId });
+export const AssociateBody = Type.Object({
+  instance_id: InstanceId,
+  allow_reassociation: Type.Optional(Type.Boolean()),
+});
 export const EipListQuery = Type.Object({
   state: Type.Optional(EipStateName),
   instance_id: Type.Optional(InstanceId),

@@ -28,6 +28,8 @@ export interface DaemonOptions {
   readonly dir?: string;
   readonly args?: readonly string[];
   readonly tcp?: boolean;
+  /** argv run in front of the daemon, e.g. a testbed's `ip netns exec <ns>`. */
+  readonly prefix?: readonly string[];
 }
 
 export class Daemon {
@@ -46,11 +48,14 @@ export class Daemon {
     const socket = join(dir, "ippool.sock");
     const configPath = join(dir, "ippool.toml");
     writeFileSync(configPath, configText(dir, socket, options));
-    const proc = Bun.spawn([...daemonCommand(), "--config", configPath, ...(options.args ?? [])], {
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
+    const proc = Bun.spawn(
+      [...(options.prefix ?? []), ...daemonCommand(), "--config", configPath, ...(options.args ?? [])],
+      {
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
     const daemon = new Daemon(proc, dir, socket, configPath);
     await daemon.waitStarted();
     return daemon;

@@ -88,7 +88,11 @@ class ScriptedHosts implements HostGateway {
     let added = 0;
     let removed = 0;
     let changed = 0;
-    for (const eip of rules.keys()) if (!wanted.has(eip)) rules.delete(eip), removed++;
+    for (const eip of rules.keys()) {
+      if (wanted.has(eip)) continue;
+      rules.delete(eip);
+      removed++;
+    }
     for (const [eip, ip] of wanted) {
       if (!rules.has(eip)) added++;
       else if (rules.get(eip) !== ip) changed++;

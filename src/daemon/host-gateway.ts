@@ -1,0 +1,63 @@
+/**
+ * Adapts the SSH host layer (`src/hosts`) to what the EIP service asks of hosts (`eip/hosts.ts`):
+ * addresses as numbers there, as dotted quads on the wire to the host.
+ */
+import type { Association, ConvergeResult, HostGateway } from "../eip/hosts.ts";
+import { type Host, type HostRegistry, HostUnavailableError } from "../hosts/index.ts";
+import { type Cidr, formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
+
+export class SshHostGateway implements HostGateway {
+  constructor(
+    private readonly registry: HostRegistry,
+    /** The EIP pools' networks: the addresses on a public interface that ippool manages. */
+    private readonly eipRanges: readonly Cidr[],
+  ) {}
+
+  has(host: string): boolean {
+    return this.registry.get(host) !== undefined;
+  }
+
+  hostNames(): readonly string[] {
+    return this.registry.all().map((host) => host.name);
+  }
+
+  instanceState(host: string, instanceId: string): Promise<string | null> {
+    return this.host(host).libvirt.instanceState(instanceId);
+  }
+
+  async locate(instanceId: string): Promise<{ host: string; state: string } | null> {
+    const found = await this.registry.findInstance(instanceId);
+    return found && { host: found.host.name, state: found.state };
+  }
+
+  async instanceAddresses(host: string, instanceId: string): Promise<number[]> {
+    return (await this.host(host).libvirt.instanceAddresses(instanceId)).filter(isIpv4).map(parseIpv4);
+  }
+
+  apply(host: string, association: Association): Promise<void> {
+    return this.host(host).nat.applyAssociation(wire(association));
+  }
+
+  remove(host: string, eip: number): Promise<void> {
+    return this.host(host).nat.removeAssociation(formatIpv4(eip));
+  }
+
+  async converge(host: string, desired: readonly Association[]): Promise<ConvergeResult> {
+    const result = await this.host(host).nat.converge(desired.map(wire), this.eipRanges);
+    return { added: result.added.length, removed: result.removed.length, changed: result.changed.length };
+  }
+
+  onConnect(listener: (host: string) => void): void {
+    for (const host of this.registry.all()) host.connection.onConnect(() => listener(host.name));
+  }
+
+  private host(name: string): Host {
+    const host = this.registry.get(name);
+    if (!host) throw new HostUnavailableError(`no host named ${name} is configured`);
+    return host;
+  }
+}
+
+function wire(association: Association): { eip: string; privateIp: string } {
+  return { eip: formatIpv4(association.eip), privateIp: formatIpv4(association.privateIp) };
+}

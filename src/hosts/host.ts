@@ -1,0 +1,45 @@
+/** One hypervisor host: its SSH connection, its libvirt checks and its NAT driver. */
+import type { HostDefinition } from "../config/config.ts";
+import { Libvirt } from "./libvirt.ts";
+import { NatDriver } from "./nat.ts";
+import { type HostLogger, SshConnection, type SshConnectionOptions } from "./ssh-connection.ts";
+
+/** Connection settings that are not in the config (defaults suit production; tests shorten them). */
+export type ConnectionTuning = Pick<
+  SshConnectionOptions,
+  "keepaliveIntervalMs" | "keepaliveCountMax" | "backoffInitialMs" | "backoffMaxMs" | "maxChannels"
+>;
+
+export class Host {
+  readonly name: string;
+  readonly connection: SshConnection;
+  readonly libvirt: Libvirt;
+  readonly nat: NatDriver;
+
+  /** `privateKey` is the key file's content (the registry reads and checks it). */
+  constructor(
+    readonly definition: HostDefinition,
+    privateKey: Buffer,
+    options: { logger?: HostLogger; tuning?: ConnectionTuning } = {},
+  ) {
+    this.name = definition.name;
+    this.connection = new SshConnection({
+      name: definition.name,
+      address: definition.address,
+      port: definition.port,
+      user: definition.user,
+      privateKey,
+      hostKey: definition.hostKey,
+      connectTimeoutMs: definition.connectTimeoutMs,
+      commandTimeoutMs: definition.commandTimeoutMs,
+      ...options.tuning,
+      ...(options.logger ? { logger: options.logger } : {}),
+    });
+    this.libvirt = new Libvirt(this.connection, definition.libvirtUri);
+    this.nat = new NatDriver(this.connection, definition.publicInterface, options.logger);
+  }
+
+  get connected(): boolean {
+    return this.connection.connected;
+  }
+}

@@ -1,0 +1,16 @@
+/** The host driver: SSH connections, libvirt checks and the NAT driver for hypervisor hosts. */
+export { buildCommand, quoteArg, validDomain, validInterface, validIpv4, validLibvirtUri } from "./command.ts";
+export {
+  HostCommandFailedError,
+  HostConfigError,
+  HostKeyMismatchError,
+  HostUnavailableError,
+  InvalidCommandArgumentError,
+} from "./errors.ts";
+export { hostKeyFingerprint } from "./fingerprint.ts";
+export { type ConnectionTuning, Host } from "./host.ts";
+export { type InstanceState, Libvirt } from "./libvirt.ts";
+export { type CommandRunner, type ConvergeResult, NatDriver, type NatState } from "./nat.ts";
+export type { Association, ChangedAssociation, RemovedAssociation } from "./reconcile-diff.ts";
+export { type FoundInstance, HostRegistry, type HostRegistryOptions, readPrivateKey } from "./registry.ts";
+export { type ExecOptions, type ExecResult, type HostLogger, SshConnection } from "./ssh-connection.ts";

@@ -1,0 +1,77 @@
+/** Instance checks on a host with `virsh -c <uri> ...`, run over the host's SSH connection. */
+import { validDomain, validLibvirtUri } from "./command.ts";
+import type { CommandRunner } from "./nat.ts";
+
+/** libvirt's domain states as `virsh domstate` prints them. */
+export type InstanceState =
+  | "running"
+  | "idle"
+  | "paused"
+  | "in shutdown"
+  | "shut off"
+  | "crashed"
+  | "pmsuspended"
+  | "no state"
+  | (string & {});
+
+/** virsh's message for a domain that does not exist (same for the qemu and test drivers). */
+const NO_DOMAIN = /failed to get domain|Domain not found/i;
+
+export class Libvirt {
+  readonly uri: string;
+
+  constructor(
+    private readonly host: CommandRunner,
+    uri: string,
+  ) {
+    this.uri = validLibvirtUri(uri);
+  }
+
+  /** The domain's state, or null when the host has no such domain. `instance` is a name or UUID. */
+  async instanceState(instance: string): Promise<InstanceState | null> {
+    const argv = ["virsh", "-c", this.uri, "domstate", validDomain(instance)];
+    const result = await this.host.exec(argv);
+    if (result.code !== 0) {
+      if (NO_DOMAIN.test(result.stderr)) return null;
+      throw this.host.commandFailed(argv, result);
+    }
+    const state = result.stdout.trim().split("\n")[0]?.trim();
+    if (!state) throw this.host.commandFailed(argv, { ...result, stderr: "virsh printed no state" });
+    return state;
+  }
+
+  /** The domain's UUID, or null when the host has no such domain. */
+  async instanceUuid(instance: string): Promise<string | null> {
+    const argv = ["virsh", "-c", this.uri, "domuuid", validDomain(instance)];
+    const result = await this.host.exec(argv);
+    if (result.code !== 0) {
+      if (NO_DOMAIN.test(result.stderr)) return null;
+      throw this.host.commandFailed(argv, result);
+    }
+    return result.stdout.trim() || null;
+  }
+
+  /**
+   * The IPv4 addresses libvirt's DHCP leases give the domain (`domifaddr --source lease`); empty
+   * when the domain is missing, not running, or has no lease (the test driver often has none).
+   */
+  async instanceAddresses(instance: string): Promise<string[]> {
+    const argv = ["virsh", "-c", this.uri, "domifaddr", validDomain(instance), "--source", "lease"];
+    const result = await this.host.exec(argv);
+    if (result.code !== 0) {
+      if (NO_DOMAIN.test(result.stderr) || /not running|Failed to query/i.test(result.stderr)) return [];
+      throw this.host.commandFailed(argv, result);
+    }
+    return parseDomifaddr(result.stdout);
+  }
+}
+
+/** The IPv4 addresses (without prefix length) in `virsh domifaddr` output. */
+export function parseDomifaddr(output: string): string[] {
+  const addresses: string[] = [];
+  for (const line of output.split("\n")) {
+    const match = /\sipv4\s+(\d{1,3}(?:\.\d{1,3}){3})\/\d{1,2}\s*$/.exec(line);
+    if (match) addresses.push(match[1] as string);
+  }
+  return addresses;
+}

@@ -1,0 +1,120 @@
+/**
+ * All configured hypervisor hosts. Built once at start (checking each private key file), connected
+ * in the background (start never waits for a host), closed at shutdown.
+ */
+import { readFileSync, statSync } from "node:fs";
+import { utils } from "ssh2";
+import type { HostDefinition } from "../config/config.ts";
+import { validDomain } from "./command.ts";
+import { HostConfigError, HostUnavailableError } from "./errors.ts";
+import { type ConnectionTuning, Host } from "./host.ts";
+import type { InstanceState } from "./libvirt.ts";
+import type { HostLogger } from "./ssh-connection.ts";
+
+export interface FoundInstance {
+  readonly host: Host;
+  readonly state: InstanceState;
+}
+
+export interface HostRegistryOptions {
+  readonly logger?: HostLogger;
+  readonly tuning?: ConnectionTuning;
+}
+
+export class HostRegistry {
+  private readonly hosts = new Map<string, Host>();
+
+  /** Reads and checks every private key file now; throws `HostConfigError` naming `hosts[i].private_key`. */
+  constructor(definitions: readonly HostDefinition[], options: HostRegistryOptions = {}) {
+    definitions.forEach((definition, i) => {
+      const key = readPrivateKey(definition.privateKeyPath, `hosts[${i}].private_key`);
+      this.hosts.set(
+        definition.name,
+        new Host(definition, key, {
+          ...(options.logger ? { logger: options.logger } : {}),
+          ...(options.tuning ? { tuning: options.tuning } : {}),
+        }),
+      );
+    });
+  }
+
+  /** Starts connecting every host in the background; returns at once. */
+  start(): void {
+    for (const host of this.hosts.values()) host.connection.start();
+  }
+
+  get(name: string): Host | undefined {
+    return this.hosts.get(name);
+  }
+
+  all(): Host[] {
+    return [...this.hosts.values()];
+  }
+
+  /**
+   * Which host has the libvirt domain `instance` (name or UUID), asking every connected host in
+   * parallel. A host that is down or fails to answer is skipped; if no host could be asked at all
+   * (and there are hosts), that is a `HostUnavailableError`. When several hosts know the domain, a
+   * running one wins.
+   */
+  async findInstance(instance: string): Promise<FoundInstance | null> {
+    validDomain(instance);
+    const hosts = this.all();
+    if (hosts.length === 0) return null;
+    const answers = await Promise.all(
+      hosts.map(async (host) => {
+        if (!host.connected) return { host, asked: false, state: null };
+        try {
+          return { host, asked: true, state: await host.libvirt.instanceState(instance) };
+        } catch {
+          return { host, asked: false, state: null };
+        }
+      }),
+    );
+    const found = answers.filter((a): a is { host: Host; asked: true; state: InstanceState } => a.state !== null);
+    const best = found.find((a) => a.state === "running") ?? found[0];
+    if (best) return { host: best.host, state: best.state };
+    if (!answers.some((a) => a.asked)) {
+      throw new HostUnavailableError(
+        `cannot look up instance ${instance}: no host could be asked (${hosts.map((h) => h.name).join(", ")} unreachable)`,
+      );
+    }
+    return null;
+  }
+
+  /** Closes every connection (no reconnects afterwards). */
+  async close(): Promise<void> {
+    await Promise.all(this.all().map((host) => host.connection.close()));
+  }
+}
+
+/** The key file's content, if it exists, is a regular file no one but the owner can read, and parses as a private key. */
+export function readPrivateKey(path: string, key: string): Buffer {
+  let mode: number;
+  try {
+    const stat = statSync(path);
+    if (!stat.isFile()) throw new HostConfigError(`${key}: ${path} is not a regular file`);
+    mode = stat.mode & 0o777;
+  } catch (error) {
+    if (error instanceof HostConfigError) throw error;
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new HostConfigError(`${key}: ${path} ${code === "ENOENT" ? "does not exist" : `cannot be read (${code})`}`);
+  }
+  if ((mode & 0o077) !== 0) {
+    throw new HostConfigError(
+      `${key}: ${path} has mode 0${mode.toString(8)}; a private key must be mode 0600 (chmod 600 ${path})`,
+    );
+  }
+  let content: Buffer;
+  try {
+    content = readFileSync(path);
+  } catch (error) {
+    throw new HostConfigError(`${key}: ${path} cannot be read (${(error as NodeJS.ErrnoException).code})`);
+  }
+  const parsed = utils.parseKey(content);
+  if (parsed instanceof Error)
+    throw new HostConfigError(`${key}: ${path} is not a usable private key (${parsed.message})`);
+  const first = Array.isArray(parsed) ? parsed[0] : parsed;
+  if (!first?.isPrivateKey()) throw new HostConfigError(`${key}: ${path} holds no private key`);
+  return content;
+}
