@@ -28,6 +28,8 @@ export interface HostDefinition {
   readonly hostKey: string;
   readonly libvirtUri: string;
   readonly publicInterface: string;
+  /** A non-root SSH user: the network commands go through `sudo -n`. */
+  readonly sudo: boolean;
   readonly connectTimeoutMs: number;
   readonly commandTimeoutMs: number;
 }

@@ -66,6 +66,7 @@ export const HostSection = Type.Object(
       description: "the pinned host key, SHA256:… as ssh-keygen -lf prints it",
     }),
     libvirt_uri: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+    sudo: Type.Optional(Type.Boolean({ description: "run nft, ip, conntrack and arping through sudo -n" })),
     public_interface: Type.String({ pattern: "^[A-Za-z0-9_.-]{1,15}$", description: "a network interface name" }),
     connect_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
     command_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),

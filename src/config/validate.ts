@@ -188,6 +188,7 @@ function toHost(section: HostSection): HostDefinition {
     hostKey: section.host_key,
     libvirtUri: section.libvirt_uri ?? "qemu:///system",
     publicInterface: section.public_interface,
+    sudo: section.sudo ?? false,
     connectTimeoutMs: section.connect_timeout_ms ?? 5000,
     commandTimeoutMs: section.command_timeout_ms ?? 10_000,
   };

@@ -1,7 +1,7 @@
 /** One hypervisor host: its SSH connection, its libvirt checks and its NAT driver. */
 import type { HostDefinition } from "../config/config.ts";
 import { Libvirt } from "./libvirt.ts";
-import { NatDriver } from "./nat.ts";
+import { type CommandRunner, NatDriver } from "./nat.ts";
 import { type HostLogger, SshConnection, type SshConnectionOptions } from "./ssh-connection.ts";
 
 /** Connection settings that are not in the config (defaults suit production; tests shorten them). */
@@ -36,10 +36,24 @@ export class Host {
       ...(options.logger ? { logger: options.logger } : {}),
     });
     this.libvirt = new Libvirt(this.connection, definition.libvirtUri);
-    this.nat = new NatDriver(this.connection, definition.publicInterface, options.logger);
+    const runner = definition.sudo ? withSudo(this.connection) : this.connection;
+    this.nat = new NatDriver(runner, definition.publicInterface, options.logger);
   }
 
   get connected(): boolean {
     return this.connection.connected;
   }
+}
+
+/**
+ * For a non-root SSH user: the NAT driver's commands (nft, ip, conntrack, arping) run through
+ * `sudo -n`, which fails at once instead of prompting when the sudoers entry is missing.
+ */
+export function withSudo(runner: CommandRunner): CommandRunner {
+  return {
+    name: runner.name,
+    exec: (argv, options) => runner.exec(["sudo", "-n", ...argv], options),
+    run: (argv, options) => runner.run(["sudo", "-n", ...argv], options),
+    commandFailed: (argv, result) => runner.commandFailed(["sudo", "-n", ...argv], result),
+  };
 }

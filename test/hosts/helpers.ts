@@ -1,6 +1,6 @@
 /** Shared set-up for the host-driver suites: a registry over the testbed's hosts, reached from the test process. */
 import type { HostDefinition } from "../../src/config/config.ts";
-import type { ConnectionTuning } from "../../src/hosts/host.ts";
+import type { ConnectionTuning, Host } from "../../src/hosts/host.ts";
 import { HostRegistry } from "../../src/hosts/registry.ts";
 import type { Testbed } from "../support/testbed.ts";
 
@@ -21,4 +21,21 @@ export async function connectedRegistry(
   registry.start();
   await Promise.all(registry.all().map((host) => host.connection.waitConnected(5000)));
   return registry;
+}
+
+/**
+ * Waits until the host answers a command. After a host was down, `connected` can still be true
+ * for a moment: the drop of the old connection may be noticed only after the host is back.
+ */
+export async function answering(host: Host, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await host.connection.exec(["true"]).then(
+      (result) => result.code === 0,
+      () => false,
+    );
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`host ${host.name} did not answer within ${timeoutMs} ms`);
+    await Bun.sleep(50);
+  }
 }

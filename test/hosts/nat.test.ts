@@ -9,7 +9,7 @@ import { NatDriver } from "../../src/hosts/nat.ts";
 import type { HostRegistry } from "../../src/hosts/registry.ts";
 import { type Cidr, parseCidr } from "../../src/net/ipv4.ts";
 import { Testbed } from "../support/testbed.ts";
-import { connectedRegistry } from "./helpers.ts";
+import { answering, connectedRegistry } from "./helpers.ts";
 
 let bed: Testbed;
 let registry: HostRegistry;
@@ -138,7 +138,7 @@ describe("applyAssociation / removeAssociation", () => {
       expect(await bed.probe(eip)).toBe("n21");
     } finally {
       await bed.hostUp("hv1");
-      await host("hv1").connection.waitConnected(5000);
+      await answering(host("hv1"));
     }
     // hv1 came back still holding the EIP: reconciliation removes it there, and traffic stays on hv2.
     expect(await bed.hostAddresses("hv1")).toEqual([eip]);

@@ -63,6 +63,11 @@ export interface TestbedHostSpec {
   /** `[a-z][a-z0-9]*`, at most 10 characters (it goes into interface and namespace names). */
   readonly name: string;
   readonly vms?: readonly TestbedVmSpec[];
+  /**
+   * Domains that are only entries in the host's libvirt node file: no namespace, no address, no
+   * responder (for scale runs of the libvirt checks, e.g. 1,000 instances on a host). Default "running".
+   */
+  readonly bareDomains?: readonly Pick<TestbedVmSpec, "name" | "uuid" | "state">[];
 }
 
 export interface TestbedOptions {
@@ -98,6 +103,8 @@ export interface TestbedHost {
   /** `eth0`: the public interface (EIP /32s go here); it is also the management interface. */
   readonly publicInterface: string;
   readonly vms: readonly TestbedVm[];
+  /** Node-file-only domains (see `TestbedHostSpec.bareDomains`). */
+  readonly bareDomains: readonly { readonly name: string; readonly uuid: string; readonly state: DomainState }[];
 }
 
 export interface HostTimeouts {
@@ -669,6 +676,7 @@ function definition(host: TestbedHost, address: string, port: number, timeouts: 
     hostKey: host.hostKey,
     libvirtUri: host.libvirtUri,
     publicInterface: host.publicInterface,
+    sudo: false,
     connectTimeoutMs: timeouts.connectTimeoutMs ?? 3000,
     commandTimeoutMs: timeouts.commandTimeoutMs ?? 5000,
   };
@@ -703,6 +711,12 @@ function planHosts(id: string, dir: string, options: TestbedOptions): TestbedHos
         state: v.state ?? "running",
       };
     });
+    const bareDomains = (spec.bareDomains ?? []).map((d) => {
+      if (!/^[a-z][a-z0-9-]{0,30}$/.test(d.name)) throw new Error(`testbed: bad domain name ${JSON.stringify(d.name)}`);
+      if (vmNames.has(d.name)) throw new Error(`testbed: VM ${d.name} twice`);
+      vmNames.add(d.name);
+      return { name: d.name, uuid: d.uuid ?? randomUUID(), state: d.state ?? "running" };
+    });
     return {
       name: spec.name,
       namespace: `${id}-${spec.name}`,
@@ -715,14 +729,15 @@ function planHosts(id: string, dir: string, options: TestbedOptions): TestbedHos
       libvirtUri: `test://${join(dir, `${spec.name}.xml`)}`,
       publicInterface: "eth0",
       vms,
+      bareDomains,
     };
   });
 }
 
-/** The libvirt test driver's node file: one domain per VM, its state in <test:runstate>. Written atomically. */
+/** The libvirt test driver's node file: one domain per VM and bare domain, its state in <test:runstate>. Written atomically. */
 function writeNodeFile(host: TestbedHost): void {
   const path = host.libvirtUri.slice("test://".length);
-  const domains = host.vms.map((vm) =>
+  const domains = [...host.vms, ...host.bareDomains].map((vm) =>
     [
       "  <domain type='test' xmlns:test='http://libvirt.org/schemas/domain/test/1.0'>",
       `    <name>${vm.name}</name>`,
