@@ -120,6 +120,9 @@ describe("the lifecycle", () => {
     expect(Date.parse(body.associated_at)).toBeGreaterThan(0);
     expect(await bed.probe(eip.public_ip, { timeoutMs: 2000 })).toBe("web-1");
     expect(await bed.snatSource("web-1")).toBe(eip.public_ip);
+    const listed = await eipCall("GET", "/elastic-ips?instance_id=web-1&state=associated");
+    expect(listed.body.map((e: { id: string }) => e.id)).toEqual([eip.id]);
+    expect((await eipCall("GET", "/elastic-ips?instance_id=web-2")).body).toEqual([]);
     expect((await eipCall("DELETE", `/elastic-ips/${eip.id}`)).body.code).toBe("STILL_ASSOCIATED");
 
     const back = await disassociate(eip.id);
