@@ -1,16 +1,28 @@
 /**
- * The ippool executable: `ippool [serve]` runs the daemon, `ippool fsck` checks a data
- * directory. Exit codes: 0 ok, 1 failure, 2 usage or configuration error.
+ * The ippool executable. `ippool [serve]` runs the daemon, `ippool fsck` checks a data
+ * directory, and the other commands are the client (`ippool allocate vm-1`, `ippool eip list`).
+ * Exit codes: 0 ok, 1 failure or request refused, 2 usage or configuration error, 3 daemon
+ * unreachable.
  */
+import { DaemonUnreachableError, RequestRefusedError } from "./cli/client/errors.ts";
+import { findClientCommand, runClient } from "./cli/client/run.ts";
+import { bashCompletion } from "./cli/completion.ts";
 import { parseCommand } from "./cli/flags.ts";
 import { runFsck } from "./cli/fsck.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
 import { ConfigError } from "./config/errors.ts";
 import { loadConfig } from "./config/load.ts";
 import { serve } from "./daemon/serve.ts";
+import { currentRuntime } from "./runtime/index.ts";
 import { VERSION } from "./version.ts";
 
 async function main(argv: readonly string[]): Promise<void> {
+  if (argv[0] === "completion") {
+    if (argv[1] !== "bash" || argv.length !== 2) throw new UsageError("usage: ippool completion bash");
+    return void process.stdout.write(bashCompletion());
+  }
+  const client = findClientCommand(argv);
+  if (client) return runClient(await currentRuntime(), client.command, client.rest, process.env);
   const { command, overrides } = parseCommand(argv);
   if (command === "help") return void process.stdout.write(HELP);
   if (command === "version") return void process.stdout.write(`ippool ${VERSION}\n`);
@@ -19,9 +31,16 @@ async function main(argv: readonly string[]): Promise<void> {
   await serve(config);
 }
 
+function exitCode(error: unknown): number {
+  if (error instanceof UsageError || error instanceof ConfigError) return 2;
+  if (error instanceof DaemonUnreachableError) return 3;
+  return 1;
+}
+
 main(process.argv.slice(2)).catch((error: unknown) => {
-  const usage = error instanceof UsageError || error instanceof ConfigError;
-  process.stderr.write(`ippool: ${usage ? "" : "error: "}${(error as Error).message ?? error}\n`);
+  const code = exitCode(error);
+  const prefix = error instanceof RequestRefusedError ? `${error.code}: ` : code === 2 ? "" : "error: ";
+  process.stderr.write(`ippool: ${prefix}${(error as Error).message ?? error}\n`);
   if (error instanceof UsageError) process.stderr.write("try 'ippool --help'\n");
-  process.exit(usage ? 2 : 1);
+  process.exit(code);
 });

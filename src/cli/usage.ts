@@ -11,9 +11,28 @@ export const HELP = `ippool — IP address pools for KVM/libvirt hypervisor host
 Usage:
   ippool [serve] [OPTIONS]      run the daemon (the default)
   ippool fsck [OPTIONS]         check a data directory's bitmaps against its records (read-only)
+  ippool COMMAND [ARGS] [CLIENT OPTIONS]   talk to a running daemon
+  ippool completion bash        print a bash completion script
   ippool --version
 
-Options:
+Client commands:
+  allocate VM_ID [--pool P] [--ip A] [--hostname H] [--host HV]
+  release VM_ID [--pool P]      release-ip IP        show VM_ID [--pool P]
+  list [--pool P]               stats [--pool P]     pools
+  eip allocate [--pool P] [--idempotency-key K]      eip list [--state S] [--instance I]
+  eip show ID                   eip associate ID INSTANCE [--allow-reassociation]
+  eip disassociate ID           eip release ID
+
+Client options:
+      --socket <PATH>        the daemon's Unix socket (default /run/ippool/ippool.sock, else
+                             data/ippool.sock; env IPPOOL_SOCKET)
+      --url <URL>            reach the daemon over TCP instead (env IPPOOL_URL)
+      --api-key <KEY>        the project's API key (env IPPOOL_API_KEY)
+      --project <NAME>       on the socket: act for this project (env IPPOOL_PROJECT)
+      --json                 print the daemon's JSON answer
+  Exit codes: 0 ok, 1 refused (the error code is printed), 2 usage, 3 daemon unreachable.
+
+Daemon options:
   -c, --config <PATH>        TOML configuration file (default: the embedded default)
   -p, --port <PORT>          TCP port; the host stays that of server.listen (default 127.0.0.1)
       --listen <HOST:PORT>   TCP listener; "" turns TCP off

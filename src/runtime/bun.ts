@@ -15,4 +15,7 @@ export const bunRuntime: Runtime = {
   onSignal(signal, handler) {
     process.on(signal, handler);
   },
+  fetchUnix(socketPath, url, init) {
+    return fetch(url, { ...init, unix: socketPath });
+  },
 };

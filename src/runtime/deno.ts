@@ -19,6 +19,7 @@ declare const Deno: {
     handler: FetchHandler,
   ): DenoHttpServer;
   addSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
+  createHttpClient(options: { proxy: { transport: "unix"; path: string } }): unknown;
 };
 
 function listener(server: DenoHttpServer, port: number | null): Listener {
@@ -41,5 +42,9 @@ export const denoRuntime: Runtime = {
   },
   onSignal(signal, handler) {
     Deno.addSignalListener(signal, handler);
+  },
+  fetchUnix(socketPath, url, init) {
+    const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
+    return fetch(url, { ...init, client } as RequestInit);
   },
 };

@@ -14,6 +14,8 @@ export interface Runtime {
   serveTcp(hostname: string, port: number, fetch: FetchHandler): Listener;
   serveUnix(path: string, fetch: FetchHandler): Listener;
   onSignal(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
+  /** An HTTP request to a server on a Unix socket (the client side of `ippool <command>`). */
+  fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response>;
 }
 
 /** Upper bound the listener itself enforces; the API's own 64 KiB limit is checked before this. */

@@ -1,0 +1,178 @@
+/**
+ * The client commands: each names its arguments and options, the request it makes, and how its
+ * answer is shown to a person (`--json` prints the daemon's JSON instead).
+ */
+import type { DaemonClient } from "./connection.ts";
+import { type Row, record, table } from "./format.ts";
+
+export interface ClientCommand {
+  /** e.g. "allocate" or "eip associate". */
+  readonly name: string;
+  /** Positional argument names, in order (all required). */
+  readonly args: readonly string[];
+  /** String options this command takes (besides the connection options). */
+  readonly options: readonly string[];
+  /** Boolean flags this command takes. */
+  readonly flags?: readonly string[];
+  readonly summary: string;
+  run(client: DaemonClient, args: Record<string, string>, options: Record<string, string | boolean>): Promise<unknown>;
+  show(answer: unknown): string;
+}
+
+const ALLOCATION_COLUMNS = ["ip", "vm_id", "hostname", "host", "pool", "created_at"];
+const EIP_COLUMNS = ["id", "public_ip", "state", "instance_id", "host", "private_ip", "pool"];
+
+const enc = encodeURIComponent;
+
+function query(options: Record<string, string | boolean>, names: Record<string, string>): string {
+  const params = new URLSearchParams();
+  for (const [option, param] of Object.entries(names)) {
+    const value = options[option];
+    if (typeof value === "string") params.set(param, value);
+  }
+  const text = params.toString();
+  return text ? `?${text}` : "";
+}
+
+function defined(values: Record<string, string | boolean | undefined>): Record<string, string | boolean> {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Record<
+    string,
+    string | boolean
+  >;
+}
+
+const showRecord = (answer: unknown) => record(answer as Row);
+/** Stats with `usage` as a percentage a person reads at a glance. */
+const percent = (stats: Row): Row => ({ ...stats, usage: `${(stats.usage as number).toFixed(1)}%` });
+const showReleased = (answer: unknown) =>
+  table((answer as { released: Row[] }).released, ["ip", "vm_id", "pool"]).replace(/^/, "released\n");
+
+export const COMMANDS: readonly ClientCommand[] = [
+  {
+    name: "allocate",
+    args: ["vm_id"],
+    options: ["pool", "ip", "hostname", "host"],
+    summary: "give VM_ID an address (idempotent)",
+    run: (client, { vm_id }, options) =>
+      client.request(
+        "POST",
+        "/api/v1/ip/allocate",
+        defined({ vm_id, pool: options.pool, ip: options.ip, hostname: options.hostname, host: options.host }),
+      ),
+    show: showRecord,
+  },
+  {
+    name: "release",
+    args: ["vm_id"],
+    options: ["pool"],
+    summary: "release VM_ID's address (in every pool unless --pool)",
+    run: (client, { vm_id }, options) =>
+      client.request("DELETE", `/api/v1/ip/release/${enc(vm_id as string)}${query(options, { pool: "pool" })}`),
+    show: showReleased,
+  },
+  {
+    name: "release-ip",
+    args: ["ip"],
+    options: [],
+    summary: "release an address",
+    run: (client, { ip }) => client.request("DELETE", `/api/v1/ip/release-by-ip/${enc(ip as string)}`),
+    show: showReleased,
+  },
+  {
+    name: "show",
+    args: ["vm_id"],
+    options: ["pool"],
+    summary: "show VM_ID's allocation",
+    run: (client, { vm_id }, options) =>
+      client.request("GET", `/api/v1/ip/${enc(vm_id as string)}${query(options, { pool: "pool" })}`),
+    show: showRecord,
+  },
+  {
+    name: "list",
+    args: [],
+    options: ["pool"],
+    summary: "list allocations",
+    run: (client, _args, options) => client.request("GET", `/api/v1/ip/allocations${query(options, { pool: "pool" })}`),
+    show: (answer) => table(answer as Row[], ALLOCATION_COLUMNS),
+  },
+  {
+    name: "stats",
+    args: [],
+    options: ["pool"],
+    summary: "a pool's usage",
+    run: (client, _args, options) => client.request("GET", `/api/v1/ip/stats${query(options, { pool: "pool" })}`),
+    show: (answer) => record(percent(answer as Row)),
+  },
+  {
+    name: "pools",
+    args: [],
+    options: [],
+    summary: "every pool with its usage",
+    run: (client) => client.request("GET", "/api/v1/pools"),
+    show: (answer) =>
+      table(
+        (answer as (Row & { stats: Row })[]).map((pool) => ({ ...pool, ...percent(pool.stats), name: pool.name })),
+        ["name", "network", "gateway", "strategy", "allocated", "available", "usage"],
+      ),
+  },
+  {
+    name: "eip allocate",
+    args: [],
+    options: ["pool", "idempotency-key"],
+    summary: "allocate an elastic IP",
+    run: (client, _args, options) =>
+      client.request(
+        "POST",
+        "/elastic-ips",
+        defined({ pool: options.pool, idempotency_key: options["idempotency-key"] }),
+      ),
+    show: showRecord,
+  },
+  {
+    name: "eip list",
+    args: [],
+    options: ["state", "instance"],
+    summary: "the project's elastic IPs",
+    run: (client, _args, options) =>
+      client.request("GET", `/elastic-ips${query(options, { state: "state", instance: "instance_id" })}`),
+    show: (answer) => table(answer as Row[], EIP_COLUMNS),
+  },
+  {
+    name: "eip show",
+    args: ["id"],
+    options: [],
+    summary: "one elastic IP",
+    run: (client, { id }) => client.request("GET", `/elastic-ips/${enc(id as string)}`),
+    show: showRecord,
+  },
+  {
+    name: "eip associate",
+    args: ["id", "instance"],
+    options: [],
+    flags: ["allow-reassociation"],
+    summary: "point an elastic IP at an instance (--allow-reassociation moves it)",
+    run: (client, { id, instance }, options) =>
+      client.request(
+        "POST",
+        `/elastic-ips/${enc(id as string)}/associate`,
+        defined({ instance_id: instance, allow_reassociation: options["allow-reassociation"] }),
+      ),
+    show: showRecord,
+  },
+  {
+    name: "eip disassociate",
+    args: ["id"],
+    options: [],
+    summary: "take an elastic IP off its instance",
+    run: (client, { id }) => client.request("POST", `/elastic-ips/${enc(id as string)}/disassociate`),
+    show: showRecord,
+  },
+  {
+    name: "eip release",
+    args: ["id"],
+    options: [],
+    summary: "give an elastic IP back",
+    run: (client, { id }) => client.request("DELETE", `/elastic-ips/${enc(id as string)}`),
+    show: showRecord,
+  },
+];
