@@ -7,10 +7,13 @@ SOURCES := $(shell find src -name '*.ts') build.ts package.json
 # Debian packages the suites use: curl (README examples); for the host suites (test/hosts: network
 # namespaces with real sshd, nftables, libvirt's test driver) OpenSSH, nftables, iproute2, virsh,
 # conntrack, arping and procps (sysctl, pgrep); and wrk for the benchmarks.
-TEST_PACKAGES := curl openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps
+TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps
 BENCH_PACKAGES := wrk curl
 
-.PHONY: all run build check test test-unit test-integration test-hosts test-deno bench clean
+PREFIX ?= /usr/local
+UNITDIR ?= /lib/systemd/system
+
+.PHONY: all run build install check test test-unit test-integration test-hosts test-deno bench clean
 
 all: build
 
@@ -26,6 +29,13 @@ build: dist/ippool
 ## Start the daemon on the embedded default (TCP 127.0.0.1:8080, data in ./data).
 run: build
 	./dist/ippool
+
+## Install binary, systemd unit and (if none exists yet) an example config; DESTDIR is honoured.
+install: build
+	install -D -m 0755 dist/ippool $(DESTDIR)$(PREFIX)/bin/ippool
+	install -D -m 0644 systemd/ippool.service $(DESTDIR)$(UNITDIR)/ippool.service
+	install -d -m 0755 $(DESTDIR)/etc/ippool
+	[ -e $(DESTDIR)/etc/ippool/ippool.toml ] || install -m 0644 docs/ippool.example.toml $(DESTDIR)/etc/ippool/ippool.toml
 
 check: node_modules/.installed
 	$(TSC) --noEmit -p .

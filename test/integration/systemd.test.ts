@@ -1,0 +1,65 @@
+/** The shipped systemd unit: systemd's own checks, and `make install` laying everything out under DESTDIR. */
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { BINARY, tempDir } from "../support/daemon.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+async function run(argv: string[], cwd = ROOT) {
+  const proc = Bun.spawn(argv, { cwd, stdout: "pipe", stderr: "pipe" });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, output: stdout + stderr };
+}
+
+/** The unit with ExecStart pointing at the built binary (verify checks that the executable exists). */
+function unitForThisMachine(): string {
+  const dir = tempDir("ippool-unit-");
+  dirs.push(dir);
+  const unit = readFileSync(join(ROOT, "systemd/ippool.service"), "utf8").replace(
+    /^ExecStart=\/usr\/local\/bin\/ippool/m,
+    `ExecStart=${BINARY}`,
+  );
+  const path = join(dir, "ippool.service");
+  writeFileSync(path, unit);
+  return path;
+}
+
+describe("systemd/ippool.service", () => {
+  test("systemd-analyze verify prints nothing", async () => {
+    const result = await run(["systemd-analyze", "verify", unitForThisMachine()]);
+    expect(result.output).toBe("");
+    expect(result.code).toBe(0);
+  });
+
+  test("systemd-analyze security --offline scores its exposure at 2.0 or less", async () => {
+    const result = await run(["systemd-analyze", "security", "--offline=true", unitForThisMachine()]);
+    const score = /Overall exposure level for ippool\.service: (\d+\.\d+)/.exec(result.output)?.[1];
+    expect(score).toBeDefined();
+    expect(Number(score)).toBeLessThanOrEqual(2.0);
+  });
+});
+
+describe("make install", () => {
+  test("puts binary, unit and example config under DESTDIR and keeps an existing config", async () => {
+    const destdir = tempDir("ippool-install-");
+    dirs.push(destdir);
+    const first = await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`]);
+    expect(first.code).toBe(0);
+    expect(statSync(join(destdir, "usr/local/bin/ippool")).mode & 0o777).toBe(0o755);
+    expect(existsSync(join(destdir, "lib/systemd/system/ippool.service"))).toBe(true);
+    const config = join(destdir, "etc/ippool/ippool.toml");
+    expect(readFileSync(config, "utf8")).toContain("[[pools]]");
+    writeFileSync(config, "# mine\n");
+    expect((await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`])).code).toBe(0);
+    expect(readFileSync(config, "utf8")).toBe("# mine\n");
+  });
+});
