@@ -30,12 +30,19 @@ build: dist/ippool
 run: build
 	./dist/ippool
 
-## Install binary, systemd unit and (if none exists yet) an example config; DESTDIR is honoured.
+## Install binary, systemd unit, libvirt hook and (if none exists yet) an example config; DESTDIR is honoured.
 install: build
 	install -D -m 0755 dist/ippool $(DESTDIR)$(PREFIX)/bin/ippool
 	install -D -m 0644 systemd/ippool.service $(DESTDIR)$(UNITDIR)/ippool.service
 	install -d -m 0755 $(DESTDIR)/etc/ippool
 	[ -e $(DESTDIR)/etc/ippool/ippool.toml ] || install -m 0644 docs/ippool.example.toml $(DESTDIR)/etc/ippool/ippool.toml
+	@# libvirt runs /etc/libvirt/hooks/qemu, and (libvirt >= 6.5) every file in qemu.d/: never replace another hook.
+	if [ ! -e $(DESTDIR)/etc/libvirt/hooks/qemu ] || cmp -s hooks/qemu $(DESTDIR)/etc/libvirt/hooks/qemu; then \
+	  install -D -m 0755 hooks/qemu $(DESTDIR)/etc/libvirt/hooks/qemu; \
+	else \
+	  install -D -m 0755 hooks/qemu $(DESTDIR)/etc/libvirt/hooks/qemu.d/ippool; \
+	  echo "an existing /etc/libvirt/hooks/qemu was kept; the ippool hook went to qemu.d/ippool"; \
+	fi
 
 check: node_modules/.installed
 	$(TSC) --noEmit -p .

@@ -1,6 +1,6 @@
 /** The shipped systemd unit: systemd's own checks, and `make install` laying everything out under DESTDIR. */
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BINARY, tempDir } from "../support/daemon.ts";
 
@@ -56,10 +56,21 @@ describe("make install", () => {
     expect(first.code).toBe(0);
     expect(statSync(join(destdir, "usr/local/bin/ippool")).mode & 0o777).toBe(0o755);
     expect(existsSync(join(destdir, "lib/systemd/system/ippool.service"))).toBe(true);
+    expect(statSync(join(destdir, "etc/libvirt/hooks/qemu")).mode & 0o777).toBe(0o755);
     const config = join(destdir, "etc/ippool/ippool.toml");
     expect(readFileSync(config, "utf8")).toContain("[[pools]]");
     writeFileSync(config, "# mine\n");
     expect((await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`])).code).toBe(0);
     expect(readFileSync(config, "utf8")).toBe("# mine\n");
+  });
+
+  test("never replaces another libvirt hook: ippool's goes to qemu.d/ then", async () => {
+    const destdir = tempDir("ippool-install-");
+    dirs.push(destdir);
+    mkdirSync(join(destdir, "etc/libvirt/hooks"), { recursive: true });
+    writeFileSync(join(destdir, "etc/libvirt/hooks/qemu"), "#!/bin/sh\n# someone else's\n");
+    expect((await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`])).code).toBe(0);
+    expect(readFileSync(join(destdir, "etc/libvirt/hooks/qemu"), "utf8")).toContain("someone else's");
+    expect(existsSync(join(destdir, "etc/libvirt/hooks/qemu.d/ippool"))).toBe(true);
   });
 });
