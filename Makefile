@@ -7,7 +7,7 @@ SOURCES := $(shell find src -name '*.ts') build.ts package.json
 # Debian packages the suites use: curl (README examples); for the host suites (test/hosts: network
 # namespaces with real sshd, nftables, libvirt's test driver) OpenSSH, nftables, iproute2, virsh,
 # conntrack, arping and procps (sysctl, pgrep); and wrk for the benchmarks.
-TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps
+TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps prometheus
 BENCH_PACKAGES := wrk curl
 
 PREFIX ?= /usr/local

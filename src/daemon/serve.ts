@@ -11,11 +11,13 @@ import { EipService, eipPoolKey } from "../eip/service.ts";
 import { HostRegistry } from "../hosts/index.ts";
 import { createApp, createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
+import { createDaemonMetrics } from "../metrics/index.ts";
 import { PoolLayout } from "../pool/layout.ts";
 import { PoolService } from "../pool/service.ts";
 import { reconcilePools } from "../pool/startup.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { LmdbStore } from "../store/lmdb.ts";
+import { VERSION } from "../version.ts";
 import { ListenError } from "./errors.ts";
 import { SshHostGateway } from "./host-gateway.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
@@ -38,8 +40,27 @@ async function start(config: Config, logger: Logger): Promise<void> {
     default_pool: config.defaultPool,
   });
   const store = new LmdbStore(config.dataDir);
+  // The gauges' sources read the services below at scrape time, once the listeners are up.
+  const metrics = createDaemonMetrics({
+    build: { version: VERSION, runtime: runtime.name },
+    pools: {
+      pools: [
+        ...config.pools.map((pool) => ({ pool: pool.name, kind: "vm" as const })),
+        ...config.eipPools.map((pool) => ({ pool: pool.name, kind: "eip" as const })),
+      ],
+      usage: () => [...pools.usage(), ...eips.usage()],
+    },
+    eips: {
+      pools: config.eipPools.map((pool) => pool.name),
+      projects: config.projects.map((project) => project.name),
+      count: (pool, project, state) => store.countEips(pool, project, state),
+    },
+    hostNames: config.hosts.map((host) => host.name),
+    hosts: { hosts: () => hosts.all() },
+    store,
+  });
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
-  const pools = new PoolService(store, layouts, config.defaultPool);
+  const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
   const eipPools = new Map(
     config.eipPools.map((definition) => [
       definition.name,
@@ -47,27 +68,34 @@ async function start(config: Config, logger: Logger): Promise<void> {
     ]),
   );
   reconcilePools(store, [...layouts, ...eipPools.values()]);
-  const eips = new EipService(store, eipPools, config.defaultEipPool);
-  const hosts = new HostRegistry(config.hosts, { logger });
+  const indexed = store.ensureEipStateIndex();
+  if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
+  const eips = new EipService(store, eipPools, config.defaultEipPool, metrics.pools);
+  const hosts = new HostRegistry(config.hosts, { logger, events: metrics.hostCommands });
   const gateway = new SshHostGateway(
     hosts,
     config.eipPools.map((pool) => pool.cidr),
   );
   const locks = new KeyedLocks();
-  const associations = new EipAssociations(store, gateway, pools, locks, logger);
-  const reconciler = new EipReconciler(store, gateway, locks, logger);
+  const associations = new EipAssociations(store, gateway, pools, locks, logger, metrics.associations);
+  const reconciler = new EipReconciler(store, gateway, locks, logger, metrics.reconciliation);
   reconciler.start(config.reconcileIntervalS);
   hosts.start();
-  const app = createApp({ pools, eips, associations, projects: new ProjectDirectory(config.projects) }, logger);
+  const app = createApp(
+    { pools, eips, associations, projects: new ProjectDirectory(config.projects), metrics: metrics.registry },
+    logger,
+  );
 
   const listeners: Listener[] = [];
   try {
     if (config.listen) {
       const { hostname, port } = config.listen;
-      listeners.push(listenTcp(runtime, hostname, port, createHandler(app, logger, "tcp"), logger));
+      listeners.push(listenTcp(runtime, hostname, port, createHandler(app, logger, "tcp", metrics.requests), logger));
     }
     if (config.socket) {
-      listeners.push(await listenUnix(runtime, config.socket, createHandler(app, logger, "unix"), logger));
+      listeners.push(
+        await listenUnix(runtime, config.socket, createHandler(app, logger, "unix", metrics.requests), logger),
+      );
     }
   } catch (error) {
     await Promise.all(listeners.map((l) => l.stop()));

@@ -18,6 +18,7 @@ import {
   InstanceNotRunningError,
   NotAssociatedError,
 } from "./errors.ts";
+import { type AssociationEvents, type AssociationOperation, NO_ASSOCIATION_EVENTS } from "./events.ts";
 import type { HostGateway } from "./hosts.ts";
 import type { KeyedLocks } from "./locks.ts";
 import { ownedEip } from "./service.ts";
@@ -41,9 +42,31 @@ export class EipAssociations {
     /** Shared with reconciliation: EIP and instance locks first, host locks last. */
     private readonly locks: KeyedLocks,
     private readonly logger: Logger,
+    private readonly events: AssociationEvents = NO_ASSOCIATION_EVENTS,
   ) {}
 
   associate(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
+    return this.observed("associate", () => this.associateNow(project, id, request));
+  }
+
+  disassociate(project: ProjectDefinition, id: string): Promise<EipRecord> {
+    return this.observed("disassociate", () => this.disassociateNow(project, id));
+  }
+
+  /** Runs one operation and reports how it ended: its duration on success, its error code on failure. */
+  private async observed(operation: AssociationOperation, work: () => Promise<EipRecord>): Promise<EipRecord> {
+    const started = performance.now();
+    try {
+      const result = await work();
+      this.events.succeeded(operation, (performance.now() - started) / 1000);
+      return result;
+    } catch (error) {
+      this.events.failed(operation, error instanceof AppError ? error.code : "INTERNAL");
+      throw error;
+    }
+  }
+
+  private associateNow(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
     const { instanceId } = request;
     return this.locks.run([`eip:${id}`, `instance:${instanceId}`], async () => {
       const eip = ownedEip(this.store, project, id);
@@ -82,7 +105,7 @@ export class EipAssociations {
     });
   }
 
-  disassociate(project: ProjectDefinition, id: string): Promise<EipRecord> {
+  private disassociateNow(project: ProjectDefinition, id: string): Promise<EipRecord> {
     return this.locks.run([`eip:${id}`], async () => {
       const eip = ownedEip(this.store, project, id);
       if (eip.state !== "associated" || eip.host === undefined || eip.instanceId === undefined) {

@@ -6,6 +6,7 @@
  * manages its own table and the EIP addresses).
  */
 import type { Logger } from "../log/logger.ts";
+import { NO_RECONCILIATION_EVENTS, type ReconciliationEvents } from "./events.ts";
 import type { Association, HostGateway } from "./hosts.ts";
 import type { KeyedLocks } from "./locks.ts";
 import type { EipStore } from "./store.ts";
@@ -18,6 +19,7 @@ export class EipReconciler {
     private readonly hosts: HostGateway,
     private readonly locks: KeyedLocks,
     private readonly logger: Logger,
+    private readonly events: ReconciliationEvents = NO_RECONCILIATION_EVENTS,
   ) {}
 
   /** Reconciles each host as it connects, and all of them every `intervalS` seconds (0: never). */
@@ -40,11 +42,17 @@ export class EipReconciler {
   /** Converges one host; failures are logged (the next connect or period tries again). */
   async reconcileHost(host: string): Promise<void> {
     try {
-      const result = await this.locks.run([`host:${host}`], () => this.hosts.converge(host, this.desired(host)));
+      const result = await this.locks.run([`host:${host}`], async () => {
+        const started = performance.now();
+        const converged = await this.hosts.converge(host, this.desired(host));
+        this.events.succeeded(host, (performance.now() - started) / 1000, converged);
+        return converged;
+      });
       const drift = result.added + result.removed + result.changed;
       const log = drift > 0 ? this.logger.warn.bind(this.logger) : this.logger.debug.bind(this.logger);
       log("reconciled host", { host, added: result.added, removed: result.removed, changed: result.changed });
     } catch (error) {
+      this.events.failed(host);
       this.logger.warn("reconciliation failed", { host, error: (error as Error).message });
     }
   }

@@ -8,7 +8,9 @@ import type { ProjectDefinition } from "../config/config.ts";
 import { fail, type Outcome, unwrap } from "../outcome.ts";
 import { allocateInTransaction, releaseInTransaction } from "../pool/allocator.ts";
 import { PoolNotFoundError } from "../pool/errors.ts";
+import { failureReason, NO_POOL_EVENTS, type PoolEvents } from "../pool/events.ts";
 import type { PoolLayout } from "../pool/layout.ts";
+import { type PoolUsage, poolUsage } from "../pool/service.ts";
 import type { PoolStore } from "../pool/store.ts";
 import { EipNotFoundError, IdempotencyMismatchError, QuotaExceededError, StillAssociatedError } from "./errors.ts";
 import type { EipRecord, EipState, EipStore } from "./store.ts";
@@ -42,6 +44,7 @@ export class EipService {
     /** Public pools by their configured name; each layout's own name is its store key. */
     pools: ReadonlyMap<string, PoolLayout>,
     private readonly defaultPool: string | null,
+    private readonly events: PoolEvents = NO_POOL_EVENTS,
   ) {
     this.byName = new Map(pools);
   }
@@ -51,9 +54,23 @@ export class EipService {
     if (pool === null) throw new PoolNotFoundError("no elastic IP pool is configured");
     const layout = this.layout(pool);
     const id = `eip-${randomUUID()}`;
-    return unwrap(
-      await this.store.write(() => this.allocateInTransaction(project, pool, layout, id, request.idempotencyKey)),
-    );
+    let outcome: Outcome<EipAllocated>;
+    try {
+      outcome = await this.store.write(() =>
+        this.allocateInTransaction(project, pool, layout, id, request.idempotencyKey),
+      );
+    } catch (error) {
+      this.events.allocationFailed(pool, "eip", failureReason(error));
+      throw error;
+    }
+    if (!outcome.ok) this.events.allocationFailed(pool, "eip", failureReason(outcome.error));
+    else if (outcome.value.created) this.events.allocated(pool, "eip");
+    return unwrap(outcome);
+  }
+
+  /** Every public pool's addresses by state (read at each metrics scrape). */
+  usage(): PoolUsage[] {
+    return [...this.byName].map(([name, layout]) => poolUsage(this.store, layout, "eip", name));
   }
 
   list(project: ProjectDefinition, filter: EipFilter = {}): EipRecord[] {
@@ -73,7 +90,7 @@ export class EipService {
   }
 
   async release(project: ProjectDefinition, id: string): Promise<EipRecord> {
-    return unwrap(
+    const released = unwrap(
       await this.store.write((): Outcome<EipRecord> => {
         const record = this.store.getEip(id);
         if (!record || record.project !== project.name) return fail(notFound(id));
@@ -86,6 +103,8 @@ export class EipService {
         return { ok: true, value: record };
       }),
     );
+    this.events.released(released.pool, "eip");
+    return released;
   }
 
   private allocateInTransaction(

@@ -1,6 +1,7 @@
 /** The storage the EIP service needs beside the pool store; same transaction rules (see pool/store.ts). */
 
-export type EipState = "allocated" | "associated";
+export const EIP_STATES = ["allocated", "associated"] as const;
+export type EipState = (typeof EIP_STATES)[number];
 
 export interface EipRecord {
   readonly id: string;
@@ -30,6 +31,8 @@ export interface EipStore {
   countEipsOfProject(project: string): number;
   /** Every EIP of every project (reconciliation works host by host over all of them). */
   allEips(): Iterable<EipRecord>;
+  /** How many EIPs of that pool and project are in that state (an index count: no records are read). */
+  countEips(pool: string, project: string, state: EipState): number;
   eipOfInstance(instanceId: string): string | undefined;
   putInstanceEip(instanceId: string, id: string): void;
   removeInstanceEip(instanceId: string): void;

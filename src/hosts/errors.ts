@@ -24,6 +24,9 @@ export class HostCommandFailedError extends AppError {
   readonly code = "HOST_COMMAND_FAILED";
 }
 
+/** A command on a host did not finish within its timeout (it is killed there too). */
+export class HostCommandTimeoutError extends HostCommandFailedError {}
+
 /**
  * A value that may not go into a host command (not a valid IPv4 address, interface name, libvirt
  * domain name/UUID or libvirt URI). Raised before any command string is built.

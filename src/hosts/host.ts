@@ -1,5 +1,6 @@
 /** One hypervisor host: its SSH connection, its libvirt checks and its NAT driver. */
 import type { HostDefinition } from "../config/config.ts";
+import type { HostCommandEvents } from "./events.ts";
 import { Libvirt } from "./libvirt.ts";
 import { type CommandRunner, NatDriver } from "./nat.ts";
 import { type HostLogger, SshConnection, type SshConnectionOptions } from "./ssh-connection.ts";
@@ -20,7 +21,7 @@ export class Host {
   constructor(
     readonly definition: HostDefinition,
     privateKey: Buffer,
-    options: { logger?: HostLogger; tuning?: ConnectionTuning } = {},
+    options: { logger?: HostLogger; tuning?: ConnectionTuning; events?: HostCommandEvents } = {},
   ) {
     this.name = definition.name;
     this.connection = new SshConnection({
@@ -34,6 +35,7 @@ export class Host {
       commandTimeoutMs: definition.commandTimeoutMs,
       ...options.tuning,
       ...(options.logger ? { logger: options.logger } : {}),
+      ...(options.events ? { events: options.events } : {}),
     });
     this.libvirt = new Libvirt(this.connection, definition.libvirtUri);
     const runner = definition.sudo ? withSudo(this.connection) : this.connection;

@@ -2,11 +2,13 @@
 export { buildCommand, quoteArg, validDomain, validInterface, validIpv4, validLibvirtUri } from "./command.ts";
 export {
   HostCommandFailedError,
+  HostCommandTimeoutError,
   HostConfigError,
   HostKeyMismatchError,
   HostUnavailableError,
   InvalidCommandArgumentError,
 } from "./errors.ts";
+export { type CommandFailure, commandName, type HostCommandEvents } from "./events.ts";
 export { hostKeyFingerprint } from "./fingerprint.ts";
 export { type ConnectionTuning, Host } from "./host.ts";
 export { type InstanceState, Libvirt } from "./libvirt.ts";

@@ -7,6 +7,7 @@ import { utils } from "ssh2";
 import type { HostDefinition } from "../config/config.ts";
 import { validDomain } from "./command.ts";
 import { HostConfigError, HostUnavailableError } from "./errors.ts";
+import type { HostCommandEvents } from "./events.ts";
 import { type ConnectionTuning, Host } from "./host.ts";
 import type { InstanceState } from "./libvirt.ts";
 import type { HostLogger } from "./ssh-connection.ts";
@@ -19,6 +20,8 @@ export interface FoundInstance {
 export interface HostRegistryOptions {
   readonly logger?: HostLogger;
   readonly tuning?: ConnectionTuning;
+  /** Told about every command each host runs (metrics). */
+  readonly events?: HostCommandEvents;
 }
 
 export class HostRegistry {
@@ -33,6 +36,7 @@ export class HostRegistry {
         new Host(definition, key, {
           ...(options.logger ? { logger: options.logger } : {}),
           ...(options.tuning ? { tuning: options.tuning } : {}),
+          ...(options.events ? { events: options.events } : {}),
         }),
       );
     });

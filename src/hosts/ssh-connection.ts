@@ -7,7 +7,13 @@
 import { Client, type ClientChannel } from "ssh2";
 import type { Fields } from "../log/logger.ts";
 import { buildCommand } from "./command.ts";
-import { HostCommandFailedError, HostKeyMismatchError, HostUnavailableError } from "./errors.ts";
+import {
+  HostCommandFailedError,
+  HostCommandTimeoutError,
+  HostKeyMismatchError,
+  HostUnavailableError,
+} from "./errors.ts";
+import { type CommandFailure, commandName, type HostCommandEvents } from "./events.ts";
 import { hostKeyFingerprint } from "./fingerprint.ts";
 import { Slots } from "./slots.ts";
 
@@ -56,6 +62,8 @@ export interface SshConnectionOptions {
   /** Exec channels open at once (sshd's MaxSessions defaults to 10); further commands queue. */
   readonly maxChannels?: number;
   readonly logger?: HostLogger;
+  /** Told about every command (its program, duration and failure), for metrics. */
+  readonly events?: HostCommandEvents;
 }
 
 /** How much later than the local deadline the remote `timeout` kills the command. */
@@ -153,17 +161,29 @@ export class SshConnection {
     const timeoutMs = options.timeoutMs ?? this.options.commandTimeoutMs;
     const command = buildCommand(withRemoteDeadline(argv, timeoutMs));
     const shown = display(argv);
-    if (!this.connected) throw this.unavailable("not connected");
-    const started = performance.now();
-    const release = await this.slots.acquire(timeoutMs, () => this.timedOut(shown, timeoutMs));
-    try {
-      const client = this.client;
-      if (!this.connected || !client) throw this.unavailable("not connected");
-      const remaining = Math.max(1, timeoutMs - (performance.now() - started));
-      return await this.runChannel(client, command, shown, options.stdin, remaining, timeoutMs);
-    } finally {
-      release();
+    const program = commandName(argv);
+    if (!this.connected) {
+      this.report(program, null, "unavailable");
+      throw this.unavailable("not connected");
     }
+    const started = performance.now();
+    let result: ExecResult;
+    try {
+      const release = await this.slots.acquire(timeoutMs, () => this.timedOut(shown, timeoutMs));
+      try {
+        const client = this.client;
+        if (!this.connected || !client) throw this.unavailable("not connected");
+        const remaining = Math.max(1, timeoutMs - (performance.now() - started));
+        result = await this.runChannel(client, command, shown, options.stdin, remaining, timeoutMs);
+      } finally {
+        release();
+      }
+    } catch (error) {
+      this.report(program, (performance.now() - started) / 1000, failureOf(error));
+      throw error;
+    }
+    this.report(program, (performance.now() - started) / 1000, result.code === 0 ? null : "exit_status");
+    return result;
   }
 
   /** `exec`, but a non-zero exit is a `HostCommandFailedError` naming the command and stderr's first line. */
@@ -356,8 +376,14 @@ export class SshConnection {
     return new HostUnavailableError(`host ${this.name}: ${what}${why}`);
   }
 
-  private timedOut(shown: string, timeoutMs: number): HostCommandFailedError {
-    return new HostCommandFailedError(`host ${this.name}: \`${shown}\` timed out after ${timeoutMs} ms`);
+  private timedOut(shown: string, timeoutMs: number): HostCommandTimeoutError {
+    return new HostCommandTimeoutError(`host ${this.name}: \`${shown}\` timed out after ${timeoutMs} ms`);
+  }
+
+  private report(program: string, seconds: number | null, failure: CommandFailure | null): void {
+    const events = this.options.events;
+    if (!events) return;
+    this.notify(() => events.command(this.name, program, seconds, failure));
   }
 
   private failRunning(error: Error): void {
@@ -411,6 +437,12 @@ function describeError(name: string, error: Error | null, wasReady: boolean): Ho
   return new HostUnavailableError(
     `host ${name}: ${error.message}${code && !error.message.includes(code) ? ` (${code})` : ""}`,
   );
+}
+
+function failureOf(error: unknown): CommandFailure {
+  if (error instanceof HostCommandTimeoutError) return "timeout";
+  if (error instanceof HostUnavailableError) return "unavailable";
+  return "error";
 }
 
 /** The argv as a short, readable string for messages (never executed). */

@@ -1,6 +1,7 @@
 /**
  * The Elysia application, shared by the TCP and Unix-socket listeners, and the fetch handler
- * around it that enforces the body limit before routing and logs one line per request.
+ * around it that enforces the body limit before routing, logs one line per request and reports
+ * each request's route template, status and duration.
  */
 import { Elysia } from "elysia";
 import type { ProjectDirectory } from "../auth/projects.ts";
@@ -12,7 +13,9 @@ import type { FetchHandler } from "../runtime/index.ts";
 import { declaredTooLarge, MAX_BODY_BYTES, readJsonBody } from "./body.ts";
 import { eipRoutes } from "./eip-routes.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
+import { type Exposition, metricsRoutes } from "./metrics-routes.ts";
 import { poolRoutes } from "./pool-routes.ts";
+import { markRoute, routeOf } from "./route-template.ts";
 import { markTransport } from "./transport.ts";
 
 export interface Services {
@@ -20,22 +23,42 @@ export interface Services {
   readonly eips: EipService;
   readonly associations: EipAssociations;
   readonly projects: ProjectDirectory;
+  /** Served at `GET /metrics`. */
+  readonly metrics: Exposition;
+}
+
+/** Told about every request once its response is ready (metrics). */
+export interface RequestObserver {
+  /** `route` is the matched route template, or undefined when no route matched. */
+  request(method: string, route: string | undefined, status: number, seconds: number): void;
 }
 
 export function createApp(services: Services, logger: Logger) {
-  return new Elysia()
-    .onParse(({ request }) => readJsonBody(request))
-    .onError(({ code, error }) =>
-      toErrorResponse(code, error, (bug) =>
-        logger.error("unhandled error", { error: String((bug as Error)?.stack ?? bug) }),
-      ),
-    )
-    .use(poolRoutes(services.pools))
-    .use(eipRoutes(services.eips, services.associations, services.projects));
+  return (
+    new Elysia()
+      .onParse(({ request }) => readJsonBody(request))
+      // The matched route template, for metrics: transform runs for every matched route, error for
+      // those that failed before it (body parsing); an unmatched request reaches neither with a route.
+      .onTransform(({ request, route }) => markRoute(request, route))
+      .onError(({ code, error, request, route }) => {
+        markRoute(request, route);
+        return toErrorResponse(code, error, (bug) =>
+          logger.error("unhandled error", { error: String((bug as Error)?.stack ?? bug) }),
+        );
+      })
+      .use(poolRoutes(services.pools))
+      .use(eipRoutes(services.eips, services.associations, services.projects))
+      .use(metricsRoutes(services.metrics))
+  );
 }
 
 /** Wraps the app for one listener: refuse oversized bodies unread, time and log every request. */
-export function createHandler(app: ReturnType<typeof createApp>, logger: Logger, via: "tcp" | "unix"): FetchHandler {
+export function createHandler(
+  app: ReturnType<typeof createApp>,
+  logger: Logger,
+  via: "tcp" | "unix",
+  observer?: RequestObserver,
+): FetchHandler {
   const handle = app.fetch;
   return async (received) => {
     const started = performance.now();
@@ -48,7 +71,9 @@ export function createHandler(app: ReturnType<typeof createApp>, logger: Logger,
           { connection: "close" },
         )
       : await handle(request);
-    if (logger.enabled("info")) logRequest(logger, request, response, performance.now() - started, via);
+    const ms = performance.now() - started;
+    observer?.request(request.method, routeOf(request), response.status, ms / 1000);
+    if (logger.enabled("info")) logRequest(logger, request, response, ms, via);
     return response;
   };
 }

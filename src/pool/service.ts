@@ -14,6 +14,7 @@ import {
   releaseInTransaction,
 } from "./allocator.ts";
 import { AllocationNotFoundError, PoolNotFoundError } from "./errors.ts";
+import { failureReason, NO_POOL_EVENTS, type PoolEvents, type PoolKind } from "./events.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { PoolStore } from "./store.ts";
 
@@ -26,6 +27,32 @@ export interface PoolStats {
   readonly available: number;
   /** Percent of usable addresses allocated. */
   readonly usage: number;
+}
+
+/** A pool's addresses by state, from its layout and stored counter: nothing is scanned. */
+export interface PoolUsage {
+  /** The configured name (for EIP pools, not the store key). */
+  readonly pool: string;
+  readonly kind: PoolKind;
+  /** Addresses that can be handed out (the stats' `total`). */
+  readonly usable: number;
+  readonly allocated: number;
+  readonly available: number;
+  /** Addresses never handed out: network, broadcast, gateway and reservations (not part of `usable`). */
+  readonly reserved: number;
+}
+
+/** Usage of one pool; `name` is the configured name when the layout's own name is a store key. */
+export function poolUsage(store: PoolStore, layout: PoolLayout, kind: PoolKind, name = layout.name): PoolUsage {
+  const allocated = store.getCounters(layout.name)?.allocated ?? 0;
+  return {
+    pool: name,
+    kind,
+    usable: layout.usableCount,
+    allocated,
+    available: Math.max(0, layout.usableCount - allocated),
+    reserved: layout.cidr.size - layout.usableCount,
+  };
 }
 
 export interface ListQuery {
@@ -48,6 +75,7 @@ export class PoolService {
     private readonly store: PoolStore,
     readonly layouts: readonly PoolLayout[],
     readonly defaultPool: string,
+    private readonly events: PoolEvents = NO_POOL_EVENTS,
   ) {
     this.byName = new Map(layouts.map((layout) => [layout.name, layout]));
   }
@@ -60,10 +88,19 @@ export class PoolService {
 
   async allocate(request: AllocateRequest & { readonly pool?: string }): Promise<Allocated> {
     const layout = this.layout(request.pool);
-    return unwrap(await this.store.write(() => allocateInTransaction(this.store, layout, request)));
+    let outcome: Outcome<Allocated>;
+    try {
+      outcome = await this.store.write(() => allocateInTransaction(this.store, layout, request));
+    } catch (error) {
+      this.events.allocationFailed(layout.name, "vm", failureReason(error));
+      throw error;
+    }
+    if (!outcome.ok) this.events.allocationFailed(layout.name, "vm", failureReason(outcome.error));
+    else if (outcome.value.created) this.events.allocated(layout.name, "vm");
+    return unwrap(outcome);
   }
 
-  /** Allocates inside the caller's transaction; for bulk loads that batch many allocations. */
+  /** Allocates inside the caller's transaction; for bulk loads that batch many allocations (not counted in metrics). */
   allocateWithinTransaction(pool: string, request: AllocateRequest): Outcome<Allocated> {
     return allocateInTransaction(this.store, this.layout(pool), request);
   }
@@ -75,6 +112,7 @@ export class PoolService {
       layouts.flatMap((layout) => releaseInTransaction(this.store, layout, vmId) ?? []),
     );
     if (released.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
+    for (const allocation of released) this.events.released(allocation.pool, "vm");
     return released;
   }
 
@@ -86,6 +124,7 @@ export class PoolService {
       return vmId === undefined ? null : releaseInTransaction(this.store, layout, vmId);
     });
     if (!released) throw new AllocationNotFoundError(`${ipText} is not allocated`);
+    this.events.released(released.pool, "vm");
     return released;
   }
 
@@ -137,17 +176,21 @@ export class PoolService {
 
   stats(pool?: string): PoolStats {
     const layout = this.layout(pool);
-    const allocated = this.store.getCounters(layout.name)?.allocated ?? 0;
-    const available = Math.max(0, layout.usableCount - allocated);
+    const { usable, allocated, available } = poolUsage(this.store, layout, "vm");
     return {
       pool: layout.name,
       network: layout.network,
       gateway: layout.gateway === null ? null : formatIpv4(layout.gateway),
-      total: layout.usableCount,
+      total: usable,
       allocated,
       available,
-      usage: layout.usableCount === 0 ? 0 : (allocated / layout.usableCount) * 100,
+      usage: usable === 0 ? 0 : (allocated / usable) * 100,
     };
+  }
+
+  /** Every pool's addresses by state (read at each metrics scrape). */
+  usage(): PoolUsage[] {
+    return this.layouts.map((layout) => poolUsage(this.store, layout, "vm"));
   }
 
   private layoutContaining(ip: number): PoolLayout {

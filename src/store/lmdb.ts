@@ -6,7 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Database, open, type RootDatabase } from "lmdb";
-import type { EipRecord, EipStore, IdempotencyRecord } from "../eip/store.ts";
+import type { EipRecord, EipState, EipStore, IdempotencyRecord } from "../eip/store.ts";
 import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
 import { StoreOpenError } from "./errors.ts";
@@ -14,6 +14,8 @@ import { StoreOpenError } from "./errors.ts";
 type PageKey = [string, number];
 type AllocationKey = [string, string];
 type AddressKey = [string, number];
+/** `[pool, project, state, id]`: one key per EIP, so counting a range counts EIPs in that state. */
+type EipStateKey = [string, string, string, string];
 
 /** vm_ids and EIP ids are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
 const AFTER_VM_IDS = "\uffff";
@@ -30,6 +32,7 @@ export class LmdbStore implements PoolStore, EipStore {
   private readonly eipsByProject: Database<string, [string, string]>;
   private readonly idempotency: Database<IdempotencyRecord, [string, string]>;
   private readonly eipByInstance: Database<string, string>;
+  private readonly eipStates: Database<string, EipStateKey>;
 
   constructor(dataDir: string) {
     try {
@@ -49,6 +52,7 @@ export class LmdbStore implements PoolStore, EipStore {
     this.eipsByProject = this.root.openDB({ name: "eips-by-project", encoding: "string" });
     this.idempotency = this.root.openDB({ name: "eip-idempotency" });
     this.eipByInstance = this.root.openDB({ name: "eip-by-instance", encoding: "string" });
+    this.eipStates = this.root.openDB({ name: "eip-states", encoding: "string" });
   }
 
   async write<T>(body: () => T): Promise<T> {
@@ -65,6 +69,12 @@ export class LmdbStore implements PoolStore, EipStore {
 
   async close(): Promise<void> {
     await this.root.close();
+  }
+
+  /** The memory map's size and the bytes in use up to the last page written (for metrics; a few µs). */
+  sizes(): { mapSizeBytes: number; usedBytes: number } {
+    const stats = this.root.getStats() as { mapSize: number; pageSize: number; lastPageNumber: number };
+    return { mapSizeBytes: stats.mapSize, usedBytes: (stats.lastPageNumber + 1) * stats.pageSize };
   }
 
   poolNames(): string[] {
@@ -163,13 +173,42 @@ export class LmdbStore implements PoolStore, EipStore {
   }
 
   putEip(record: EipRecord): void {
+    const prior = this.eips.get(record.id);
+    if (prior) this.eipStates.removeSync(stateKey(prior));
     this.eips.putSync(record.id, record);
     this.eipsByProject.putSync([record.project, record.id], "");
+    this.eipStates.putSync(stateKey(record), "");
   }
 
   removeEip(record: EipRecord): void {
     this.eips.removeSync(record.id);
     this.eipsByProject.removeSync([record.project, record.id]);
+    this.eipStates.removeSync(stateKey(record));
+  }
+
+  countEips(pool: string, project: string, state: EipState): number {
+    return this.eipStates.getKeysCount({
+      start: [pool, project, state, ""],
+      end: [pool, project, state, AFTER_VM_IDS],
+    });
+  }
+
+  /**
+   * Rebuilds the EIP state index when it does not hold one key per EIP record (a store written
+   * before the index existed). Returns the number of records indexed, 0 when nothing was needed.
+   * Two native key counts when the index is complete; a scan of the records only when it is not.
+   */
+  ensureEipStateIndex(): number {
+    if (this.eipStates.getKeysCount() === this.eips.getKeysCount()) return 0;
+    return this.root.transactionSync(() => {
+      this.eipStates.clearSync();
+      let indexed = 0;
+      for (const { value } of this.eips.getRange()) {
+        this.eipStates.putSync(stateKey(value), "");
+        indexed++;
+      }
+      return indexed;
+    });
   }
 
   eipIdsOfProject(project: string): Iterable<string> {
@@ -207,6 +246,10 @@ export class LmdbStore implements PoolStore, EipStore {
   removeIdempotency(project: string, key: string): void {
     this.idempotency.removeSync([project, key]);
   }
+}
+
+function stateKey(record: EipRecord): EipStateKey {
+  return [record.pool, record.project, record.state, record.id];
 }
 
 /** Keys `[project, id]` of one project: ids are printable ASCII, so they sort below AFTER_VM_IDS. */

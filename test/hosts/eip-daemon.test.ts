@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { Daemon } from "../support/daemon.ts";
+import { parseExposition, promtool, samplesOf, sampleValue } from "../support/prometheus.ts";
 import { Testbed } from "../support/testbed.ts";
 
 const KEY = "acme-api-key";
@@ -254,3 +255,48 @@ describe("reconciliation", () => {
     expect(stdout).toContain("chain keep");
   });
 });
+
+test("metrics over the socket: hosts up, command latency by program, associations and reconciliation; promtool passes", async () => {
+  const scrape = async () => {
+    const response = await daemon.fetch("/metrics", { via: "unix" });
+    expect(response.status).toBe(200);
+    return response.text();
+  };
+  // Hosts taken down by earlier tests reconnect with backoff.
+  const up = async () => {
+    const samples = parseExposition(await scrape());
+    return ["hv1", "hv2"].every((host) => sampleValue(samples, "ippool_host_up", { host }) === 1);
+  };
+  expect(await eventually(up, 30_000)).toBe(true);
+  const text = await scrape();
+  const samples = parseExposition(text);
+  expect(sampleValue(samples, "ippool_host_up", { host: "hv1" })).toBe(1);
+  const associated = sampleValue(samples, "ippool_eip_association_duration_seconds_count", { operation: "associate" });
+  expect(associated).toBeGreaterThan(0);
+  expect(
+    sampleValue(samples, "ippool_eip_association_duration_seconds_count", { operation: "disassociate" }),
+  ).toBeGreaterThan(0);
+  // hv3's public interface does not exist: its association failed on the host.
+  expect(
+    sampleValue(samples, "ippool_eip_association_failures_total", {
+      operation: "associate",
+      code: "HOST_COMMAND_FAILED",
+    }),
+  ).toBeGreaterThan(0);
+  // Reconciliation runs every second here; hv2 had its rules flushed and got one back.
+  expect(sampleValue(samples, "ippool_reconciliation_duration_seconds_count", { host: "hv1" })).toBeGreaterThan(0);
+  expect(
+    sampleValue(samples, "ippool_reconciliation_corrections_total", { host: "hv2", kind: "added" }),
+  ).toBeGreaterThan(0);
+  expect(samplesOf(samples, "ippool_reconciliation_failures_total")).toHaveLength(3);
+  // Commands are labelled by program only.
+  const commands = new Set(
+    samplesOf(samples, "ippool_host_command_duration_seconds_count").map((s) => s.labels.command as string),
+  );
+  expect(commands.has("nft")).toBe(true);
+  expect(commands.has("virsh")).toBe(true);
+  for (const command of commands) expect(["nft", "ip", "virsh", "conntrack", "arping"]).toContain(command);
+  const { code, output } = await promtool(["check", "metrics"], text);
+  expect(output).toBe("");
+  expect(code).toBe(0);
+}, 40_000);
