@@ -3,6 +3,7 @@
  * around it that enforces the body limit before routing, logs one line per request and reports
  * each request's route template, status and duration.
  */
+import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
 import type { ProjectDirectory } from "../auth/projects.ts";
 import type { EipAssociations } from "../eip/association.ts";
@@ -10,6 +11,7 @@ import type { EipService } from "../eip/service.ts";
 import type { Logger } from "../log/logger.ts";
 import type { PoolService } from "../pool/service.ts";
 import type { FetchHandler } from "../runtime/index.ts";
+import { VERSION } from "../version.ts";
 import { declaredTooLarge, MAX_BODY_BYTES, readJsonBody } from "./body.ts";
 import { eipRoutes } from "./eip-routes.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
@@ -46,6 +48,27 @@ export function createApp(services: Services, logger: Logger) {
           logger.error("unhandled error", { error: String((bug as Error)?.stack ?? bug) }),
         );
       })
+      .use(
+        openapi({
+          path: "/openapi",
+          specPath: "/openapi.json",
+          provider: null,
+          documentation: {
+            info: { title: "ippool", version: VERSION, description: "IP address pools and elastic IPs for KVM hosts" },
+            components: {
+              securitySchemes: {
+                apiKey: { type: "apiKey", in: "header", name: "X-API-Key" },
+                adminProject: {
+                  type: "apiKey",
+                  in: "header",
+                  name: "X-Project",
+                  description: "on the Unix socket only: the administrator names the project",
+                },
+              },
+            },
+          },
+        }),
+      )
       .use(poolRoutes(services.pools))
       .use(eipRoutes(services.eips, services.associations, services.projects))
       .use(metricsRoutes(services.metrics))

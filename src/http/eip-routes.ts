@@ -12,6 +12,7 @@ import type { EipService } from "../eip/service.ts";
 import type { EipRecord } from "../eip/store.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
 import { AssociateBody, EipAllocateBody, EipListQuery, EipParams, EipView } from "./eip-schemas.ts";
+import { type ErrorCode, errorResponses } from "./error-schemas.ts";
 import { transportOf } from "./transport.ts";
 
 export function eipRoutes(eips: EipService, associations: EipAssociations, projects: ProjectDirectory) {
@@ -27,7 +28,15 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
         set.status = created ? 201 : 200;
         return eipView(eip);
       },
-      { body: EipAllocateBody, response: { 200: EipView, 201: EipView } },
+      {
+        body: EipAllocateBody,
+        response: {
+          200: EipView,
+          201: EipView,
+          ...eipErrors("POOL_NOT_FOUND", "QUOTA_EXCEEDED", "IDEMPOTENCY_MISMATCH", "POOL_EXHAUSTED"),
+        },
+        detail: API_KEY,
+      },
     )
     .get(
       "",
@@ -38,11 +47,12 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
             ...(query.instance_id === undefined ? {} : { instanceId: query.instance_id }),
           })
           .map(eipView),
-      { query: EipListQuery, response: Type.Array(EipView) },
+      { query: EipListQuery, response: { 200: Type.Array(EipView), ...eipErrors() }, detail: API_KEY },
     )
     .get("/:id", ({ params, project }) => eipView(eips.get(project, params.id)), {
       params: EipParams,
-      response: EipView,
+      response: { 200: EipView, ...eipErrors("NOT_FOUND") },
+      detail: API_KEY,
     })
     .post(
       "/:id/associate",
@@ -53,14 +63,36 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
             allowReassociation: body.allow_reassociation ?? false,
           }),
         ),
-      { params: EipParams, body: AssociateBody, response: EipView },
+      {
+        params: EipParams,
+        body: AssociateBody,
+        response: {
+          200: EipView,
+          ...eipErrors(
+            "NOT_FOUND",
+            "INSTANCE_NOT_FOUND",
+            "INSTANCE_NOT_RUNNING",
+            "INSTANCE_HAS_EIP",
+            "ALREADY_ASSOCIATED",
+            "INSTANCE_HAS_NO_ADDRESS",
+            "HOST_UNAVAILABLE",
+            "HOST_KEY_MISMATCH",
+            "HOST_COMMAND_FAILED",
+          ),
+        },
+        detail: API_KEY,
+      },
     )
     .post(
       "/:id/disassociate",
       async ({ params, project }) => eipView(await associations.disassociate(project, params.id)),
       {
         params: EipParams,
-        response: EipView,
+        response: {
+          200: EipView,
+          ...eipErrors("NOT_FOUND", "NOT_ASSOCIATED", "HOST_UNAVAILABLE", "HOST_KEY_MISMATCH", "HOST_COMMAND_FAILED"),
+        },
+        detail: API_KEY,
       },
     )
     .delete(
@@ -69,7 +101,7 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
         ...eipView(await eips.release(project, params.id)),
         state: "released" as const,
       }),
-      { params: EipParams, response: EipView },
+      { params: EipParams, response: { 200: EipView, ...eipErrors("NOT_FOUND", "STILL_ASSOCIATED") }, detail: API_KEY },
     );
 }
 
@@ -79,6 +111,10 @@ function projectOf(request: Request, projects: ProjectDirectory): ProjectDefinit
   if (transportOf(request) === "unix" && apiKey === null && named !== null) return projects.named(named);
   return projects.authenticate(apiKey);
 }
+
+/** Every EIP route checks the key (or, on the Unix socket, X-Project). */
+const eipErrors = (...codes: ErrorCode[]) => errorResponses("UNAUTHORIZED", ...codes);
+const API_KEY = { security: [{ apiKey: [] }, { adminProject: [] }] };
 
 export function eipView(eip: EipRecord): EipView {
   return {

@@ -3,6 +3,7 @@ import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
 import { parseIpv4 as parseIp } from "../net/ipv4.ts";
 import type { PoolService } from "../pool/service.ts";
+import { errorResponses } from "./error-schemas.ts";
 import {
   AllocateBody,
   AllocationView,
@@ -37,7 +38,14 @@ export function poolRoutes(pools: PoolService) {
         set.status = created ? 201 : 200;
         return view(allocation);
       },
-      { body: AllocateBody, response: { 200: AllocationView, 201: AllocationView } },
+      {
+        body: AllocateBody,
+        response: {
+          200: AllocationView,
+          201: AllocationView,
+          ...errorResponses("INVALID_IP", "POOL_NOT_FOUND", "ADDRESS_IN_USE", "VM_HAS_OTHER_ADDRESS", "POOL_EXHAUSTED"),
+        },
+      },
     )
     .get(
       "/ip/allocations",
@@ -47,16 +55,26 @@ export function poolRoutes(pools: PoolService) {
         if (page.next !== undefined) set.headers["x-next-after"] = page.next;
         return page.items.map(view);
       },
-      { query: ListQuery, response: Type.Array(AllocationView) },
+      {
+        query: ListQuery,
+        response: { 200: Type.Array(AllocationView), ...errorResponses("INVALID_IP", "POOL_NOT_FOUND") },
+      },
     )
-    .get("/ip/stats", ({ query }) => statsView(pools.stats(query.pool)), { query: PoolQuery, response: StatsView })
+    .get("/ip/stats", ({ query }) => statsView(pools.stats(query.pool)), {
+      query: PoolQuery,
+      response: { 200: StatsView, ...errorResponses("POOL_NOT_FOUND") },
+    })
     .delete(
       "/ip/release/:vm_id",
       async ({ params, query }) => {
         const released = await pools.release(params.vm_id, query.pool);
         return { message: "IP released successfully", vm_id: params.vm_id, released: released.map(view) };
       },
-      { params: VmIdParams, query: PoolQuery, response: ReleaseView },
+      {
+        params: VmIdParams,
+        query: PoolQuery,
+        response: { 200: ReleaseView, ...errorResponses("NOT_FOUND", "POOL_NOT_FOUND") },
+      },
     )
     .delete(
       "/ip/release-by-ip/:ip",
@@ -64,16 +82,16 @@ export function poolRoutes(pools: PoolService) {
         const released = await pools.releaseByIp(params.ip);
         return { message: "IP released successfully", ip: params.ip, released: [view(released)] };
       },
-      { params: IpParams, response: ReleaseView },
+      { params: IpParams, response: { 200: ReleaseView, ...errorResponses("INVALID_IP", "NOT_FOUND") } },
     )
     .get("/ip/:vm_id", ({ params, query }) => view(pools.get(params.vm_id, query.pool)), {
       params: VmIdParams,
       query: PoolQuery,
-      response: AllocationView,
+      response: { 200: AllocationView, ...errorResponses("NOT_FOUND", "POOL_NOT_FOUND") },
     })
     .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), { response: Type.Array(PoolView) })
     .get("/pools/:name", ({ params }) => poolView(pools, pools.layout(params.name)), {
       params: PoolParams,
-      response: PoolView,
+      response: { 200: PoolView, ...errorResponses("POOL_NOT_FOUND") },
     });
 }
