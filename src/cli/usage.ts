@@ -19,6 +19,7 @@ Client commands:
   allocate VM_ID [--pool P] [--ip A] [--hostname H] [--host HV]
   release VM_ID [--pool P]      release-ip IP        show VM_ID [--pool P]
   list [--pool P]               stats [--pool P]     pools
+  gc [--dry-run] [--pool P]     release allocations whose VM no configured host has
   eip allocate [--pool P] [--idempotency-key K]      eip list [--state S] [--instance I]
   eip show ID                   eip associate ID INSTANCE [--allow-reassociation]
   eip disassociate ID           eip release ID

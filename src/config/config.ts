@@ -49,6 +49,8 @@ export interface Config {
   readonly hosts: readonly HostDefinition[];
   /** Seconds between periodic host reconciliations; 0 turns them off. */
   readonly reconcileIntervalS: number;
+  /** Seconds after its creation before an allocation whose VM no host has counts as leaked. */
+  readonly leakGracePeriodS: number;
 }
 
 /** SPEC §5: with no config file and no flags, this runs out of the box. */

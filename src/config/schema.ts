@@ -81,6 +81,19 @@ export const ReconcileSection = Type.Object(
   { additionalProperties: false },
 );
 
+export const LeaksSection = Type.Object(
+  {
+    grace_period_s: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 31_536_000,
+        description: "seconds an allocation is left alone before it may be called a leak",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigFile = Type.Object(
   {
     server: Type.Optional(ServerSection),
@@ -89,6 +102,7 @@ export const ConfigFile = Type.Object(
     projects: Type.Optional(Type.Array(ProjectSection, { maxItems: 10_000 })),
     hosts: Type.Optional(Type.Array(HostSection, { maxItems: 10_000 })),
     reconcile: Type.Optional(ReconcileSection),
+    leaks: Type.Optional(LeaksSection),
   },
   { additionalProperties: false },
 );

@@ -22,6 +22,8 @@ import { ConfigFile, type HostSection, type PoolSection } from "./schema.ts";
 /** A project that does not say otherwise may hold this many EIPs. */
 const DEFAULT_QUOTA = 20;
 const DEFAULT_RECONCILE_INTERVAL_S = 60;
+/** 15 minutes: longer than a VM takes from its hook's allocation to being listed by libvirt. */
+const DEFAULT_LEAK_GRACE_PERIOD_S = 900;
 
 /** `/pools/0/cidr` → `pools[0].cidr` */
 function keyOf(pointer: string): string {
@@ -77,6 +79,7 @@ export function validateConfig(document: unknown): Config {
     projects: Object.freeze(projects),
     hosts: Object.freeze(hosts),
     reconcileIntervalS: file.reconcile?.interval_s ?? DEFAULT_RECONCILE_INTERVAL_S,
+    leakGracePeriodS: file.leaks?.grace_period_s ?? DEFAULT_LEAK_GRACE_PERIOD_S,
   });
 }
 

@@ -13,11 +13,13 @@ import { createApp, createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { createDaemonMetrics } from "../metrics/index.ts";
 import { PoolLayout } from "../pool/layout.ts";
+import { LeakDetector } from "../pool/leaks.ts";
 import { PoolService } from "../pool/service.ts";
 import { reconcilePools } from "../pool/startup.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { LmdbStore } from "../store/lmdb.ts";
 import { VERSION } from "../version.ts";
+import { SshDomainDirectory } from "./domain-directory.ts";
 import { ListenError } from "./errors.ts";
 import { SshHostGateway } from "./host-gateway.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
@@ -81,8 +83,12 @@ async function start(config: Config, logger: Logger): Promise<void> {
   const reconciler = new EipReconciler(store, gateway, locks, logger, metrics.reconciliation);
   reconciler.start(config.reconcileIntervalS);
   hosts.start();
+  const leaks = new LeakDetector(pools, new SshDomainDirectory(hosts), config.leakGracePeriodS, {
+    events: metrics.leaks,
+    logger,
+  });
   const app = createApp(
-    { pools, eips, associations, projects: new ProjectDirectory(config.projects), metrics: metrics.registry },
+    { pools, eips, associations, projects: new ProjectDirectory(config.projects), leaks, metrics: metrics.registry },
     logger,
   );
 

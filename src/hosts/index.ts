@@ -11,7 +11,7 @@ export {
 export { type CommandFailure, commandName, type HostCommandEvents } from "./events.ts";
 export { hostKeyFingerprint } from "./fingerprint.ts";
 export { type ConnectionTuning, Host } from "./host.ts";
-export { type InstanceState, Libvirt } from "./libvirt.ts";
+export { type Domain, type InstanceState, Libvirt, parseDomainList } from "./libvirt.ts";
 export { type CommandRunner, type ConvergeResult, NatDriver, type NatState } from "./nat.ts";
 export type { Association, ChangedAssociation, RemovedAssociation } from "./reconcile-diff.ts";
 export { type FoundInstance, HostRegistry, type HostRegistryOptions, readPrivateKey } from "./registry.ts";

@@ -1,5 +1,6 @@
 /** Instance checks on a host with `virsh -c <uri> ...`, run over the host's SSH connection. */
 import { validDomain, validLibvirtUri } from "./command.ts";
+import { HostCommandFailedError } from "./errors.ts";
 import type { CommandRunner } from "./nat.ts";
 
 /** libvirt's domain states as `virsh domstate` prints them. */
@@ -13,6 +14,13 @@ export type InstanceState =
   | "pmsuspended"
   | "no state"
   | (string & {});
+
+/** A libvirt domain as `virsh list` names it. */
+export interface Domain {
+  readonly name: string;
+  /** Lower-case, with dashes, as virsh prints it. */
+  readonly uuid: string;
+}
 
 /** virsh's message for a domain that does not exist (same for the qemu and test drivers). */
 const NO_DOMAIN = /failed to get domain|Domain not found/i;
@@ -52,6 +60,24 @@ export class Libvirt {
   }
 
   /**
+   * Every domain the host defines, running or not (`virsh list --all --uuid --name`). Throws
+   * `HostCommandFailedError` when virsh fails (or prints a line it cannot read): an incomplete
+   * list must never pass for a complete one.
+   */
+  async listDomains(): Promise<Domain[]> {
+    const argv = ["virsh", "-c", this.uri, "list", "--all", "--uuid", "--name"];
+    const result = await this.host.exec(argv);
+    if (result.code !== 0) throw this.host.commandFailed(argv, result);
+    const domains = parseDomainList(result.stdout);
+    if (typeof domains === "string") {
+      throw new HostCommandFailedError(
+        `host ${this.host.name}: \`virsh -c ${this.uri} list --all --uuid --name\` printed a line that is not "UUID NAME": ${JSON.stringify(domains.slice(0, 120))}`,
+      );
+    }
+    return domains;
+  }
+
+  /**
    * The IPv4 addresses libvirt's DHCP leases give the domain (`domifaddr --source lease`); empty
    * when the domain is missing, not running, or has no lease (the test driver often has none).
    */
@@ -64,6 +90,24 @@ export class Libvirt {
     }
     return parseDomifaddr(result.stdout);
   }
+}
+
+const UUID_LINE = /^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})[ \t]+(\S.*)$/;
+
+/**
+ * The domains in `virsh list --all --uuid --name` output: one `UUID NAME` line each (blank lines
+ * skipped). Any other line is returned instead, as a string: what it stood for is unknown.
+ */
+export function parseDomainList(output: string): Domain[] | string {
+  const domains: Domain[] = [];
+  for (const raw of output.split("\n")) {
+    const line = raw.trim();
+    if (line === "") continue;
+    const match = UUID_LINE.exec(line);
+    if (!match) return line;
+    domains.push({ uuid: (match[1] as string).toLowerCase(), name: (match[2] as string).trim() });
+  }
+  return domains;
 }
 
 /** The IPv4 addresses (without prefix length) in `virsh domifaddr` output. */

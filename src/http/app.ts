@@ -9,12 +9,14 @@ import type { ProjectDirectory } from "../auth/projects.ts";
 import type { EipAssociations } from "../eip/association.ts";
 import type { EipService } from "../eip/service.ts";
 import type { Logger } from "../log/logger.ts";
+import type { LeakDetector } from "../pool/leaks.ts";
 import type { PoolService } from "../pool/service.ts";
 import type { FetchHandler } from "../runtime/index.ts";
 import { VERSION } from "../version.ts";
 import { declaredTooLarge, MAX_BODY_BYTES, readJsonBody } from "./body.ts";
 import { eipRoutes } from "./eip-routes.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
+import { leakRoutes } from "./leak-routes.ts";
 import { type Exposition, metricsRoutes } from "./metrics-routes.ts";
 import { poolRoutes } from "./pool-routes.ts";
 import { markRoute, routeOf } from "./route-template.ts";
@@ -25,6 +27,8 @@ export interface Services {
   readonly eips: EipService;
   readonly associations: EipAssociations;
   readonly projects: ProjectDirectory;
+  /** Served at `/api/v1/leaks`. */
+  readonly leaks: LeakDetector;
   /** Served at `GET /metrics`. */
   readonly metrics: Exposition;
 }
@@ -70,6 +74,7 @@ export function createApp(services: Services, logger: Logger) {
         }),
       )
       .use(poolRoutes(services.pools))
+      .use(leakRoutes(services.leaks, services.pools))
       .use(eipRoutes(services.eips, services.associations, services.projects))
       .use(metricsRoutes(services.metrics))
   );

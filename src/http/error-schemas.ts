@@ -28,6 +28,7 @@ const STATUS_OF_CODE = {
   HOST_KEY_MISMATCH: 502,
   HOST_COMMAND_FAILED: 502,
   POOL_EXHAUSTED: 503,
+  LEAK_CHECK_INCOMPLETE: 503,
 } as const;
 
 export type ErrorCode = keyof typeof STATUS_OF_CODE;

@@ -6,12 +6,13 @@
 import type { Registry } from "prom-client";
 import type { AssociationEvents, ReconciliationEvents } from "../eip/events.ts";
 import type { HostCommandEvents } from "../hosts/events.ts";
-import type { PoolEvents } from "../pool/events.ts";
+import type { LeakEvents, PoolEvents } from "../pool/events.ts";
 import { associationMetrics } from "./association-metrics.ts";
 import { type BuildInfo, buildInfoMetrics } from "./build-metrics.ts";
 import { type EipMetricsSource, eipMetrics } from "./eip-metrics.ts";
 import { type HostMetricsSource, hostMetrics } from "./host-metrics.ts";
 import { type HttpRequestRecorder, httpMetrics } from "./http-metrics.ts";
+import { leakMetrics } from "./leak-metrics.ts";
 import { type PoolMetricsSource, poolMetrics } from "./pool-metrics.ts";
 import { reconciliationMetrics } from "./reconciliation-metrics.ts";
 import { createRegistry } from "./registry.ts";
@@ -31,6 +32,7 @@ export interface DaemonMetrics {
   /** Served at `GET /metrics`. */
   readonly registry: Registry;
   readonly pools: PoolEvents;
+  readonly leaks: LeakEvents;
   readonly associations: AssociationEvents;
   readonly reconciliation: ReconciliationEvents;
   readonly hostCommands: HostCommandEvents;
@@ -41,13 +43,17 @@ export function createDaemonMetrics(sources: DaemonMetricsSources): DaemonMetric
   const registry = createRegistry();
   buildInfoMetrics(registry, sources.build);
   const pools = poolMetrics(registry, sources.pools);
+  const leaks = leakMetrics(
+    registry,
+    sources.pools.pools.filter((p) => p.kind === "vm").map((p) => p.pool),
+  );
   eipMetrics(registry, sources.eips);
   const associations = associationMetrics(registry);
   const reconciliation = reconciliationMetrics(registry, sources.hostNames);
   const hostCommands = hostMetrics(registry, sources.hosts);
   const requests = httpMetrics(registry);
   storeMetrics(registry, sources.store);
-  return { registry, pools, associations, reconciliation, hostCommands, requests };
+  return { registry, pools, leaks, associations, reconciliation, hostCommands, requests };
 }
 
 export type { BuildInfo } from "./build-metrics.ts";

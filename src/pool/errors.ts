@@ -35,3 +35,13 @@ export class PoolStateConflictError extends AppError {
   readonly status = 500;
   readonly code = "POOL_STATE_CONFLICT";
 }
+
+/**
+ * The leak check could not ask every configured host for its domains (down, unreachable, or virsh
+ * failed there): nothing is reported as leaked and nothing is released. The message names each
+ * host and why.
+ */
+export class LeakCheckIncompleteError extends AppError {
+  readonly status = 503;
+  readonly code = "LEAK_CHECK_INCOMPLETE";
+}

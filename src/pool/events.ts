@@ -43,3 +43,19 @@ export function failureReason(error: unknown): string {
   const code = (error as Partial<AppError> | null)?.code;
   return (code !== undefined && REASONS[code]) || "internal";
 }
+
+/** What the leak check reports, for metrics (see `pool/leaks.ts`). */
+export interface LeakEvents {
+  /**
+   * A complete check of these pools found these leaked allocations, by pool (a pool not in the
+   * map has none). An incomplete check (a host could not be asked) reports nothing.
+   */
+  checked(pools: readonly string[], leaksByPool: ReadonlyMap<string, number>): void;
+  /** `count` leaked allocations of the pool were released (and the release committed). */
+  released(pool: string, count: number): void;
+}
+
+export const NO_LEAK_EVENTS: LeakEvents = {
+  checked() {},
+  released() {},
+};

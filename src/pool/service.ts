@@ -116,6 +116,24 @@ export class PoolService {
     return released;
   }
 
+  /**
+   * Releases each of these allocations only if its record is still the one given (same address,
+   * same creation time): one that was released, or released and allocated again, meanwhile is
+   * left alone. One transaction; answers what was released.
+   */
+  async releaseUnchanged(allocations: readonly Allocation[]): Promise<Allocation[]> {
+    const released = await this.store.write(() =>
+      allocations.flatMap((expected) => {
+        const layout = this.byName.get(expected.pool);
+        const record = layout && this.store.getAllocation(layout.name, expected.vmId);
+        if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
+        return releaseInTransaction(this.store, layout, expected.vmId) ?? [];
+      }),
+    );
+    for (const allocation of released) this.events.released(allocation.pool, "vm");
+    return released;
+  }
+
   async releaseByIp(ipText: string): Promise<Allocation> {
     const ip = parseIpv4(ipText);
     const layout = this.layoutContaining(ip);
@@ -186,6 +204,17 @@ export class PoolService {
       available,
       usage: usable === 0 ? 0 : (allocated / usable) * 100,
     };
+  }
+
+  /**
+   * Every allocation of one pool, or of every pool, in pool then vm_id order. Reads every record:
+   * not for request paths that must stay cheap.
+   */
+  *allAllocations(pool?: string): Generator<Allocation> {
+    for (const layout of pool === undefined ? this.layouts : [this.layout(pool)]) {
+      for (const { vmId, record } of this.store.allocationEntries(layout.name))
+        yield { pool: layout.name, vmId, ...record };
+    }
   }
 
   /** Every pool's addresses by state (read at each metrics scrape). */

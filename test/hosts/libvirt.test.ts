@@ -62,6 +62,14 @@ describe("Libvirt", () => {
     expect(await libvirt("hv1").instanceState("lv11")).toBe("running");
   });
 
+  test("listDomains lists every domain, running or not, by name and UUID", async () => {
+    const domains = await libvirt("hv1").listDomains();
+    expect(domains.sort((a, b) => a.name.localeCompare(b.name))).toEqual(
+      ["lv11", "lv12", "lv13"].map((name) => ({ name, uuid: bed.vm(name).uuid })),
+    );
+    expect(domains.find((d) => d.name === "lv11")?.uuid).toBe(UUID);
+  });
+
   test("instanceAddresses parses domifaddr (the test driver has no leases: empty)", async () => {
     expect(await libvirt("hv1").instanceAddresses("lv11")).toEqual([]);
     expect(await libvirt("hv1").instanceAddresses("missing")).toEqual([]);

@@ -69,6 +69,24 @@ describe("pool commands over the socket", () => {
     expect(released.stdout).toContain("vm-3");
   });
 
+  test("gc with no hosts configured: nothing to compare against, nothing released, exit 0", async () => {
+    await ippool("allocate", "vm-gc", ...onSocket());
+    for (const args of [["gc", "--dry-run"], ["gc"]]) {
+      const human = await ippool(...args, ...onSocket());
+      expect(human.code).toBe(0);
+      expect(human.stdout).toBe(
+        "no leaked allocations: no hypervisor hosts are configured: there is nothing to compare allocations against\n",
+      );
+    }
+    const json = JSON.parse((await ippool("gc", "--json", ...onSocket())).stdout);
+    expect(json).toMatchObject({ grace_period_s: 900, hosts: [], leaks: [], released: [] });
+    expect(json.reason).toContain("no hypervisor hosts");
+    expect((await ippool("show", "vm-gc", ...onSocket())).code).toBe(0);
+    expect((await ippool("gc", "--pool", "nosuch", ...onSocket())).code).toBe(1);
+    expect((await ippool("gc", "extra", ...onSocket())).code).toBe(2);
+    await ippool("release", "vm-gc", ...onSocket());
+  });
+
   test("a refused request exits 1 and prints the daemon's error code", async () => {
     const result = await ippool("show", "nobody", ...onSocket());
     expect(result.code).toBe(1);

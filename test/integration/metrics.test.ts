@@ -205,6 +205,26 @@ describe("after real traffic", () => {
     expect(samplesOf(now, "ippool_reconciliation_corrections_total", { host: "hv9" })).toHaveLength(3);
   });
 
+  test("a leak check with the host unreachable answers 503 and leaves the leak metrics at zero", async () => {
+    for (const [method, path] of [
+      ["GET", "/api/v1/leaks"],
+      ["POST", "/api/v1/leaks/release"],
+    ] as const) {
+      const { status, body } = await daemon.json(path, { method });
+      expect(status).toBe(503);
+      expect(body.code).toBe("LEAK_CHECK_INCOMPLETE");
+      expect(body.error).toContain("host hv9");
+    }
+    expect((await daemon.json("/api/v1/ip/stats?pool=vms")).body.allocated).toBe(4);
+    const { samples: now } = await scrape();
+    expect(sampleValue(now, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(0);
+    expect(sampleValue(now, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
+    const count = (method: string, route: string) =>
+      sampleValue(now, "ippool_http_request_duration_seconds_count", { method, route, status: "503" });
+    expect(count("GET", "/api/v1/leaks")).toBe(1);
+    expect(count("POST", "/api/v1/leaks/release")).toBe(1);
+  });
+
   test("LMDB sizes and build info", () => {
     const mapSize = sampleValue(samples, "ippool_store_map_size_bytes");
     const used = sampleValue(samples, "ippool_store_used_bytes");

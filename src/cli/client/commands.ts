@@ -47,6 +47,45 @@ const percent = (stats: Row): Row => ({ ...stats, usage: `${(stats.usage as numb
 const showReleased = (answer: unknown) =>
   table((answer as { released: Row[] }).released, ["ip", "vm_id", "pool"]).replace(/^/, "released\n");
 
+/** Seconds as a person reads an age: 45s, 15m, 15m30s, 2h05m, 3d04h. */
+export function age(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60 ? `${pad(s % 60)}s` : ""}`;
+  if (s < 86_400) return `${Math.floor(s / 3600)}h${pad(Math.floor((s % 3600) / 60))}m`;
+  return `${Math.floor(s / 86_400)}d${pad(Math.floor((s % 86_400) / 3600))}h`;
+}
+
+interface LeakAnswer {
+  grace_period_s: number;
+  hosts: { name: string; domains: number }[];
+  leaks: (Row & { age_s: number })[];
+  released?: Row[];
+  reason?: string;
+}
+
+/** What was checked, the leaks (ip, vm_id, pool, host, age), and what was released (or that nothing was). */
+function showLeaks(answer: unknown): string {
+  const report = answer as LeakAnswer;
+  if (report.reason !== undefined) return `no leaked allocations: ${report.reason}\n`;
+  const hosts = report.hosts.map((host) => `${host.name} (${host.domains} domains)`).join(", ");
+  const lines = [`checked ${hosts}; grace period ${age(report.grace_period_s)}`];
+  if (report.leaks.length === 0) lines.push("no leaked allocations");
+  else {
+    lines.push(`${report.leaks.length} leaked (no host has the VM):`);
+    const rows = report.leaks.map((leak) => ({ ...leak, age: age(leak.age_s) }));
+    lines.push(table(rows, ["ip", "vm_id", "pool", "host", "age"]).trimEnd());
+  }
+  if (report.released === undefined) {
+    if (report.leaks.length > 0) lines.push("dry run: nothing released");
+  } else if (report.released.length > 0 || report.leaks.length > 0) {
+    lines.push(`released ${report.released.length}:`);
+    if (report.released.length > 0) lines.push(table(report.released, ["ip", "vm_id", "pool"]).trimEnd());
+  }
+  return `${lines.join("\n")}\n`;
+}
+
 export const COMMANDS: readonly ClientCommand[] = [
   {
     name: "allocate",
@@ -114,6 +153,19 @@ export const COMMANDS: readonly ClientCommand[] = [
         (answer as (Row & { stats: Row })[]).map((pool) => ({ ...pool, ...percent(pool.stats), name: pool.name })),
         ["name", "network", "gateway", "strategy", "allocated", "available", "usage"],
       ),
+  },
+  {
+    name: "gc",
+    args: [],
+    options: ["pool"],
+    flags: ["dry-run"],
+    summary: "release allocations whose VM no host has (--dry-run only lists them)",
+    run: (client, _args, options) =>
+      client.request(
+        options["dry-run"] ? "GET" : "POST",
+        `/api/v1/leaks${options["dry-run"] ? "" : "/release"}${query(options, { pool: "pool" })}`,
+      ),
+    show: showLeaks,
   },
   {
     name: "eip allocate",

@@ -257,6 +257,26 @@ describe("validateConfig server and shape", () => {
   });
 });
 
+describe("validateConfig [leaks]", () => {
+  test("the grace period defaults to 15 minutes", () => {
+    expect(validateConfig({ pools: [pool()] }).leakGracePeriodS).toBe(900);
+  });
+
+  test.each([0, 60, 86_400])("grace_period_s = %p is kept", (seconds) => {
+    expect(validateConfig({ pools: [pool()], leaks: { grace_period_s: seconds } }).leakGracePeriodS).toBe(seconds);
+  });
+
+  test.each([
+    [{ grace_period_s: -1 }, "leaks.grace_period_s:"],
+    [{ grace_period_s: 1.5 }, "leaks.grace_period_s:"],
+    [{ grace_period_s: "15m" }, "leaks.grace_period_s:"],
+    [{ grace_period_s: 40_000_000 }, "leaks.grace_period_s:"],
+    [{ grace: 60 }, "leaks.grace:"],
+  ])("%p is refused, naming the key", (leaks, key) => {
+    expect(invalid({ pools: [pool()], leaks })).toStartWith(key);
+  });
+});
+
 describe("loadConfig", () => {
   test("without a file it loads the embedded default", () => {
     const config = loadConfig({});

@@ -43,6 +43,8 @@ test("the whole exposition, with every kind of sample recorded, passes promtool 
   const m = metrics();
   m.pools.allocated("vms", "vm");
   m.pools.allocationFailed("vms", "vm", "exhausted");
+  m.leaks.checked(["vms"], new Map([["vms", 2]]));
+  m.leaks.released("vms", 2);
   m.associations.succeeded("associate", 0.05);
   m.associations.failed("associate", "HOST_UNAVAILABLE");
   m.reconciliation.succeeded("hv1", 0.02, { added: 1, removed: 0, changed: 0 });
@@ -50,6 +52,11 @@ test("the whole exposition, with every kind of sample recorded, passes promtool 
   m.hostCommands.command("hv1", "conntrack", 0.004, "exit_status");
   m.requests.request("GET", "/api/v1/ip/:vm_id", 200, 0.0004);
   const text = await m.registry.metrics();
+  const samples = parseExposition(text);
+  expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(2);
+  expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(2);
+  // Leak detection is about VM pools only.
+  expect(text).not.toContain('ippool_pool_leaked_allocations{pool="public"}');
   const { code, output } = await promtool(["check", "metrics"], text);
   expect(output).toBe("");
   expect(code).toBe(0);

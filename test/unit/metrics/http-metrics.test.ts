@@ -18,6 +18,7 @@ import { Logger } from "../../../src/log/logger.ts";
 import { httpMetrics } from "../../../src/metrics/http-metrics.ts";
 import { parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
 import { PoolLayout } from "../../../src/pool/layout.ts";
+import { LeakDetector } from "../../../src/pool/leaks.ts";
 import { PoolService } from "../../../src/pool/service.ts";
 import { reconcilePools } from "../../../src/pool/startup.ts";
 import type { FetchHandler } from "../../../src/runtime/index.ts";
@@ -80,7 +81,8 @@ describe("through the app", () => {
       { name: "acme", apiKeySha256: createHash("sha256").update(KEY).digest("hex"), quota: 5 },
     ]);
     registry = new Registry();
-    const app = createApp({ pools, eips, associations, projects, metrics: registry }, logger);
+    const leaks = new LeakDetector(pools, { hostNames: () => [], listDomains: async () => [] }, 900);
+    const app = createApp({ pools, eips, associations, projects, leaks, metrics: registry }, logger);
     handle = createHandler(app, logger, "tcp", httpMetrics(registry));
   });
 
