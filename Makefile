@@ -13,7 +13,7 @@ BENCH_PACKAGES := wrk curl
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
-.PHONY: all run build install check test test-unit test-integration test-hosts test-deno bench clean
+.PHONY: all run build install check test test-unit test-integration test-hosts test-deno bench clean image-test
 
 all: build
 
@@ -76,3 +76,7 @@ bench: build
 
 clean:
 	rm -rf dist
+
+## Build the container image (Dockerfile) with podman on a debootstrapped Debian base, run and check it (as root; about 3 minutes the first time, seconds with the base and layers cached).
+image-test:
+	bash hooks/image-test
