@@ -54,11 +54,10 @@ USER 10001:10001
 WORKDIR /var/lib/ippool
 EXPOSE 8080
 VOLUME /var/lib/ippool
-# No curl in the image: the executable is its own client. `stats` goes over the Unix socket (so it
-# holds whatever TCP address the daemon is given) and needs the store to answer, which is a
-# stronger check than /api/v1/health; exit 0 ok, 1 refused, 3 unreachable.
+# No curl in the image: the executable is its own client. `health` asks GET /api/v1/health over
+# the Unix socket, so it holds whatever TCP address the daemon is given; exit 0 ok, 3 unreachable.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-  CMD ["/usr/local/bin/ippool", "stats", "--socket", "/run/ippool/ippool.sock"]
+  CMD ["/usr/local/bin/ippool", "health", "--socket", "/run/ippool/ippool.sock"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/ippool"]
 CMD ["--listen", "0.0.0.0:8080", "--socket", "/run/ippool/ippool.sock", "--data-dir", "/var/lib/ippool"]

@@ -18,7 +18,7 @@ Usage:
 Client commands:
   allocate VM_ID [--pool P] [--ip A] [--hostname H] [--host HV]
   release VM_ID [--pool P]      release-ip IP        show VM_ID [--pool P]
-  list [--pool P]               stats [--pool P]     pools
+  list [--pool P]               stats [--pool P]     pools     health
   gc [--dry-run] [--pool P]     release allocations whose VM no configured host has
   eip allocate [--pool P] [--idempotency-key K]      eip list [--state S] [--instance I]
   eip show ID                   eip associate ID INSTANCE [--allow-reassociation]

@@ -87,6 +87,12 @@ describe("pool commands over the socket", () => {
     await ippool("release", "vm-gc", ...onSocket());
   });
 
+  test("health asks GET /api/v1/health", async () => {
+    const result = await ippool("health", ...onSocket());
+    expect(result.code).toBe(0);
+    expect(result.stdout).toMatch(/^status\s+healthy$/m);
+  });
+
   test("a refused request exits 1 and prints the daemon's error code", async () => {
     const result = await ippool("show", "nobody", ...onSocket());
     expect(result.code).toBe(1);

@@ -88,6 +88,14 @@ function showLeaks(answer: unknown): string {
 
 export const COMMANDS: readonly ClientCommand[] = [
   {
+    name: "health",
+    args: [],
+    options: [],
+    summary: "whether the daemon answers (GET /api/v1/health)",
+    run: (client) => client.request("GET", "/api/v1/health"),
+    show: showRecord,
+  },
+  {
     name: "allocate",
     args: ["vm_id"],
     options: ["pool", "ip", "hostname", "host"],
