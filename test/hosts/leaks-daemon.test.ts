@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { BINARY, Daemon } from "../support/daemon.ts";
+import { sh } from "../support/processes.ts";
 import { parseExposition, promtool, sampleValue } from "../support/prometheus.ts";
 import { Testbed } from "../support/testbed.ts";
 
@@ -64,18 +65,8 @@ const allocated = async () =>
   ((await call("GET", "/api/v1/ip/allocations")).body as { vm_id: string }[]).map((a) => a.vm_id).sort();
 
 /** The compiled binary as a client, over the daemon's socket (a file, so it crosses namespaces). */
-async function ippool(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([BINARY, ...args, "--socket", daemon.socket], {
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { PATH: process.env.PATH ?? "" },
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+function ippool(...args: string[]) {
+  return sh([BINARY, ...args, "--socket", daemon.socket], { allowFail: true, env: { PATH: process.env.PATH ?? "" } });
 }
 
 describe("leak detection against real hosts", () => {

@@ -2,6 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { BINARY, Daemon } from "../support/daemon.ts";
+import { sh } from "../support/processes.ts";
 
 const KEY = "cli-test-key";
 let daemon: Daemon;
@@ -28,14 +29,8 @@ afterAll(async () => {
   await daemon.dispose();
 });
 
-async function ippool(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([BINARY, ...args], { stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH ?? "" } });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+function ippool(...args: string[]) {
+  return sh([BINARY, ...args], { allowFail: true, env: { PATH: process.env.PATH ?? "" } });
 }
 const onSocket = () => ["--socket", daemon.socket];
 

@@ -3,6 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BINARY, tempDir } from "../support/daemon.ts";
+import { sh } from "../support/processes.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const dirs: string[] = [];
@@ -11,12 +12,7 @@ afterAll(() => {
 });
 
 async function run(argv: string[], cwd = ROOT) {
-  const proc = Bun.spawn(argv, { cwd, stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
+  const { code, stdout, stderr } = await sh(argv, { allowFail: true, cwd });
   return { code, output: stdout + stderr };
 }
 

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { type CommandResult, sh } from "./processes.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 export const BINARY = join(ROOT, "dist/ippool");
@@ -139,12 +140,6 @@ function configText(dir: string, socket: string, options: DaemonOptions): string
 }
 
 /** Runs the executable to completion (for startup failures and `fsck`). */
-export async function runToExit(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const proc = Bun.spawn([...daemonCommand(), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
+export function runToExit(args: readonly string[]): Promise<CommandResult> {
+  return sh([...daemonCommand(), ...args], { allowFail: true });
 }

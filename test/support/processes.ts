@@ -1,4 +1,4 @@
-/** Running commands and ending process trees for the testbed (by PID, never by name). */
+/** Running commands to completion for the suites, and ending process trees (by PID, never by name). */
 import { readdirSync, readFileSync } from "node:fs";
 
 export interface CommandResult {
@@ -7,15 +7,22 @@ export interface CommandResult {
   readonly stderr: string;
 }
 
+export interface ShOptions {
+  readonly stdin?: string;
+  /** Return a non-zero exit instead of throwing. */
+  readonly allowFail?: boolean;
+  readonly env?: Record<string, string | undefined>;
+  readonly cwd?: string;
+}
+
 /** Runs argv to completion; throws with the command and its stderr unless it exits 0 (or `allowFail`). */
-export async function sh(
-  argv: readonly string[],
-  options: { stdin?: string; allowFail?: boolean } = {},
-): Promise<CommandResult> {
+export async function sh(argv: readonly string[], options: ShOptions = {}): Promise<CommandResult> {
   const proc = Bun.spawn([...argv], {
     stdin: options.stdin === undefined ? "ignore" : new TextEncoder().encode(options.stdin),
     stdout: "pipe",
     stderr: "pipe",
+    ...(options.env === undefined ? {} : { env: options.env }),
+    ...(options.cwd === undefined ? {} : { cwd: options.cwd }),
   });
   const [stdout, stderr, code] = await Promise.all([
     new Response(proc.stdout).text(),
@@ -23,7 +30,7 @@ export async function sh(
     proc.exited,
   ]);
   if (code !== 0 && !options.allowFail) {
-    throw new Error(`testbed: \`${argv.join(" ")}\` exited with ${code}: ${stderr.trim() || stdout.trim()}`);
+    throw new Error(`\`${argv.join(" ")}\` exited with ${code}: ${stderr.trim() || stdout.trim()}`);
   }
   return { code, stdout, stderr };
 }

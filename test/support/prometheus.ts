@@ -2,6 +2,7 @@
  * Reading Prometheus text exposition in tests, and running the real `promtool` (Debian package
  * `prometheus`). A missing promtool fails the test that needs it, with the reason: never a skip.
  */
+import { sh } from "./processes.ts";
 
 export interface Sample {
   readonly name: string;
@@ -68,15 +69,9 @@ export async function promtool(args: readonly string[], stdin?: string): Promise
         "(`make test` installs it as root; or apt-get install --no-install-recommends prometheus)",
     );
   }
-  const proc = Bun.spawn([path, ...args], {
-    stdin: stdin === undefined ? "ignore" : new TextEncoder().encode(stdin),
-    stdout: "pipe",
-    stderr: "pipe",
+  const { code, stdout, stderr } = await sh([path, ...args], {
+    allowFail: true,
+    ...(stdin === undefined ? {} : { stdin }),
   });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
   return { code, output: (stdout + stderr).trim() };
 }
