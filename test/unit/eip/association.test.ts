@@ -3,22 +3,18 @@
  * a scripted gateway (the SSH layer has its own suites in test/hosts).
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
 import type { Association, ConvergeResult, HostGateway } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
 import { EipReconciler } from "../../../src/eip/reconcile.ts";
-import { EipService, eipPoolKey } from "../../../src/eip/service.ts";
+import type { EipService } from "../../../src/eip/service.ts";
 import { AppError } from "../../../src/errors.ts";
 import { Logger } from "../../../src/log/logger.ts";
-import { formatIpv4, parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
-import { PoolLayout } from "../../../src/pool/layout.ts";
-import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import { formatIpv4, parseIpv4 } from "../../../src/net/ipv4.ts";
+import type { PoolService } from "../../../src/pool/service.ts";
+import type { LmdbStore } from "../../../src/store/lmdb.ts";
+import { type StoreFixture, storeFixture } from "../../support/store-fixture.ts";
 
 class HostDown extends AppError {
   readonly status = 502;
@@ -115,7 +111,7 @@ class ScriptedHosts implements HostGateway {
 const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 10 };
 const globex: ProjectDefinition = { name: "globex", apiKeySha256: "1".repeat(64), quota: 10 };
 
-let dir: string;
+let fixture: StoreFixture;
 let store: LmdbStore;
 let hosts: ScriptedHosts;
 let pools: PoolService;
@@ -132,25 +128,8 @@ function logs(): string[] {
 }
 
 beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "ippool-eip-test-"));
-  store = new LmdbStore(dir);
-  const vm = new PoolLayout({
-    name: "vms",
-    cidr: parseCidr("192.168.100.0/24"),
-    gateway: parseIpv4("192.168.100.1"),
-    reserved: [],
-    strategy: "next-fit",
-  });
-  const publicPool = new PoolLayout({
-    name: eipPoolKey("public"),
-    cidr: parseCidr("100.64.0.0/24"),
-    gateway: null,
-    reserved: [],
-    strategy: "next-fit",
-  });
-  reconcilePools(store, [vm, publicPool]);
-  pools = new PoolService(store, [vm], "vms");
-  eips = new EipService(store, new Map([["public", publicPool]]), "public");
+  fixture = storeFixture();
+  ({ store, pools, eips } = fixture);
   hosts = new ScriptedHosts(["hv1", "hv2"]);
   logger = new Logger("text", "debug", (text) => logged.push(...text.trimEnd().split("\n")));
   const locks = new KeyedLocks();
@@ -161,8 +140,7 @@ beforeEach(() => {
 
 afterEach(async () => {
   reconciler.stop();
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+  await fixture.dispose();
 });
 
 async function codeOf(promise: Promise<unknown>): Promise<string> {

@@ -3,26 +3,21 @@
  * reporting to them over a real store, with hosts replaced by a stub.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Registry } from "prom-client";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
 import type { ConvergeResult, HostGateway } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
 import { EipReconciler } from "../../../src/eip/reconcile.ts";
-import { EipService, eipPoolKey } from "../../../src/eip/service.ts";
+import type { EipService } from "../../../src/eip/service.ts";
 import { AppError } from "../../../src/errors.ts";
 import { Logger } from "../../../src/log/logger.ts";
 import { associationMetrics } from "../../../src/metrics/association-metrics.ts";
 import { reconciliationMetrics } from "../../../src/metrics/reconciliation-metrics.ts";
-import { parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
-import { PoolLayout } from "../../../src/pool/layout.ts";
-import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import { parseIpv4 } from "../../../src/net/ipv4.ts";
+import type { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, samplesOf, sampleValue } from "../../support/prometheus.ts";
+import { type StoreFixture, storeFixture } from "../../support/store-fixture.ts";
 
 async function scrape(registry: Registry) {
   return parseExposition(await registry.metrics());
@@ -114,7 +109,7 @@ class StubHosts implements HostGateway {
 
 describe("the EIP services report to them", () => {
   const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 10 };
-  let dir: string;
+  let fixture: StoreFixture;
   let store: LmdbStore;
   let registry: Registry;
   let hosts: StubHosts;
@@ -123,36 +118,19 @@ describe("the EIP services report to them", () => {
   let reconciler: EipReconciler;
 
   beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "ippool-association-metrics-test-"));
-    store = new LmdbStore(dir);
+    fixture = storeFixture();
+    ({ store } = fixture);
     registry = new Registry();
-    const vm = new PoolLayout({
-      name: "vms",
-      cidr: parseCidr("192.168.100.0/24"),
-      gateway: parseIpv4("192.168.100.1"),
-      reserved: [],
-      strategy: "next-fit",
-    });
-    const publicPool = new PoolLayout({
-      name: eipPoolKey("public"),
-      cidr: parseCidr("100.64.0.0/24"),
-      gateway: null,
-      reserved: [],
-      strategy: "next-fit",
-    });
-    reconcilePools(store, [vm, publicPool]);
     hosts = new StubHosts();
     const logger = new Logger("text", "error", () => {});
     const locks = new KeyedLocks();
-    eips = new EipService(store, new Map([["public", publicPool]]), "public");
-    const pools = new PoolService(store, [vm], "vms");
-    associations = new EipAssociations(store, hosts, pools, locks, logger, associationMetrics(registry));
+    eips = fixture.eips;
+    associations = new EipAssociations(store, hosts, fixture.pools, locks, logger, associationMetrics(registry));
     reconciler = new EipReconciler(store, hosts, locks, logger, reconciliationMetrics(registry, ["hv1"]));
   });
 
   afterEach(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await fixture.dispose();
   });
 
   test("associate and disassociate: durations of those that succeed, failures by code", async () => {

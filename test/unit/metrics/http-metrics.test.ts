@@ -4,26 +4,18 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { Registry } from "prom-client";
 import { ProjectDirectory } from "../../../src/auth/projects.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
 import type { HostGateway } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
-import { EipService, eipPoolKey } from "../../../src/eip/service.ts";
 import { createApp, createHandler } from "../../../src/http/app.ts";
 import { Logger } from "../../../src/log/logger.ts";
 import { httpMetrics } from "../../../src/metrics/http-metrics.ts";
-import { parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
-import { PoolLayout } from "../../../src/pool/layout.ts";
 import { LeakDetector } from "../../../src/pool/leaks.ts";
-import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
 import type { FetchHandler } from "../../../src/runtime/index.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, samplesOf, sampleValue } from "../../support/prometheus.ts";
+import { type StoreFixture, storeFixture } from "../../support/store-fixture.ts";
 
 const COUNT = "ippool_http_request_duration_seconds_count";
 
@@ -50,32 +42,14 @@ describe("httpMetrics", () => {
 
 describe("through the app", () => {
   const KEY = "acme-key";
-  let dir: string;
-  let store: LmdbStore;
+  let fixture: StoreFixture;
   let registry: Registry;
   let handle: FetchHandler;
 
   beforeAll(() => {
-    dir = mkdtempSync(join(tmpdir(), "ippool-http-metrics-test-"));
-    store = new LmdbStore(dir);
-    const vm = new PoolLayout({
-      name: "vms",
-      cidr: parseCidr("10.0.0.0/24"),
-      gateway: parseIpv4("10.0.0.1"),
-      reserved: [],
-      strategy: "next-fit",
-    });
-    const publicPool = new PoolLayout({
-      name: eipPoolKey("public"),
-      cidr: parseCidr("100.64.0.0/24"),
-      gateway: null,
-      reserved: [],
-      strategy: "next-fit",
-    });
-    reconcilePools(store, [vm, publicPool]);
+    fixture = storeFixture("10.0.0.0/24");
+    const { store, pools, eips } = fixture;
     const logger = new Logger("text", "error", () => {});
-    const pools = new PoolService(store, [vm], "vms");
-    const eips = new EipService(store, new Map([["public", publicPool]]), "public");
     const associations = new EipAssociations(store, {} as HostGateway, pools, new KeyedLocks(), logger);
     const projects = new ProjectDirectory([
       { name: "acme", apiKeySha256: createHash("sha256").update(KEY).digest("hex"), quota: 5 },
@@ -87,8 +61,7 @@ describe("through the app", () => {
   });
 
   afterAll(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+    await fixture.dispose();
   });
 
   const call = async (method: string, path: string, body?: string, headers: Record<string, string> = {}) =>
