@@ -3,11 +3,15 @@
 #   1. a /12 pool: allocate (unique vm_ids), allocate+release pairs, health — throughput and latency
 #   2. a /10 pool: allocate latency empty vs 99% full (filled in-process by bench/fill.ts)
 #   3. start-up time (spawn to first healthy answer) with the 99%-full /10 and with an empty one
+#   4. elastic IP failover (old host reachable and down) and associate/disassociate latency up to
+#      1,000 associations on one host: bench/failover.ts against dist/ippool in the network-namespace
+#      testbed of the host suites (as root; skipped otherwise)
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
 # bench/results/raw/). Knobs (environment): BENCH_CONNECTIONS (32), BENCH_HIGH_CONNECTIONS (128, a
 # second /12 round where group commit fills bigger batches), BENCH_DURATION (10s),
 # BENCH_BIG_CIDR (10.0.0.0/10), BENCH_FILL_PERCENT (99), BENCH_STARTS (5), BENCH_FULL_C32_DURATION (3s:
-# a 99%-full /10 has only 41,944 free addresses, which -c32 would use up in about five seconds).
+# a 99%-full /10 has only 41,944 free addresses, which -c32 would use up in about five seconds),
+# BENCH_FAILOVER_MOVES (20 moves per case), BENCH_FAILOVER_BULK (1000 associations on one host).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +24,8 @@ BIG_CIDR=${BENCH_BIG_CIDR:-10.0.0.0/10}
 FILL_PERCENT=${BENCH_FILL_PERCENT:-99}
 STARTS=${BENCH_STARTS:-5}
 FULL_C32_DURATION=${BENCH_FULL_C32_DURATION:-3s}
+FAILOVER_MOVES=${BENCH_FAILOVER_MOVES:-20}
+FAILOVER_BULK=${BENCH_FAILOVER_BULK:-1000}
 RESULTS=bench/results
 
 for tool in "$BIN" "$BUN"; do [ -x "$tool" ] || { echo "bench/run.sh: $tool is missing (run make bench)" >&2; exit 1; }; done
@@ -155,6 +161,21 @@ for conns in 1 "$CONNS"; do
     stop_daemon
   done
 done
+
+# --- 4. EIP failover and association latency, in the network-namespace testbed (as root) ----------
+FAILOVER_FAILED=0
+if [ "$(id -u)" = 0 ]; then
+  # What the testbed needs on the fake hosts (the host suites' packages; make test-hosts installs the same).
+  bash hooks/install-packages openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps
+  log "EIP failover ($FAILOVER_MOVES moves per case) and $FAILOVER_BULK associations on one host, in the testbed"
+  if ! FAILOVER=$("$BUN" bench/failover.ts --moves "$FAILOVER_MOVES" --bulk "$FAILOVER_BULK" --raw "$RESULTS/raw/failover.json"); then
+    FAILOVER_FAILED=1
+    FAILOVER="4. Elastic IP failover and association: FAILED (bench/failover.ts exited non-zero; see its output above)"
+  fi
+else
+  FAILOVER="4. Elastic IP failover and association: skipped (needs root: network namespaces, sshd, nftables)"
+fi
+
 FREE_AT_FILL=$(awk -v p="$FILL_PERCENT" -v c="${BIG_CIDR#*/}" 'BEGIN { u = 2 ^ (32 - c) - 3; print u - int(u * p / 100) }')
 
 # --- report ----------------------------------------------------------------------------------------
@@ -202,10 +223,14 @@ REPORT="$RESULTS/latest.txt"
   echo "  full runs:  $(startup runs "$STARTUP_FULL")"
   echo "  empty runs: $(startup runs "$STARTUP_EMPTY")"
   echo
+  echo "$FAILOVER"
+  echo
   for run in p12-{allocate,pairs,health}-c{"$CONNS","$HIGH_CONNS"} p10-{empty,full}-c{1,"$CONNS"}; do
     [ "$((${R[$run.non2xx]} + ${R[$run.sockerr]}))" = 0 ] || echo "WARNING: $run had errors: see $RESULTS/raw/$run.txt"
   done
+  [ "$FAILOVER_FAILED" = 0 ] || echo "WARNING: section 4 (bench/failover.ts) failed"
   echo "Total wall time: $(($(date +%s) - BEGAN)) s"
 } >"$REPORT"
 echo
 cat "$REPORT"
+exit "$FAILOVER_FAILED"

@@ -14,7 +14,8 @@
  *
  * Each host runs a real OpenSSH server on its management address (port 22, user root, a throwaway
  * host key and one throwaway client key for the daemon), a libvirt test-driver node file
- * (`test:///<dir>/<host>.xml`) whose domains are the host's VMs, and NAT rules only once ippool
+ * (`test:///<dir>/<host>.xml`) whose domains are the host's VMs (plus any bare domains: node-file
+ * entries with nothing behind them, for scale runs), and NAT rules only once ippool
  * puts them there. Each VM runs a UDP responder on port 7007 that answers "who" with the VM's name,
  * so a probe tells which VM an EIP reaches. The testbed's EIP range is 100.64.0.0/25.
  *
@@ -63,12 +64,16 @@ export interface TestbedHostSpec {
   /** `[a-z][a-z0-9]*`, at most 10 characters (it goes into interface and namespace names). */
   readonly name: string;
   readonly vms?: readonly TestbedVmSpec[];
-  /**
-   * Domains that are only entries in the host's libvirt node file: no namespace, no address, no
-   * responder (for scale runs of the libvirt checks, e.g. 1,000 instances on a host). Default "running".
-   */
-  readonly bareDomains?: readonly Pick<TestbedVmSpec, "name" | "uuid" | "state">[];
+  /** Domains that are only entries in the host's libvirt node file (see `BareDomainSpec`). */
+  readonly bareDomains?: readonly BareDomainSpec[];
 }
+
+/**
+ * A libvirt domain with no VM behind it: an entry in the host's node file only (no namespace, no
+ * address, no responder), for scale runs of the libvirt checks, e.g. 1,000 instances on a host.
+ * Names share the VMs' rules and uniqueness; state defaults to "running".
+ */
+export type BareDomainSpec = Pick<TestbedVmSpec, "name" | "uuid" | "state">;
 
 export interface TestbedOptions {
   readonly hosts: readonly TestbedHostSpec[];
@@ -103,8 +108,14 @@ export interface TestbedHost {
   /** `eth0`: the public interface (EIP /32s go here); it is also the management interface. */
   readonly publicInterface: string;
   readonly vms: readonly TestbedVm[];
-  /** Node-file-only domains (see `TestbedHostSpec.bareDomains`). */
-  readonly bareDomains: readonly { readonly name: string; readonly uuid: string; readonly state: DomainState }[];
+  /** Node-file-only domains (see `BareDomainSpec`; replaced with `setBareDomains`). */
+  readonly bareDomains: readonly BareDomain[];
+}
+
+export interface BareDomain {
+  readonly name: string;
+  readonly uuid: string;
+  readonly state: DomainState;
 }
 
 export interface HostTimeouts {
@@ -355,6 +366,21 @@ export class Testbed {
     const vm = host.vms.find((v) => v.name === vmName);
     if (!vm) throw new Error(`testbed: no VM ${vmName} on ${hostName}`);
     vm.state = state;
+    writeNodeFile(host);
+  }
+
+  /**
+   * Replaces the host's bare domains and rewrites its node file. The test driver parses the whole
+   * file on every virsh call (about 0.3 s with 1,000 domains), so a scale run may keep only the
+   * domains about to be checked.
+   */
+  setBareDomains(hostName: string, domains: readonly BareDomainSpec[]): void {
+    const host = this.host(hostName);
+    const others = this.hosts.flatMap((h) => [...h.vms, ...(h === host ? [] : h.bareDomains)]);
+    (host as { bareDomains: readonly BareDomain[] }).bareDomains = planBareDomains(
+      domains,
+      new Set(others.map((d) => d.name)),
+    );
     writeNodeFile(host);
   }
 
@@ -711,12 +737,7 @@ function planHosts(id: string, dir: string, options: TestbedOptions): TestbedHos
         state: v.state ?? "running",
       };
     });
-    const bareDomains = (spec.bareDomains ?? []).map((d) => {
-      if (!/^[a-z][a-z0-9-]{0,30}$/.test(d.name)) throw new Error(`testbed: bad domain name ${JSON.stringify(d.name)}`);
-      if (vmNames.has(d.name)) throw new Error(`testbed: VM ${d.name} twice`);
-      vmNames.add(d.name);
-      return { name: d.name, uuid: d.uuid ?? randomUUID(), state: d.state ?? "running" };
-    });
+    const bareDomains = planBareDomains(spec.bareDomains ?? [], vmNames);
     return {
       name: spec.name,
       namespace: `${id}-${spec.name}`,
@@ -731,6 +752,16 @@ function planHosts(id: string, dir: string, options: TestbedOptions): TestbedHos
       vms,
       bareDomains,
     };
+  });
+}
+
+/** Checks bare domain specs against the names taken so far (and adds theirs); fills in UUID and state. */
+function planBareDomains(specs: readonly BareDomainSpec[], taken: Set<string>): BareDomain[] {
+  return specs.map((d) => {
+    if (!/^[a-z][a-z0-9-]{0,30}$/.test(d.name)) throw new Error(`testbed: bad domain name ${JSON.stringify(d.name)}`);
+    if (taken.has(d.name)) throw new Error(`testbed: VM ${d.name} twice`);
+    taken.add(d.name);
+    return { name: d.name, uuid: d.uuid ?? randomUUID(), state: d.state ?? "running" };
   });
 }
 
