@@ -9,7 +9,15 @@
 import { type Cidr, cidrContains, parseIpv4 } from "../net/ipv4.ts";
 import { validInterface, validIpv4 } from "./command.ts";
 import { HostUnavailableError } from "./errors.ts";
-import { type ElementChanges, EMPTY_TABLE, nftTransaction, parseAddresses, parseNftTable, TABLE } from "./nft.ts";
+import {
+  type ElementChanges,
+  EMPTY_TABLE,
+  type NftTableState,
+  nftTransaction,
+  parseAddresses,
+  parseNftTable,
+  TABLE,
+} from "./nft.ts";
 import { type Association, isEmptyPlan, type NatPlan, planConvergence } from "./reconcile-diff.ts";
 import type { ExecOptions, ExecResult, HostLogger } from "./ssh-connection.ts";
 
@@ -48,6 +56,8 @@ const ADDRESS_ABSENT = /Address not found|Cannot assign requested address/;
 
 export class NatDriver {
   private queue: Promise<unknown> = Promise.resolve();
+  /** The table as ippool's last read or transaction left it; null when it must be read again. */
+  private known: NftTableState | null = null;
   private readonly publicInterface: string;
 
   constructor(
@@ -67,22 +77,22 @@ export class NatDriver {
     const eip = validIpv4(association.eip, "EIP");
     const privateIp = validIpv4(association.privateIp, "private IP");
     return this.serial(async () => {
-      const table = await this.readTable();
-      const dnat = new Map(table.dnat.map((a) => [a.eip, a.privateIp]));
-      const snat = new Map(table.snat.map((a) => [a.privateIp, a.eip]));
-      const changes: ElementChanges = {
-        dnatDelete: [...dnat].filter(([e, p]) => (e === eip) !== (p === privateIp)).map(([e]) => e),
-        dnatAdd: dnat.get(eip) === privateIp ? [] : [{ eip, privateIp }],
-        snatDelete: [...snat].filter(([p, e]) => (p === privateIp) !== (e === eip)).map(([p]) => p),
-        snatAdd: snat.get(privateIp) === eip ? [] : [{ eip, privateIp }],
-      };
-      const changed = hasElementChanges(changes);
-      if (changed || !table.intact) await this.transaction(changes, !table.intact);
-      // Flows tracked before this mapping (un-NATed, or NATed to another VM) must not keep their old
-      // translation; EIPs that pointed at this private IP lost their elements, so their flows go too.
-      const flush = changed ? [eip, ...changes.dnatDelete.filter((e) => e !== eip)] : [];
-      await Promise.all([this.addAddress(eip), ...flush.map((e) => this.flushConntrack(e))]);
+      const changes = await this.changeElements((table) => {
+        const dnat = new Map(table.dnat.map((a) => [a.eip, a.privateIp]));
+        const snat = new Map(table.snat.map((a) => [a.privateIp, a.eip]));
+        return {
+          dnatDelete: [...dnat].filter(([e, p]) => (e === eip) !== (p === privateIp)).map(([e]) => e),
+          dnatAdd: dnat.get(eip) === privateIp ? [] : [{ eip, privateIp }],
+          snatDelete: [...snat].filter(([p, e]) => (p === privateIp) !== (e === eip)).map(([p]) => p),
+          snatAdd: snat.get(privateIp) === eip ? [] : [{ eip, privateIp }],
+        };
+      }, this.addAddress(eip));
+      // Traffic may come now: announce first, then drop flows tracked before this mapping (un-NATed,
+      // or NATed to another VM) and those of EIPs that pointed at this private IP (they lost their
+      // elements); packets caught in between are re-tracked with the new mapping.
       this.announce(eip);
+      const flush = hasElementChanges(changes) ? [eip, ...changes.dnatDelete.filter((e) => e !== eip)] : [];
+      await Promise.all(flush.map((e) => this.flushConntrack(e)));
     });
   }
 
@@ -90,17 +100,59 @@ export class NatDriver {
   async removeAssociation(eipText: string): Promise<void> {
     const eip = validIpv4(eipText, "EIP");
     return this.serial(async () => {
-      const table = await this.readTable();
-      const changes: ElementChanges = {
-        dnatDelete: table.dnat.filter((a) => a.eip === eip).map((a) => a.eip),
-        dnatAdd: [],
-        snatDelete: table.snat.filter((a) => a.eip === eip).map((a) => a.privateIp),
-        snatAdd: [],
-      };
-      if (hasElementChanges(changes)) await this.transaction(changes, false);
-      await this.deleteAddress(eip);
+      await this.changeElements(
+        (table) => ({
+          dnatDelete: table.dnat.filter((a) => a.eip === eip).map((a) => a.eip),
+          dnatAdd: [],
+          snatDelete: table.snat.filter((a) => a.eip === eip).map((a) => a.privateIp),
+          snatAdd: [],
+        }),
+        this.deleteAddress(eip),
+        false,
+      );
       await this.flushConntrack(eip);
     });
+  }
+
+  /**
+   * Computes element changes from the table as last seen (read fresh when not known) and applies
+   * them, alongside `alongside` (the address change, which does not depend on the table). The
+   * table is ippool's alone, so the state left by its own last transaction is normally current;
+   * if the host changed behind its back (a reboot, an operator) the transaction fails, and it is
+   * planned again from a fresh read. Saves a round trip on every association.
+   */
+  private async changeElements(
+    plan: (table: NftTableState) => ElementChanges,
+    alongside: Promise<void>,
+    repairStructure = true,
+  ): Promise<ElementChanges> {
+    const settled = alongside.then(
+      () => null,
+      (error: unknown) => error,
+    );
+    let changes: ElementChanges = plan(EMPTY_TABLE);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const cached = attempt === 0 ? this.known : null;
+      const table = cached ?? (await this.readTable());
+      changes = plan(table);
+      const ensure = repairStructure && !table.intact;
+      if (!hasElementChanges(changes) && !ensure) {
+        // "Nothing to do" is only trusted from a fresh read: a stale view could hide a lost element.
+        if (cached) continue;
+        break;
+      }
+      try {
+        await this.transaction(changes, ensure);
+        this.known = afterChanges(table, changes, ensure);
+        break;
+      } catch (error) {
+        this.known = null;
+        if (!cached) throw error;
+      }
+    }
+    const failure = await settled;
+    if (failure) throw failure;
+    return changes;
   }
 
   /**
@@ -156,14 +208,19 @@ export class NatDriver {
     });
   }
 
-  private async readTable() {
+  private async readTable(): Promise<NftTableState> {
     const argv = ["nft", "-j", "list", "table", "ip", TABLE];
     const result = await this.host.exec(argv);
     if (result.code !== 0) {
-      if (/No such file or directory/.test(result.stderr)) return EMPTY_TABLE;
+      if (/No such file or directory/.test(result.stderr)) return this.remember(EMPTY_TABLE);
       throw this.host.commandFailed(argv, result);
     }
-    return parseNftTable(result.stdout);
+    return this.remember(parseNftTable(result.stdout));
+  }
+
+  private remember(table: NftTableState): NftTableState {
+    this.known = table;
+    return table;
   }
 
   private async readAddresses(): Promise<string[]> {
@@ -235,4 +292,11 @@ export class NatDriver {
 
 function hasElementChanges(changes: ElementChanges): boolean {
   return changes.dnatDelete.length + changes.dnatAdd.length + changes.snatDelete.length + changes.snatAdd.length > 0;
+}
+
+/** The table after a successful transaction of `changes` on `table` (deletes first, as nftTransaction orders them). */
+function afterChanges(table: NftTableState, changes: ElementChanges, ensured: boolean): NftTableState {
+  const dnat = table.dnat.filter((a) => !changes.dnatDelete.includes(a.eip)).concat(changes.dnatAdd);
+  const snat = table.snat.filter((a) => !changes.snatDelete.includes(a.privateIp)).concat(changes.snatAdd);
+  return { exists: true, intact: table.intact || ensured, dnat, snat };
 }
