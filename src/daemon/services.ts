@@ -1,0 +1,86 @@
+/**
+ * The daemon's composition root: the store, the services over it, the hosts, metrics and the
+ * HTTP app, wired together from the configuration. Startup reconciliation of the pools happens
+ * here, before anything can serve a request.
+ */
+import { ProjectDirectory } from "../auth/projects.ts";
+import type { Config } from "../config/config.ts";
+import { EipAssociations } from "../eip/association.ts";
+import { KeyedLocks } from "../eip/locks.ts";
+import { EipReconciler } from "../eip/reconcile.ts";
+import { EipService, eipPoolKey } from "../eip/service.ts";
+import { HostRegistry } from "../hosts/index.ts";
+import { createApp, type RequestObserver } from "../http/app.ts";
+import type { Logger } from "../log/logger.ts";
+import { createDaemonMetrics } from "../metrics/index.ts";
+import { PoolLayout } from "../pool/layout.ts";
+import { LeakDetector } from "../pool/leaks.ts";
+import { PoolService } from "../pool/service.ts";
+import { reconcilePools } from "../pool/startup.ts";
+import { LmdbStore } from "../store/lmdb.ts";
+import { VERSION } from "../version.ts";
+import { SshDomainDirectory } from "./domain-directory.ts";
+import { SshHostGateway } from "./host-gateway.ts";
+
+export interface DaemonParts {
+  readonly store: LmdbStore;
+  readonly hosts: HostRegistry;
+  readonly reconciler: EipReconciler;
+  readonly app: ReturnType<typeof createApp>;
+  /** Told about every request, for the HTTP metrics. */
+  readonly requests: RequestObserver;
+}
+
+export function wireServices(config: Config, logger: Logger, runtime: "bun" | "deno"): DaemonParts {
+  const store = new LmdbStore(config.dataDir);
+  // The gauges read the services below at scrape time, once the listeners are up.
+  const metrics = createDaemonMetrics({
+    build: { version: VERSION, runtime },
+    pools: {
+      pools: [
+        ...config.pools.map((pool) => ({ pool: pool.name, kind: "vm" as const })),
+        ...config.eipPools.map((pool) => ({ pool: pool.name, kind: "eip" as const })),
+      ],
+      usage: () => [...pools.usage(), ...eips.usage()],
+    },
+    eips: {
+      pools: config.eipPools.map((pool) => pool.name),
+      projects: config.projects.map((project) => project.name),
+      count: (pool, project, state) => store.countEips(pool, project, state),
+    },
+    hostNames: config.hosts.map((host) => host.name),
+    hosts: { hosts: () => hosts.all() },
+    store,
+  });
+  const layouts = config.pools.map((definition) => new PoolLayout(definition));
+  const eipPools = new Map(
+    config.eipPools.map((definition) => [
+      definition.name,
+      new PoolLayout({ ...definition, name: eipPoolKey(definition.name) }),
+    ]),
+  );
+  reconcilePools(store, [...layouts, ...eipPools.values()]);
+  const indexed = store.ensureEipStateIndex();
+  if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
+  const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
+  const eips = new EipService(store, eipPools, config.defaultEipPool, metrics.pools);
+
+  const hosts = new HostRegistry(config.hosts, { logger, events: metrics.hostCommands });
+  const gateway = new SshHostGateway(
+    hosts,
+    config.eipPools.map((pool) => pool.cidr),
+  );
+  const locks = new KeyedLocks();
+  const associations = new EipAssociations(store, gateway, pools, locks, logger, metrics.associations);
+  const reconciler = new EipReconciler(store, gateway, locks, logger, metrics.reconciliation);
+  // Reconciliation listens for connections before the hosts start connecting.
+  reconciler.start(config.reconcileIntervalS);
+  hosts.start();
+  const leaks = new LeakDetector(pools, new SshDomainDirectory(hosts), config.leakGracePeriodS, {
+    events: metrics.leaks,
+    logger,
+  });
+  const projects = new ProjectDirectory(config.projects);
+  const app = createApp({ pools, eips, associations, projects, leaks, metrics: metrics.registry }, logger);
+  return { store, hosts, reconciler, app, requests: metrics.requests };
+}
