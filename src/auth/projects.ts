@@ -3,9 +3,9 @@
  * and compared with every project's hash in constant time, so neither a match nor its position
  * shows in the timing.
  */
-import { createHash, timingSafeEqual } from "node:crypto";
 import type { ProjectDefinition } from "../config/config.ts";
 import { UnauthorizedError } from "./errors.ts";
+import { keyMatches } from "./keys.ts";
 
 export class ProjectDirectory {
   private readonly hashes: { project: ProjectDefinition; digest: Buffer }[];
@@ -19,10 +19,9 @@ export class ProjectDirectory {
   /** The project whose key this is; throws UnauthorizedError otherwise. */
   authenticate(apiKey: string | null | undefined): ProjectDefinition {
     if (!apiKey) throw new UnauthorizedError("missing X-API-Key");
-    const digest = createHash("sha256").update(apiKey, "utf8").digest();
     let found: ProjectDefinition | undefined;
     for (const entry of this.hashes) {
-      if (timingSafeEqual(entry.digest, digest)) found = entry.project;
+      if (keyMatches(entry.digest, apiKey)) found = entry.project;
     }
     if (!found) throw new UnauthorizedError("invalid X-API-Key");
     return found;

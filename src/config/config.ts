@@ -38,6 +38,8 @@ export interface Config {
   readonly listen: ListenAddress | null;
   readonly socket: string | null;
   readonly dataDir: string;
+  /** Hex SHA-256 of the key the pool API needs over a non-loopback TCP listener. */
+  readonly adminKeySha256: string | null;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
   readonly pools: readonly PoolDefinition[];

@@ -23,6 +23,9 @@ export const ServerSection = Type.Object(
     listen: Type.Optional(Type.String({ description: 'host:port, or "" to turn TCP off' })),
     socket: Type.Optional(Type.String({ description: 'Unix socket path, or "" to turn it off' })),
     data_dir: Type.Optional(Type.String({ minLength: 1 })),
+    admin_key_sha256: Type.Optional(
+      Type.String({ pattern: "^[0-9a-fA-F]{64}$", description: "the hex SHA-256 of the admin key" }),
+    ),
     log_format: Type.Optional(Type.Union([Type.Literal("text"), Type.Literal("json")])),
     log_level: Type.Optional(
       Type.Union([Type.Literal("debug"), Type.Literal("info"), Type.Literal("warn"), Type.Literal("error")]),

@@ -70,6 +70,7 @@ export function validateConfig(document: unknown): Config {
     listen,
     socket,
     dataDir: server.data_dir ?? "/var/lib/ippool",
+    adminKeySha256: server.admin_key_sha256?.toLowerCase() ?? null,
     logFormat: server.log_format ?? "text",
     logLevel: server.log_level ?? "info",
     pools: Object.freeze(pools),

@@ -3,6 +3,7 @@
  * HTTP app, wired together from the configuration. Startup reconciliation of the pools happens
  * here, before anything can serve a request.
  */
+import { AdminGate, isLoopback } from "../auth/admin.ts";
 import { ProjectDirectory } from "../auth/projects.ts";
 import type { Config } from "../config/config.ts";
 import { EipAssociations } from "../eip/association.ts";
@@ -81,6 +82,10 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
     logger,
   });
   const projects = new ProjectDirectory(config.projects);
-  const app = createApp({ pools, eips, associations, projects, leaks, metrics: metrics.registry }, logger);
+  const adminGate = new AdminGate(config.adminKeySha256, config.listen !== null && !isLoopback(config.listen.hostname));
+  if (adminGate.required && config.adminKeySha256 === null) {
+    logger.warn("TCP listens beyond loopback and server.admin_key_sha256 is not set: the pool API refuses TCP calls");
+  }
+  const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
   return { store, hosts, reconciler, app, requests: metrics.requests };
 }

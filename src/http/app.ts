@@ -5,6 +5,7 @@
  */
 import { openapi } from "@elysiajs/openapi";
 import { Elysia } from "elysia";
+import type { AdminGate } from "../auth/admin.ts";
 import type { ProjectDirectory } from "../auth/projects.ts";
 import type { EipAssociations } from "../eip/association.ts";
 import type { EipService } from "../eip/service.ts";
@@ -27,6 +28,8 @@ export interface Services {
   readonly eips: EipService;
   readonly associations: EipAssociations;
   readonly projects: ProjectDirectory;
+  /** The pool API's admin key check for TCP (SPEC §7). */
+  readonly adminGate: AdminGate;
   /** Served at `/api/v1/leaks`. */
   readonly leaks: LeakDetector;
   /** Served at `GET /metrics`. */
@@ -73,8 +76,8 @@ export function createApp(services: Services, logger: Logger) {
           },
         }),
       )
-      .use(poolRoutes(services.pools))
-      .use(leakRoutes(services.leaks, services.pools))
+      .use(poolRoutes(services.pools, services.adminGate))
+      .use(leakRoutes(services.leaks, services.pools, services.adminGate))
       .use(eipRoutes(services.eips, services.associations, services.projects))
       .use(metricsRoutes(services.metrics))
   );

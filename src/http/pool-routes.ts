@@ -1,9 +1,10 @@
 /** The IP Pool API (`/api/v1/...`): the original seven endpoints plus pool listing. */
 import { Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
+import type { AdminGate } from "../auth/admin.ts";
 import { parseIpv4 as parseIp } from "../net/ipv4.ts";
 import type { PoolService } from "../pool/service.ts";
-import { errorResponses } from "./error-schemas.ts";
+import { adminErrors, admitAdmin } from "./admin-gate.ts";
 import {
   AllocateBody,
   AllocationView,
@@ -19,79 +20,83 @@ import {
 } from "./schemas.ts";
 import { allocationView, poolView, statsView } from "./views.ts";
 
-export function poolRoutes(pools: PoolService) {
+export function poolRoutes(pools: PoolService, gate: AdminGate) {
   const view = (allocation: Parameters<typeof allocationView>[0]) =>
     allocationView(allocation, pools.layout(allocation.pool));
-  return new Elysia({ prefix: "/api/v1" })
-    .get("/health", () => ({ status: "healthy" as const }), { response: HealthView })
-    .post(
-      "/ip/allocate",
-      async ({ body, set }) => {
-        const { allocation, created } = await pools.allocate({
-          vmId: body.vm_id,
-          ...(body.hostname == null ? {} : { hostname: body.hostname }),
-          ...(body.host === undefined ? {} : { host: body.host }),
-          ...(body.pool === undefined ? {} : { pool: body.pool }),
-          ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
-        });
-        // The original answered 201 to repeats too; a repeat is 200 here (documented).
-        set.status = created ? 201 : 200;
-        return view(allocation);
-      },
-      {
-        body: AllocateBody,
-        response: {
-          200: AllocationView,
-          201: AllocationView,
-          ...errorResponses("INVALID_IP", "POOL_NOT_FOUND", "ADDRESS_IN_USE", "VM_HAS_OTHER_ADDRESS", "POOL_EXHAUSTED"),
+  return (
+    new Elysia({ prefix: "/api/v1" })
+      .get("/health", () => ({ status: "healthy" as const }), { response: HealthView })
+      // Every route after this one: the admin key over a non-loopback TCP listener.
+      .onBeforeHandle(({ request }) => admitAdmin(request, gate))
+      .post(
+        "/ip/allocate",
+        async ({ body, set }) => {
+          const { allocation, created } = await pools.allocate({
+            vmId: body.vm_id,
+            ...(body.hostname == null ? {} : { hostname: body.hostname }),
+            ...(body.host === undefined ? {} : { host: body.host }),
+            ...(body.pool === undefined ? {} : { pool: body.pool }),
+            ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
+          });
+          // The original answered 201 to repeats too; a repeat is 200 here (documented).
+          set.status = created ? 201 : 200;
+          return view(allocation);
         },
-      },
-    )
-    .get(
-      "/ip/allocations",
-      ({ query, set }) => {
-        const { limit, ...rest } = query;
-        const page = pools.list({ ...rest, ...(limit === undefined ? {} : { limit: Number(limit) }) });
-        if (page.next !== undefined) set.headers["x-next-after"] = page.next;
-        return page.items.map(view);
-      },
-      {
-        query: ListQuery,
-        response: { 200: Type.Array(AllocationView), ...errorResponses("INVALID_IP", "POOL_NOT_FOUND") },
-      },
-    )
-    .get("/ip/stats", ({ query }) => statsView(pools.stats(query.pool)), {
-      query: PoolQuery,
-      response: { 200: StatsView, ...errorResponses("POOL_NOT_FOUND") },
-    })
-    .delete(
-      "/ip/release/:vm_id",
-      async ({ params, query }) => {
-        const released = await pools.release(params.vm_id, query.pool);
-        return { message: "IP released successfully", vm_id: params.vm_id, released: released.map(view) };
-      },
-      {
+        {
+          body: AllocateBody,
+          response: {
+            200: AllocationView,
+            201: AllocationView,
+            ...adminErrors("INVALID_IP", "POOL_NOT_FOUND", "ADDRESS_IN_USE", "VM_HAS_OTHER_ADDRESS", "POOL_EXHAUSTED"),
+          },
+        },
+      )
+      .get(
+        "/ip/allocations",
+        ({ query, set }) => {
+          const { limit, ...rest } = query;
+          const page = pools.list({ ...rest, ...(limit === undefined ? {} : { limit: Number(limit) }) });
+          if (page.next !== undefined) set.headers["x-next-after"] = page.next;
+          return page.items.map(view);
+        },
+        {
+          query: ListQuery,
+          response: { 200: Type.Array(AllocationView), ...adminErrors("INVALID_IP", "POOL_NOT_FOUND") },
+        },
+      )
+      .get("/ip/stats", ({ query }) => statsView(pools.stats(query.pool)), {
+        query: PoolQuery,
+        response: { 200: StatsView, ...adminErrors("POOL_NOT_FOUND") },
+      })
+      .delete(
+        "/ip/release/:vm_id",
+        async ({ params, query }) => {
+          const released = await pools.release(params.vm_id, query.pool);
+          return { message: "IP released successfully", vm_id: params.vm_id, released: released.map(view) };
+        },
+        {
+          params: VmIdParams,
+          query: PoolQuery,
+          response: { 200: ReleaseView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND") },
+        },
+      )
+      .delete(
+        "/ip/release-by-ip/:ip",
+        async ({ params }) => {
+          const released = await pools.releaseByIp(params.ip);
+          return { message: "IP released successfully", ip: params.ip, released: [view(released)] };
+        },
+        { params: IpParams, response: { 200: ReleaseView, ...adminErrors("INVALID_IP", "NOT_FOUND") } },
+      )
+      .get("/ip/:vm_id", ({ params, query }) => view(pools.get(params.vm_id, query.pool)), {
         params: VmIdParams,
         query: PoolQuery,
-        response: { 200: ReleaseView, ...errorResponses("NOT_FOUND", "POOL_NOT_FOUND") },
-      },
-    )
-    .delete(
-      "/ip/release-by-ip/:ip",
-      async ({ params }) => {
-        const released = await pools.releaseByIp(params.ip);
-        return { message: "IP released successfully", ip: params.ip, released: [view(released)] };
-      },
-      { params: IpParams, response: { 200: ReleaseView, ...errorResponses("INVALID_IP", "NOT_FOUND") } },
-    )
-    .get("/ip/:vm_id", ({ params, query }) => view(pools.get(params.vm_id, query.pool)), {
-      params: VmIdParams,
-      query: PoolQuery,
-      response: { 200: AllocationView, ...errorResponses("NOT_FOUND", "POOL_NOT_FOUND") },
-    })
-    .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), { response: Type.Array(PoolView) })
-    .get("/pools/:name", ({ params }) => poolView(pools, pools.layout(params.name)), {
-      params: PoolParams,
-      response: { 200: PoolView, ...errorResponses("POOL_NOT_FOUND") },
-    });
+        response: { 200: AllocationView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND") },
+      })
+      .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), { response: Type.Array(PoolView) })
+      .get("/pools/:name", ({ params }) => poolView(pools, pools.layout(params.name)), {
+        params: PoolParams,
+        response: { 200: PoolView, ...adminErrors("POOL_NOT_FOUND") },
+      })
+  );
 }

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { Registry } from "prom-client";
+import { AdminGate } from "../../../src/auth/admin.ts";
 import { ProjectDirectory } from "../../../src/auth/projects.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
 import type { HostGateway } from "../../../src/eip/hosts.ts";
@@ -56,7 +57,8 @@ describe("through the app", () => {
     ]);
     registry = new Registry();
     const leaks = new LeakDetector(pools, { hostNames: () => [], listDomains: async () => [] }, 900);
-    const app = createApp({ pools, eips, associations, projects, leaks, metrics: registry }, logger);
+    const adminGate = new AdminGate(null, false);
+    const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: registry }, logger);
     handle = createHandler(app, logger, "tcp", httpMetrics(registry));
   });
 
