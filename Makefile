@@ -13,7 +13,7 @@ BENCH_PACKAGES := wrk curl
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
-.PHONY: all run build install check test test-unit test-integration test-hosts test-deno bench clean image-test
+.PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash bench clean image-test
 
 all: build
 
@@ -65,6 +65,11 @@ test-integration: build
 test-hosts: build
 	bash hooks/install-packages $(TEST_PACKAGES)
 	$(BUN) test test/unit/hosts test/hosts
+
+## kill -9 crash-consistency loop on one data directory (CRASH_TRIALS, default 200; CRASH_SEED to replay).
+CRASH_TRIALS ?= 200
+test-crash: build
+	$(BUN) test/crash/crash-loop.ts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
 ## The integration smoke subset against `deno run src/main.ts` instead of the binary.
 test-deno: node_modules/.installed

@@ -14,6 +14,7 @@ run() {
 }
 run "$BUN" test test/unit
 run "$BUN" test test/integration
+run "$BUN" test test/crash
 run "$BUN" test test/hosts
 run env IPPOOL_DAEMON=deno "$BUN" test test/integration/smoke.test.ts
 

@@ -1,0 +1,424 @@
+/**
+ * Crash-consistency loop (issue 5, pool half): one data directory, many trials. Each trial drives
+ * mixed concurrent traffic at the compiled daemon (VM allocate with and without a requested ip,
+ * repeats, release by vm_id and by ip; EIP allocate with and without an idempotency key, EIP
+ * release), kill -9s it at a seeded random moment, restarts it on the same directory and checks:
+ * every acknowledged change is there (per vm_id / EIP id whose last operation was acknowledged and
+ * not in flight at the kill), no address is held twice (list, stats and metrics agree), and
+ * `ippool fsck` reports 0 problems (run against the restarted daemon's directory before new
+ * traffic; fsck opens the store alongside the daemon, and once more after the final SIGTERM).
+ *
+ *   bun test/crash/crash-loop.ts --trials 200 [--seed S]
+ *
+ * prints "trials N, kills N, violations N" and exits 1 on any violation.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, rmSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { BINARY, Daemon, runToExit, tempDir } from "../support/daemon.ts";
+import { sh } from "../support/processes.ts";
+
+const ROOT = resolve(import.meta.dir, "../..");
+const API_KEY = "crash-loop-key";
+const POOLS = `[[pools]]
+name = "vms"
+cidr = "10.30.0.0/23"
+gateway = "10.30.0.1"
+
+[[eip_pools]]
+name = "public"
+cidr = "100.64.0.0/24"
+
+[[projects]]
+name = "crash"
+api_key_sha256 = "${createHash("sha256").update(API_KEY).digest("hex")}"
+quota = 1000
+`;
+const VM_IDS = Array.from({ length: 64 }, (_, i) => `crash-vm-${i}`);
+/** Requested addresses come from a small range, so requests collide with each other and with next-fit. */
+const REQUESTED = Array.from({ length: 40 }, (_, i) => `10.30.1.${i + 2}`);
+const MAX_EIPS = 60;
+const WORKERS = 16;
+
+export interface CrashLoopOptions {
+  readonly trials: number;
+  readonly seed: number;
+  readonly log?: (line: string) => void;
+}
+
+export interface CrashLoopResult {
+  readonly seed: number;
+  trials: number;
+  kills: number;
+  violations: number;
+  requests: number;
+  acknowledged: number;
+  inFlightAtKill: number;
+  /** vm_id and EIP states asserted after restarts (acknowledged, not in flight at the kill). */
+  checked: number;
+  readonly messages: string[];
+}
+
+/** mulberry32: small, seedable, good enough to pick operations and kill moments. */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** What the model knows of a vm_id or EIP: held at an address, not held, or unknown (in flight at a kill). */
+type Known = { kind: "held"; ip: string } | { kind: "free" } | { kind: "unknown" };
+
+interface VmEntry {
+  state: Known;
+  busy: boolean;
+}
+interface EipEntry {
+  state: Known;
+  busy: boolean;
+  idempotencyKey?: string;
+}
+
+interface Allocation {
+  readonly vm_id: string;
+  readonly ip: string;
+}
+interface Eip {
+  readonly id: string;
+  readonly public_ip: string;
+  readonly state: string;
+}
+
+export async function ensureBinary(): Promise<void> {
+  if (!existsSync(BINARY) && process.env.IPPOOL_DAEMON !== "deno") {
+    await sh([join(ROOT, "node_modules/.bin/bun"), "build.ts"], { cwd: ROOT });
+  }
+}
+
+export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoopResult> {
+  const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const random = prng(options.seed);
+  const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
+  const result: CrashLoopResult = {
+    seed: options.seed,
+    trials: 0,
+    kills: 0,
+    violations: 0,
+    requests: 0,
+    acknowledged: 0,
+    inFlightAtKill: 0,
+    checked: 0,
+    messages: [],
+  };
+  let trial = 0;
+  const violation = (what: string) => {
+    result.violations++;
+    const line = `VIOLATION seed ${options.seed} trial ${trial}: ${what}`;
+    result.messages.push(line);
+    log(line);
+  };
+
+  const vms = new Map<string, VmEntry>(VM_IDS.map((id) => [id, { state: { kind: "free" }, busy: false }]));
+  const eips = new Map<string, EipEntry>();
+  /** EIP allocations whose answer never came (killed): they may or may not exist after the restart. */
+  let lostEipAllocations = 0;
+  let idempotencyCounter = 0;
+
+  const dir = tempDir("ippool-crash-");
+  let daemon = await Daemon.start({ pools: POOLS, dir });
+  const eipHeaders = { "x-api-key": API_KEY, "content-type": "application/json" };
+
+  try {
+    for (trial = 1; trial <= options.trials; trial++) {
+      // ---- traffic, then kill -9 at a random moment ----
+      const d = daemon;
+      let killed = false;
+      let inFlight = 0;
+      const killAfterMs = 5 + Math.floor(random() * 250);
+
+      const vmOp = async (): Promise<void> => {
+        const free = VM_IDS.filter((id) => !vms.get(id)?.busy);
+        if (free.length === 0) return void (await Bun.sleep(1));
+        const vmId = pick(free);
+        const entry = vms.get(vmId) as VmEntry;
+        const roll = random();
+        let op: "alloc" | "alloc-ip" | "release" | "release-ip" =
+          roll < 0.35 ? "alloc" : roll < 0.55 ? "alloc-ip" : roll < 0.8 ? "release" : "release-ip";
+        if (op === "release-ip" && entry.state.kind !== "held") op = "release";
+        const wantIp = op === "alloc-ip" ? pick(REQUESTED) : undefined;
+        const heldIp = entry.state.kind === "held" ? entry.state.ip : undefined;
+        entry.busy = true;
+        inFlight++;
+        result.requests++;
+        const before = entry.state;
+        try {
+          let status: number;
+          // biome-ignore lint/suspicious/noExplicitAny: answers are checked field by field
+          let body: any;
+          if (op === "alloc" || op === "alloc-ip") {
+            ({ status, body } = await d.post(
+              "/api/v1/ip/allocate",
+              wantIp ? { vm_id: vmId, ip: wantIp } : { vm_id: vmId },
+              random() < 0.5 ? "tcp" : "unix",
+            ));
+          } else if (op === "release") {
+            ({ status, body } = await d.json(`/api/v1/ip/release/${vmId}`, { method: "DELETE" }));
+          } else {
+            ({ status, body } = await d.json(`/api/v1/ip/release-by-ip/${heldIp}`, { method: "DELETE" }));
+          }
+          result.acknowledged++;
+          if (op === "alloc" || op === "alloc-ip") {
+            if (status === 200 || status === 201) {
+              if (wantIp && body.ip !== wantIp)
+                violation(`${vmId}: asked for ${wantIp}, answered ${status} ${body.ip}`);
+              if (status === 200 && before.kind === "held" && before.ip !== body.ip)
+                violation(`${vmId}: repeat answered ${body.ip}, acknowledged address was ${before.ip}`);
+              if (status === 200 && before.kind === "free")
+                violation(`${vmId}: answered 200 (repeat) but its acknowledged state is released`);
+              if (status === 201 && before.kind === "held")
+                violation(`${vmId}: answered 201 (new) but it already held ${before.ip}`);
+              entry.state = { kind: "held", ip: body.ip };
+            } else if (status === 409 && body.code === "VM_HAS_OTHER_ADDRESS") {
+              if (before.kind === "free")
+                violation(`${vmId}: VM_HAS_OTHER_ADDRESS but its acknowledged state is released`);
+            } else if (!(status === 409 && body.code === "ADDRESS_IN_USE")) {
+              violation(`${vmId}: allocate answered ${status} ${JSON.stringify(body)}`);
+              entry.state = { kind: "unknown" };
+            }
+          } else if (op === "release") {
+            if (status === 200) {
+              if (before.kind === "free") violation(`${vmId}: release answered 200 but it was acknowledged released`);
+              entry.state = { kind: "free" };
+            } else if (status === 404) {
+              if (before.kind === "held") violation(`${vmId}: release answered 404 but it held ${before.ip}`);
+              entry.state = { kind: "free" };
+            } else {
+              violation(`${vmId}: release answered ${status} ${JSON.stringify(body)}`);
+              entry.state = { kind: "unknown" };
+            }
+          } else if (status === 200) {
+            const released = (body.released ?? []) as Allocation[];
+            if (released.length !== 1 || released[0]?.vm_id !== vmId)
+              violation(`release-by-ip ${heldIp} (held by ${vmId}) released ${JSON.stringify(released)}`);
+            entry.state = { kind: "free" };
+          } else {
+            violation(`release-by-ip ${heldIp} (acknowledged to ${vmId}) answered ${status} ${JSON.stringify(body)}`);
+            entry.state = { kind: "unknown" };
+          }
+        } catch (error) {
+          entry.state = { kind: "unknown" };
+          if (!killed) violation(`${op} ${vmId} failed before the kill: ${error}`);
+          else result.inFlightAtKill++;
+        } finally {
+          entry.busy = false;
+          inFlight--;
+        }
+      };
+
+      const eipOp = async (): Promise<void> => {
+        const held = [...eips].filter(([, e]) => !e.busy && e.state.kind === "held");
+        const allocate = held.length === 0 || (eips.size < MAX_EIPS && random() < 0.55);
+        inFlight++;
+        result.requests++;
+        if (allocate) {
+          const key = random() < 0.5 ? `crash-${options.seed}-${++idempotencyCounter}` : undefined;
+          lostEipAllocations++;
+          try {
+            const { status, body } = await d.json("/elastic-ips", {
+              method: "POST",
+              headers: eipHeaders,
+              body: JSON.stringify(key ? { idempotency_key: key } : {}),
+              via: random() < 0.5 ? "tcp" : "unix",
+            });
+            lostEipAllocations--;
+            result.acknowledged++;
+            if (status === 201) {
+              if (eips.has(body.id)) violation(`EIP allocate returned existing id ${body.id} as new`);
+              eips.set(body.id, {
+                state: { kind: "held", ip: body.public_ip },
+                busy: false,
+                ...(key ? { idempotencyKey: key } : {}),
+              });
+            } else violation(`EIP allocate answered ${status} ${JSON.stringify(body)}`);
+          } catch (error) {
+            if (!killed) {
+              lostEipAllocations--;
+              violation(`EIP allocate failed before the kill: ${error}`);
+            } else result.inFlightAtKill++;
+          } finally {
+            inFlight--;
+          }
+          return;
+        }
+        const [id, entry] = pick(held);
+        entry.busy = true;
+        try {
+          const { status, body } = await d.json(`/elastic-ips/${id}`, { method: "DELETE", headers: eipHeaders });
+          result.acknowledged++;
+          if (status === 200) entry.state = { kind: "free" };
+          else {
+            violation(`EIP release ${id} answered ${status} ${JSON.stringify(body)}`);
+            entry.state = { kind: "unknown" };
+          }
+        } catch (error) {
+          entry.state = { kind: "unknown" };
+          if (!killed) violation(`EIP release ${id} failed before the kill: ${error}`);
+          else result.inFlightAtKill++;
+        } finally {
+          entry.busy = false;
+          inFlight--;
+        }
+      };
+
+      const worker = async () => {
+        while (!killed) await (random() < 0.75 ? vmOp() : eipOp());
+      };
+      const workers = Array.from({ length: WORKERS }, worker);
+      await Bun.sleep(killAfterMs);
+      const pending = inFlight;
+      killed = true;
+      await d.kill9();
+      result.kills++;
+      await Promise.all(workers);
+      result.trials++;
+      log(`trial ${trial}: killed after ${killAfterMs} ms with ${pending} requests in flight`);
+
+      // ---- restart on the same directory and check ----
+      daemon = await Daemon.start({ pools: POOLS, dir });
+      await check(daemon);
+    }
+    if ((await daemon.stop()) !== 0) violation(`daemon did not stop cleanly:\n${daemon.logs}`);
+    await fsck(daemon, "after the final SIGTERM");
+  } finally {
+    if (daemon.proc.exitCode === null) await daemon.kill9();
+    if (result.violations === 0) rmSync(dir, { recursive: true, force: true });
+    else log(`data directory kept: ${dir}`);
+  }
+  return result;
+
+  async function fsck(d: Daemon, when: string): Promise<void> {
+    const out = await runToExit(["fsck", "--config", d.configPath]);
+    if (out.code !== 0 || !/^vms: \d+ allocations, 0 problems$/m.test(out.stdout))
+      violation(`fsck ${when} exited ${out.code}:\n${out.stdout}${out.stderr}`);
+  }
+
+  async function check(d: Daemon): Promise<void> {
+    // fsck first, while the restarted daemon is idle: it opens the same LMDB environment.
+    await fsck(d, "after the restart");
+
+    // VM pool: every acknowledged state survived, no address twice, list and stats agree.
+    const listed = await d.json("/api/v1/ip/allocations?pool=vms");
+    const list = listed.body as Allocation[];
+    const byVm = new Map<string, string>();
+    const byIp = new Map<string, string>();
+    for (const a of list) {
+      if (byVm.has(a.vm_id)) violation(`${a.vm_id} listed twice`);
+      byVm.set(a.vm_id, a.ip);
+      const other = byIp.get(a.ip);
+      if (other !== undefined) violation(`${a.ip} held by both ${other} and ${a.vm_id}`);
+      byIp.set(a.ip, a.vm_id);
+    }
+    const stats = (await d.json("/api/v1/ip/stats?pool=vms")).body as { allocated: number };
+    if (stats.allocated !== list.length) violation(`stats say ${stats.allocated} allocated, list has ${list.length}`);
+    for (const [vmId, entry] of vms) {
+      const stored = byVm.get(vmId);
+      if (entry.state.kind !== "unknown") result.checked++;
+      if (entry.state.kind === "held" && stored !== entry.state.ip)
+        violation(`${vmId}: acknowledged ${entry.state.ip} is lost (after restart: ${stored ?? "nothing"})`);
+      if (entry.state.kind === "free" && stored !== undefined)
+        violation(`${vmId}: acknowledged release undone (after restart it holds ${stored})`);
+      entry.state = stored === undefined ? { kind: "free" } : { kind: "held", ip: stored };
+    }
+    for (const vmId of byVm.keys()) if (!vms.has(vmId)) violation(`unknown vm_id ${vmId} appeared`);
+
+    // EIPs: acknowledged allocations present at their address, acknowledged releases gone.
+    const eipList = (await d.json("/elastic-ips", { headers: eipHeaders })).body as Eip[];
+    const byId = new Map<string, Eip>();
+    const eipIps = new Map<string, string>();
+    for (const e of eipList) {
+      byId.set(e.id, e);
+      const other = eipIps.get(e.public_ip);
+      if (other !== undefined) violation(`EIP address ${e.public_ip} held by both ${other} and ${e.id}`);
+      eipIps.set(e.public_ip, e.id);
+    }
+    for (const [id, entry] of [...eips]) {
+      const stored = byId.get(id);
+      if (entry.state.kind !== "unknown") result.checked++;
+      if (entry.state.kind === "held" && stored?.public_ip !== entry.state.ip)
+        violation(
+          `EIP ${id}: acknowledged ${entry.state.ip} is lost (after restart: ${stored?.public_ip ?? "nothing"})`,
+        );
+      if (entry.state.kind === "free") {
+        if (stored !== undefined) violation(`EIP ${id}: acknowledged release undone (${stored.public_ip})`);
+        else {
+          const got = await d.json(`/elastic-ips/${id}`, { headers: eipHeaders });
+          if (got.status !== 404) violation(`EIP ${id}: acknowledged release, GET answers ${got.status}`);
+        }
+      }
+      if (stored === undefined) eips.delete(id);
+      else entry.state = { kind: "held", ip: stored.public_ip };
+    }
+    let appeared = 0;
+    for (const e of eipList) {
+      if (eips.has(e.id)) continue;
+      appeared++;
+      eips.set(e.id, { state: { kind: "held", ip: e.public_ip }, busy: false });
+    }
+    if (appeared > lostEipAllocations)
+      violation(`${appeared} EIPs appeared, but only ${lostEipAllocations} allocations were unanswered`);
+    lostEipAllocations = 0;
+    // An acknowledged idempotency key replays to the same EIP after the restart.
+    const keyed = [...eips].filter(([, e]) => e.idempotencyKey !== undefined);
+    if (keyed.length > 0) {
+      const [id, entry] = pick(keyed);
+      const replay = await d.json("/elastic-ips", {
+        method: "POST",
+        headers: eipHeaders,
+        body: JSON.stringify({ idempotency_key: entry.idempotencyKey }),
+      });
+      if (replay.status !== 200 || replay.body.id !== id)
+        violation(`EIP ${id}: idempotency replay answered ${replay.status} ${replay.body.id}`);
+    }
+    const metrics = await (await d.fetch("/metrics")).text();
+    const gauge = metrics
+      .split("\n")
+      .find((l) => l.startsWith("ippool_pool_addresses{") && /pool="public"/.test(l) && /state="allocated"/.test(l));
+    const counted = gauge === undefined ? undefined : Number(gauge.trim().split(/\s+/).pop());
+    if (counted !== eipList.length)
+      violation(`metrics count ${counted} allocated EIP addresses, the project lists ${eipList.length}`);
+  }
+}
+
+function parseArgs(argv: readonly string[]): { trials: number; seed: number } {
+  let trials = 20;
+  let seed = Math.floor(Math.random() * 2 ** 31);
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = argv[i + 1];
+    if ((flag === "--trials" || flag === "--seed") && value !== undefined && /^\d+$/.test(value)) {
+      if (flag === "--trials") trials = Number(value);
+      else seed = Number(value);
+      i++;
+    } else throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] (bad argument ${flag})`);
+  }
+  return { trials, seed };
+}
+
+if (import.meta.main) {
+  const { trials, seed } = parseArgs(process.argv.slice(2));
+  console.log(`crash loop: seed ${seed}, ${trials} trials`);
+  await ensureBinary();
+  const started = performance.now();
+  const result = await runCrashLoop({ trials, seed });
+  const seconds = ((performance.now() - started) / 1000).toFixed(1);
+  console.log(
+    `requests ${result.requests}, acknowledged ${result.acknowledged}, in flight at kills ${result.inFlightAtKill}, states checked ${result.checked}, ${seconds} s, seed ${seed}`,
+  );
+  console.log(`trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`);
+  process.exit(result.violations === 0 ? 0 : 1);
+}
