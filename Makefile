@@ -13,7 +13,7 @@ BENCH_PACKAGES := wrk curl
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
-.PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash bench clean image-test
+.PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash fuzz bench clean image-test
 
 all: build
 
@@ -70,6 +70,10 @@ test-hosts: build
 CRASH_TRIALS ?= 200
 test-crash: build
 	$(BUN) test/crash/crash-loop.ts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+## The HTTP fuzzer's long run: 100,000 requests, random seed (FUZZ_SEED=N reproduces a run).
+fuzz: build
+	$(BUN) test/fuzz/http-fuzz.ts --requests 100000
 
 ## The integration smoke subset against `deno run src/main.ts` instead of the binary.
 test-deno: node_modules/.installed

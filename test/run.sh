@@ -15,6 +15,8 @@ run() {
 run "$BUN" test test/unit
 run "$BUN" test test/integration
 run "$BUN" test test/crash
+# The quick fuzz run uses a fixed seed so CI is repeatable; `make fuzz` runs long with a random one.
+run env FUZZ_SEED=20261122 "$BUN" test test/fuzz
 run "$BUN" test test/hosts
 run env IPPOOL_DAEMON=deno "$BUN" test test/integration/smoke.test.ts
 

@@ -58,6 +58,8 @@ describe("request bodies", () => {
     ["a pool name with capitals", '{"vm_id":"x","pool":"VMS"}'],
     ["an array body", "[]"],
     ["a string body", '"x"'],
+    ["an ip object with a toString key (found by the fuzzer: it answered 500)", '{"vm_id":"a","ip":{"toString":1}}'],
+    ["a vm_id object with a valueOf key", '{"vm_id":{"valueOf":null}}'],
   ])("%s answers 422 VALIDATION naming the field", async (_what, body) => {
     const response = await rawPost(body);
     expect(response.status).toBe(422);
