@@ -52,6 +52,10 @@ function parseToml(text: string, origin: string): Record<string, unknown> {
 }
 
 function applyOverrides(document: Record<string, unknown>, flags: Overrides): Record<string, unknown> {
+  // `server = 5` (or a date) must not be read as an empty table (found by the config fuzzer).
+  if (document.server !== undefined && !isTable(document.server)) {
+    throw new ConfigError(`server: expected a [server] table (got ${JSON.stringify(document.server)})`);
+  }
   const server = { ...((document.server as Record<string, unknown> | undefined) ?? {}) };
   if (flags.listen !== undefined) server.listen = flags.listen;
   if (flags.port !== undefined) server.listen = `${hostOf(server.listen)}:${flags.port}`;
@@ -69,6 +73,10 @@ function applyOverrides(document: Record<string, unknown>, flags: Overrides): Re
     pools = [{ ...(pools[0] as object), gateway: flags.gateway }, ...pools.slice(1)];
   }
   return { ...document, server, ...(pools === undefined ? {} : { pools }) };
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) && !(value instanceof Date);
 }
 
 function hostOf(listen: unknown): string {

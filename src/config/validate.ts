@@ -30,7 +30,14 @@ function keyOf(pointer: string): string {
   return pointer
     .split("/")
     .filter(Boolean)
-    .map((part, i) => (/^\d+$/.test(part) ? `[${part}]` : i === 0 ? part : `.${part}`))
+    .map((escaped, i) => {
+      const part = escaped.replaceAll("~1", "/").replaceAll("~0", "~");
+      if (/^\d+$/.test(part)) return `[${part}]`;
+      // Keys with spaces, control characters or path punctuation are quoted, so the message stays
+      // one line and unambiguous (found by the config fuzzer).
+      if (/[\s\p{Cc}."[\]]/u.test(part)) return `[${JSON.stringify(part)}]`;
+      return i === 0 ? part : `.${part}`;
+    })
     .join("");
 }
 
