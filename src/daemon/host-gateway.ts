@@ -1,12 +1,13 @@
 /**
- * Adapts the SSH host layer (`src/hosts`) to what the EIP service asks of hosts (`eip/hosts.ts`):
- * addresses as numbers there, as dotted quads on the wire to the host.
+ * Adapts the SSH host layer (`src/hosts`) to what the EIP service (`eip/hosts.ts`) and the leak
+ * check (`pool/leaks.ts`) ask of hosts: addresses as numbers there, as dotted quads on the wire.
  */
 import type { Association, ConvergeResult, HostGateway } from "../eip/hosts.ts";
 import { type Host, type HostRegistry, HostUnavailableError } from "../hosts/index.ts";
 import { type Cidr, formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
+import type { Domain, DomainDirectory } from "../pool/leaks.ts";
 
-export class SshHostGateway implements HostGateway {
+export class SshHostGateway implements HostGateway, DomainDirectory {
   constructor(
     private readonly registry: HostRegistry,
     /** The EIP pools' networks: the addresses on a public interface that ippool manages. */
@@ -19,6 +20,10 @@ export class SshHostGateway implements HostGateway {
 
   hostNames(): readonly string[] {
     return this.registry.all().map((host) => host.name);
+  }
+
+  async listDomains(host: string): Promise<readonly Domain[]> {
+    return this.host(host).libvirt.listDomains();
   }
 
   instanceState(host: string, instanceId: string): Promise<string | null> {

@@ -20,7 +20,6 @@ import { PoolService } from "../pool/service.ts";
 import { reconcilePools } from "../pool/startup.ts";
 import { LmdbStore } from "../store/lmdb.ts";
 import { VERSION } from "../version.ts";
-import { SshDomainDirectory } from "./domain-directory.ts";
 import { SshHostGateway } from "./host-gateway.ts";
 
 export interface DaemonParts {
@@ -77,7 +76,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   // Reconciliation listens for connections before the hosts start connecting.
   reconciler.start(config.reconcileIntervalS);
   hosts.start();
-  const leaks = new LeakDetector(pools, new SshDomainDirectory(hosts), config.leakGracePeriodS, {
+  const leaks = new LeakDetector(pools, gateway, config.leakGracePeriodS, {
     events: metrics.leaks,
     logger,
   });
