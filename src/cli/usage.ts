@@ -10,7 +10,7 @@ export const HELP = `ippool — IP address pools for KVM/libvirt hypervisor host
 
 Usage:
   ippool [serve] [OPTIONS]      run the daemon (the default)
-  ippool fsck [OPTIONS]         check a data directory's bitmaps against its records (read-only)
+  ippool fsck [OPTIONS]         check a data directory's pools and elastic IPs against their records (read-only)
   ippool COMMAND [ARGS] [CLIENT OPTIONS]   talk to a running daemon
   ippool completion bash        print a bash completion script
   ippool --version

@@ -9,7 +9,7 @@ import type { Config } from "../config/config.ts";
 import { EipAssociations } from "../eip/association.ts";
 import { KeyedLocks } from "../eip/locks.ts";
 import { EipReconciler } from "../eip/reconcile.ts";
-import { EipService, eipPoolKey } from "../eip/service.ts";
+import { EipService, publicPoolLayouts } from "../eip/service.ts";
 import { HostRegistry } from "../hosts/index.ts";
 import { createApp, type RequestObserver } from "../http/app.ts";
 import type { Logger } from "../log/logger.ts";
@@ -53,12 +53,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
     store,
   });
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
-  const eipPools = new Map(
-    config.eipPools.map((definition) => [
-      definition.name,
-      new PoolLayout({ ...definition, name: eipPoolKey(definition.name) }),
-    ]),
-  );
+  const eipPools = publicPoolLayouts(config.eipPools);
   reconcilePools(store, [...layouts, ...eipPools.values()]);
   const indexed = store.ensureEipStateIndex();
   if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });

@@ -9,7 +9,7 @@ import { fail, type Outcome, unwrap } from "../outcome.ts";
 import { allocateInTransaction, releaseInTransaction } from "../pool/allocator.ts";
 import { PoolNotFoundError } from "../pool/errors.ts";
 import { failureReason, NO_POOL_EVENTS, type PoolEvents } from "../pool/events.ts";
-import type { PoolLayout } from "../pool/layout.ts";
+import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
 import { type PoolUsage, poolUsage } from "../pool/service.ts";
 import type { PoolStore } from "../pool/store.ts";
 import { EipNotFoundError, IdempotencyMismatchError, QuotaExceededError, StillAssociatedError } from "./errors.ts";
@@ -18,6 +18,16 @@ import type { EipRecord, EipState, EipStore } from "./store.ts";
 /** Store key of a public pool: EIP pools live beside VM pools, under names VM pools cannot take. */
 export function eipPoolKey(name: string): string {
   return `eip:${name}`;
+}
+
+/** Layouts of the configured public pools by configured name; each layout is named by its store key. */
+export function publicPoolLayouts(definitions: readonly PoolDefinition[]): Map<string, PoolLayout> {
+  return new Map(
+    definitions.map((definition) => [
+      definition.name,
+      new PoolLayout({ ...definition, name: eipPoolKey(definition.name) }),
+    ]),
+  );
 }
 
 export interface EipAllocateRequest {

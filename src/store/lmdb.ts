@@ -6,6 +6,7 @@
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Database, open, type RootDatabase } from "lmdb";
+import type { EipIndexReader } from "../eip/fsck.ts";
 import type { EipRecord, EipState, EipStore, IdempotencyRecord } from "../eip/store.ts";
 import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
@@ -20,7 +21,7 @@ type EipStateKey = [string, string, string, string];
 /** vm_ids and EIP ids are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
 const AFTER_VM_IDS = "\uffff";
 
-export class LmdbStore implements PoolStore, EipStore {
+export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   private readonly root: RootDatabase;
   private readonly stamps: Database<PoolStamp, string>;
   private readonly counters: Database<Buffer, string>;
@@ -245,6 +246,22 @@ export class LmdbStore implements PoolStore, EipStore {
 
   removeIdempotency(project: string, key: string): void {
     this.idempotency.removeSync([project, key]);
+  }
+
+  projectIndex(): Iterable<{ project: string; id: string }> {
+    return this.eipsByProject.getKeys().map(([project, id]) => ({ project, id }));
+  }
+
+  stateIndex(): Iterable<{ pool: string; project: string; state: string; id: string }> {
+    return this.eipStates.getKeys().map(([pool, project, state, id]) => ({ pool, project, state, id }));
+  }
+
+  instanceIndex(): Iterable<{ instanceId: string; id: string }> {
+    return this.eipByInstance.getRange().map(({ key, value }) => ({ instanceId: key, id: value }));
+  }
+
+  idempotencyIndex(): Iterable<{ project: string; key: string; record: IdempotencyRecord }> {
+    return this.idempotency.getRange().map(({ key, value }) => ({ project: key[0], key: key[1], record: value }));
   }
 }
 

@@ -1,7 +1,7 @@
 /** The Elastic IP API without hosts: allocation, idempotency, quota, isolation, auth, release. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
-import { Daemon } from "../support/daemon.ts";
+import { Daemon, runToExit } from "../support/daemon.ts";
 
 const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
 const ACME = "acme-secret-key";
@@ -215,5 +215,24 @@ describe("persistence", () => {
     expect((await call("GET", `/elastic-ips/${eip.id}`, acme)).body).toEqual(eip);
     expect((await call("POST", "/elastic-ips", acme, { idempotency_key: "keep" })).body.id).toBe(eip.id);
     await releaseAll(acme);
+  });
+
+  test("ippool fsck checks the elastic IPs and their indexes beside the VM pools", async () => {
+    await call("POST", "/elastic-ips", acme, { idempotency_key: "fsck" });
+    await call("POST", "/elastic-ips", globex, { pool: "spare" });
+    expect(await daemon.stop()).toBe(0);
+    const out = await runToExit(["fsck", "--config", daemon.configPath]);
+    expect(out.code).toBe(0);
+    expect(out.stdout.split("\n")).toEqual(
+      expect.arrayContaining([
+        "vms: 0 allocations, 0 problems",
+        "elastic IPs public: 1 allocations, 0 problems",
+        "elastic IPs spare: 1 allocations, 0 problems",
+        "elastic IP indexes: 2 allocations, 0 problems",
+      ]),
+    );
+    daemon = await Daemon.start({ pools: POOLS, dir: daemon.dir });
+    await releaseAll(acme);
+    await releaseAll(globex);
   });
 });
