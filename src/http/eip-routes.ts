@@ -15,9 +15,10 @@ import { AssociateBody, EipAllocateBody, EipListQuery, EipParams, EipView } from
 import { type ErrorCode, errorResponses } from "./error-schemas.ts";
 import { transportOf } from "./transport.ts";
 
+/** The project is derived before the request is validated: a caller without one learns nothing about it. */
 export function eipRoutes(eips: EipService, associations: EipAssociations, projects: ProjectDirectory) {
   return new Elysia({ prefix: "/elastic-ips" })
-    .resolve(({ request }) => ({ project: projectOf(request, projects) }))
+    .derive(({ request }) => ({ project: projectOf(request, projects) }))
     .post(
       "",
       async ({ body, project, set }) => {

@@ -27,7 +27,7 @@ export function leakRoutes(leaks: LeakDetector, pools: PoolService, gate: AdminG
   });
   const response = { 200: LeakReportSchema, ...adminErrors("POOL_NOT_FOUND", "LEAK_CHECK_INCOMPLETE") };
   return new Elysia({ prefix: "/api/v1/leaks" })
-    .onBeforeHandle(({ request }) => admitAdmin(request, gate))
+    .onTransform(({ request }) => admitAdmin(request, gate))
     .get("", async ({ query }) => report(await leaks.check(query.pool)), { query: LeakQuery, response })
     .post("/release", async ({ query }) => report(await leaks.release(query.pool)), { query: LeakQuery, response });
 }

@@ -26,8 +26,9 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
   return (
     new Elysia({ prefix: "/api/v1" })
       .get("/health", () => ({ status: "healthy" as const }), { response: HealthView })
-      // Every route after this one: the admin key over a non-loopback TCP listener.
-      .onBeforeHandle(({ request }) => admitAdmin(request, gate))
+      // Every route after this one: the admin key over a non-loopback TCP listener, checked before
+      // the request is validated, so a caller without it learns nothing about its request.
+      .onTransform(({ request }) => admitAdmin(request, gate))
       .post(
         "/ip/allocate",
         async ({ body, set }) => {
@@ -93,7 +94,9 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
         query: PoolQuery,
         response: { 200: AllocationView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND") },
       })
-      .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), { response: Type.Array(PoolView) })
+      .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), {
+        response: { 200: Type.Array(PoolView), ...adminErrors() },
+      })
       .get("/pools/:name", ({ params }) => poolView(pools, pools.layout(params.name)), {
         params: PoolParams,
         response: { 200: PoolView, ...adminErrors("POOL_NOT_FOUND") },
