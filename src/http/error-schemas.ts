@@ -13,6 +13,7 @@ const STATUS_OF_CODE = {
   NOT_FOUND: 404,
   POOL_NOT_FOUND: 404,
   INSTANCE_NOT_FOUND: 404,
+  REQUEST_TIMEOUT: 408,
   ADDRESS_IN_USE: 409,
   VM_HAS_OTHER_ADDRESS: 409,
   QUOTA_EXCEEDED: 409,
@@ -33,8 +34,8 @@ const STATUS_OF_CODE = {
 
 export type ErrorCode = keyof typeof STATUS_OF_CODE;
 
-/** Every request with a body or parameters can be malformed, invalid or too large. */
-const REQUEST_ERRORS: ErrorCode[] = ["VALIDATION", "MALFORMED_JSON", "PAYLOAD_TOO_LARGE"];
+/** Every request with a body or parameters can be malformed, invalid, too large or too slow to arrive. */
+const REQUEST_ERRORS: ErrorCode[] = ["VALIDATION", "MALFORMED_JSON", "PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT"];
 
 /** Response schemas for these codes (plus the request errors), keyed by HTTP status. */
 export function errorResponses(...codes: ErrorCode[]): Record<number, TSchema> {

@@ -11,10 +11,22 @@ export class MalformedJsonError extends AppError {
   readonly code = "MALFORMED_JSON";
 }
 
+/**
+ * A body refused before it was read to its end: the connection is closed after the answer, or
+ * the listener would go on reading (and discarding) whatever the client keeps sending.
+ */
+export abstract class BodyRefusedError extends AppError {}
+
 /** The request body is larger than the API accepts. */
-export class PayloadTooLargeError extends AppError {
+export class PayloadTooLargeError extends BodyRefusedError {
   readonly status = 413;
   readonly code = "PAYLOAD_TOO_LARGE";
+}
+
+/** The request body did not arrive whole within its deadline (a slow or stalled client). */
+export class RequestTimeoutError extends BodyRefusedError {
+  readonly status = 408;
+  readonly code = "REQUEST_TIMEOUT";
 }
 
 /** A body, path parameter or query string that fails its schema. */
@@ -64,7 +76,10 @@ export function toErrorResponse(code: string | number, error: unknown, internal:
   if (code === "PARSE" && (error as Error).cause instanceof AppError) {
     return toErrorResponse("", (error as Error).cause, internal);
   }
-  if (error instanceof AppError) return errorResponse(error.status, { error: error.message, code: error.code });
+  if (error instanceof AppError) {
+    const headers = error instanceof BodyRefusedError ? { connection: "close" } : undefined;
+    return errorResponse(error.status, { error: error.message, code: error.code }, headers);
+  }
   if (code === "VALIDATION") {
     return validationResponse(error as ElysiaValidationFailure);
   }

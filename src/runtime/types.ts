@@ -18,5 +18,10 @@ export interface Runtime {
   fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response>;
 }
 
-/** Upper bound the listener itself enforces; the API's own 64 KiB limit is checked before this. */
-export const LISTENER_MAX_BODY = 1024 * 1024;
+/**
+ * What the listener itself accepts: any declared length, so that the API refuses an oversized
+ * body with its own JSON 413 before reading it (http/body.ts) instead of Bun answering an empty
+ * one. Nothing is buffered because of it: a body the handler does not read is held back by TCP
+ * flow control, and one it reads is cut off at the API's 64 KiB limit.
+ */
+export const LISTENER_MAX_BODY = Number.MAX_SAFE_INTEGER;
