@@ -2,7 +2,7 @@
  * Adapts the SSH host layer (`src/hosts`) to what the EIP service (`eip/hosts.ts`) and the leak
  * check (`pool/leaks.ts`) ask of hosts: addresses as numbers there, as dotted quads on the wire.
  */
-import type { Association, ConvergeResult, HostGateway } from "../eip/hosts.ts";
+import type { Association, Convergence, HostGateway } from "../eip/hosts.ts";
 import { type Host, type HostRegistry, HostUnavailableError } from "../hosts/index.ts";
 import { type Cidr, formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
 import type { Domain, DomainDirectory } from "../pool/leaks.ts";
@@ -47,9 +47,18 @@ export class SshHostGateway implements HostGateway, DomainDirectory {
     return this.host(host).nat.removeAssociation(formatIpv4(eip));
   }
 
-  async converge(host: string, desired: readonly Association[]): Promise<ConvergeResult> {
+  async converge(host: string, desired: readonly Association[]): Promise<Convergence> {
     const result = await this.host(host).nat.converge(desired.map(wire), this.eipRanges);
-    return { added: result.added.length, removed: result.removed.length, changed: result.changed.length };
+    return {
+      added: result.added.length,
+      removed: result.removed.length,
+      changed: result.changed.length,
+      removedEips: result.removed.map((association) => parseIpv4(association.eip)),
+    };
+  }
+
+  announce(host: string, eip: number): void {
+    this.registry.get(host)?.nat.announce(formatIpv4(eip));
   }
 
   onConnect(listener: (host: string) => void): void {

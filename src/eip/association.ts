@@ -9,9 +9,11 @@ import type { ProjectDefinition } from "../config/config.ts";
 import { AppError } from "../errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
+import { fail, type Outcome } from "../outcome.ts";
 import type { PoolService } from "../pool/service.ts";
 import {
   AlreadyAssociatedError,
+  EipNotFoundError,
   InstanceHasEipError,
   InstanceHasNoAddressError,
   InstanceNotFoundError,
@@ -88,17 +90,27 @@ export class EipAssociations {
         associatedAt: Date.now(),
       };
       await this.locks.run([`host:${target.host}`], async () => {
+        // A release does not take the EIP lock: it may have removed the EIP while the instance was
+        // looked up (checked here, before the host is touched) or while the host is changed
+        // (checked in the write). Either way the release stands and this association answers 404.
+        ownedEip(this.store, project, id);
         // Same host, other VM: the old pair must go before the new one replaces it.
         if (eip.host === target.host && eip.privateIp !== target.privateIp) {
           await this.hosts.remove(target.host, eip.publicIp);
         }
         await this.hosts.apply(target.host, { eip: eip.publicIp, privateIp: target.privateIp });
-        await this.store.write(() => {
+        const recorded = await this.store.write((): Outcome<void> => {
+          if (this.store.getEip(id) === undefined) return fail(releasedMeanwhile(id));
           this.store.putEip(updated);
           if (eip.instanceId !== undefined && eip.instanceId !== instanceId)
             this.store.removeInstanceEip(eip.instanceId);
           this.store.putInstanceEip(instanceId, id);
+          return { ok: true, value: undefined };
         });
+        if (!recorded.ok) {
+          await this.withdraw(target.host, eip);
+          throw recorded.error;
+        }
       });
       if (eip.host !== undefined && eip.host !== target.host) void this.cleanUpOldHost(eip.host, eip);
       return updated;
@@ -148,6 +160,19 @@ export class EipAssociations {
     return { host, privateIp };
   }
 
+  /** Takes back an association applied for an EIP released meanwhile (still under the host lock). */
+  private async withdraw(host: string, released: EipRecord): Promise<void> {
+    try {
+      await this.hosts.remove(host, released.publicIp);
+    } catch (error) {
+      this.logger.warn("released EIP left on its host; reconciliation will remove it", {
+        host,
+        eip: released.id,
+        error: (error as Error).message,
+      });
+    }
+  }
+
   private async cleanUpOldHost(host: string, previous: EipRecord): Promise<void> {
     try {
       await this.locks.run([`host:${host}`], () => this.hosts.remove(host, previous.publicIp));
@@ -162,6 +187,11 @@ export class EipAssociations {
   }
 }
 
+function releasedMeanwhile(id: string): EipNotFoundError {
+  return new EipNotFoundError(`no elastic IP ${id} (it was released while being associated)`);
+}
+
+/** The host cannot be reached: down, or refused for presenting another key than the pinned one. */
 function isUnavailable(error: unknown): boolean {
-  return error instanceof AppError && error.code === "HOST_UNAVAILABLE";
+  return error instanceof AppError && (error.code === "HOST_UNAVAILABLE" || error.code === "HOST_KEY_MISMATCH");
 }

@@ -15,6 +15,11 @@ export interface ConvergeResult {
   readonly changed: number;
 }
 
+/** What converging a host did: the counts, and the EIPs it took off the host (stale associations). */
+export interface Convergence extends ConvergeResult {
+  readonly removedEips: readonly number[];
+}
+
 export interface HostGateway {
   /** Whether a host of that name is configured. */
   has(host: string): boolean;
@@ -29,7 +34,9 @@ export interface HostGateway {
   /** Removes whatever the host has for this EIP (idempotent). */
   remove(host: string, eip: number): Promise<void>;
   /** Makes the host's ippool rules exactly `desired`, in one transaction. */
-  converge(host: string, desired: readonly Association[]): Promise<ConvergeResult>;
+  converge(host: string, desired: readonly Association[]): Promise<Convergence>;
+  /** Announces (gratuitous ARP) that the host holds the EIP; not awaited, failures only logged. */
+  announce(host: string, eip: number): void;
   /** Calls `listener` each time a host's connection comes up (first connect and every reconnect). */
   onConnect(listener: (host: string) => void): void;
   hostNames(): readonly string[];

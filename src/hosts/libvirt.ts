@@ -22,6 +22,18 @@ export interface Domain {
   readonly uuid: string;
 }
 
+/** Every state `virsh domstate` prints (virshDomainStateToString). */
+const STATES: ReadonlySet<string> = new Set([
+  "running",
+  "idle",
+  "paused",
+  "in shutdown",
+  "shut off",
+  "crashed",
+  "pmsuspended",
+  "no state",
+]);
+
 /** virsh's message for a domain that does not exist (same for the qemu and test drivers). */
 const NO_DOMAIN = /failed to get domain|Domain not found/i;
 
@@ -43,8 +55,12 @@ export class Libvirt {
       if (NO_DOMAIN.test(result.stderr)) return null;
       throw this.host.commandFailed(argv, result);
     }
-    const state = result.stdout.trim().split("\n")[0]?.trim();
-    if (!state) throw this.host.commandFailed(argv, { ...result, stderr: "virsh printed no state" });
+    const state = result.stdout.trim().split("\n")[0]?.trim() ?? "";
+    // Anything else is a broken host or virsh, not an instance that is "not running".
+    if (!STATES.has(state)) {
+      const shown = state ? `an unknown state ${JSON.stringify(state.slice(0, 40))}` : "no state";
+      throw this.host.commandFailed(argv, { ...result, stderr: `virsh printed ${shown}` });
+    }
     return state;
   }
 

@@ -8,7 +8,7 @@
  */
 import { type Cidr, cidrContains, parseIpv4 } from "../net/ipv4.ts";
 import { validInterface, validIpv4 } from "./command.ts";
-import { HostUnavailableError } from "./errors.ts";
+import { HostCommandFailedError, HostCommandTimeoutError, HostUnavailableError } from "./errors.ts";
 import {
   type ElementChanges,
   EMPTY_TABLE,
@@ -147,7 +147,9 @@ export class NatDriver {
         break;
       } catch (error) {
         this.known = null;
-        if (!cached) throw error;
+        // Only nft refusing the transaction says the view was stale; a timeout or a lost
+        // connection says nothing about it, and trying again would only double the wait.
+        if (!cached || !refused(error)) throw error;
       }
     }
     const failure = await settled;
@@ -215,7 +217,7 @@ export class NatDriver {
       if (/No such file or directory/.test(result.stderr)) return this.remember(EMPTY_TABLE);
       throw this.host.commandFailed(argv, result);
     }
-    return this.remember(parseNftTable(result.stdout));
+    return this.remember(parsed(this.host, argv, result, parseNftTable));
   }
 
   private remember(table: NftTableState): NftTableState {
@@ -224,8 +226,8 @@ export class NatDriver {
   }
 
   private async readAddresses(): Promise<string[]> {
-    const { stdout } = await this.host.run(["ip", "-j", "-4", "addr", "show", "dev", this.publicInterface]);
-    return parseAddresses(stdout);
+    const argv = ["ip", "-j", "-4", "addr", "show", "dev", this.publicInterface];
+    return parsed(this.host, argv, await this.host.run(argv), parseAddresses);
   }
 
   private async transaction(changes: ElementChanges, ensure: boolean): Promise<void> {
@@ -273,7 +275,8 @@ export class NatDriver {
   }
 
   /** Gratuitous ARP for the EIP; not awaited (about 1 s), failures only logged. */
-  private announce(eip: string): void {
+  announce(eipText: string): void {
+    const eip = validIpv4(eipText, "EIP");
     this.host
       .run(["arping", "-c", "1", "-U", "-I", this.publicInterface, eip], { timeoutMs: 10_000 })
       .catch((error: Error) => {
@@ -287,6 +290,20 @@ export class NatDriver {
     const next = this.queue.then(work, work);
     this.queue = next.catch(() => {});
     return next;
+  }
+}
+
+/** A command that ran and exited non-zero (not one that timed out or lost its connection). */
+function refused(error: unknown): boolean {
+  return error instanceof HostCommandFailedError && !(error instanceof HostCommandTimeoutError);
+}
+
+/** Output a host printed, parsed; output that does not parse is the command failing, never a crash. */
+function parsed<T>(host: CommandRunner, argv: string[], result: ExecResult, parse: (text: string) => T): T {
+  try {
+    return parse(result.stdout);
+  } catch {
+    throw host.commandFailed(argv, { ...result, stdout: "", stderr: "printed output that cannot be read" });
   }
 }
 

@@ -59,22 +59,31 @@ export class HostRegistry {
    * Which host has the libvirt domain `instance` (name or UUID), asking every connected host in
    * parallel. A host that is down or fails to answer is skipped; if no host could be asked at all
    * (and there are hosts), that is a `HostUnavailableError`. When several hosts know the domain, a
-   * running one wins.
+   * running one wins, so the first host to report it running answers at once: a slow or hung host
+   * delays only lookups it could change.
    */
   async findInstance(instance: string): Promise<FoundInstance | null> {
     validDomain(instance);
     const hosts = this.all();
     if (hosts.length === 0) return null;
-    const answers = await Promise.all(
+    let runningOn: (found: FoundInstance) => void = () => {};
+    const running = new Promise<FoundInstance>((resolve) => {
+      runningOn = resolve;
+    });
+    const all = Promise.all(
       hosts.map(async (host) => {
         if (!host.connected) return { host, asked: false, state: null };
         try {
-          return { host, asked: true, state: await host.libvirt.instanceState(instance) };
+          const state = await host.libvirt.instanceState(instance);
+          if (state === "running") runningOn({ host, state });
+          return { host, asked: true, state };
         } catch {
           return { host, asked: false, state: null };
         }
       }),
     );
+    const answers = await Promise.race([all, running]);
+    if (!Array.isArray(answers)) return answers;
     const found = answers.filter((a): a is { host: Host; asked: true; state: InstanceState } => a.state !== null);
     const best = found.find((a) => a.state === "running") ?? found[0];
     if (best) return { host: best.host, state: best.state };

@@ -1,24 +1,35 @@
 /**
- * Quick variant of the crash-consistency loop (test/crash/crash-loop.ts) for `make test`:
- * 10 kill -9 trials on one data directory, seeded from the clock (the seed is printed).
+ * Quick variants of the crash-consistency loop (test/crash/crash-loop.ts) for `make test`, seeded
+ * from the clock (the seed is printed; CRASH_SEED replays): 10 kill -9 trials on one data
+ * directory, and 5 more with EIPs associated with VMs on a namespace testbed (as root).
  */
 import { beforeAll, expect, test } from "bun:test";
-import { ensureBinary, runCrashLoop } from "./crash-loop.ts";
-
-const TRIALS = 10;
+import { type CrashLoopOptions, ensureBinary, runCrashLoop } from "./crash-loop.ts";
 
 beforeAll(ensureBinary, 120_000);
 
-test(`${TRIALS} kill -9 trials under mixed traffic lose nothing acknowledged and hold no address twice`, async () => {
+async function run(options: Omit<CrashLoopOptions, "seed" | "log">) {
   const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
   const lines: string[] = [];
-  const result = await runCrashLoop({ trials: TRIALS, seed, log: (line) => lines.push(line) });
+  const result = await runCrashLoop({ ...options, seed, log: (line) => lines.push(line) });
   console.log(
-    `crash loop: seed ${seed}, trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`,
+    `crash loop${options.hosts ? " with hosts" : ""}: seed ${seed}, trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`,
   );
   expect(result.messages).toEqual([]);
-  expect(result.trials).toBe(TRIALS);
-  expect(result.kills).toBe(TRIALS);
+  expect(result.trials).toBe(options.trials);
+  expect(result.kills).toBe(options.trials);
   expect(result.checked).toBeGreaterThan(0);
   expect(result.violations).toBe(0);
+  return result;
+}
+
+test("10 kill -9 trials under mixed traffic lose nothing acknowledged and hold no address twice", async () => {
+  await run({ trials: 10 });
 }, 60_000);
+
+test("5 kill -9 trials while EIPs are associated over SSH keep every acknowledged association, and the hosts converge to the records", async () => {
+  const { associations } = await run({ trials: 5, hosts: true });
+  expect(associations?.associationsAcknowledged).toBeGreaterThan(0);
+  expect(associations?.hostMappingsChecked).toBeGreaterThan(0);
+  expect(associations?.killsDuringAssociation).toBeGreaterThan(0);
+}, 90_000);

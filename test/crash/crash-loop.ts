@@ -8,7 +8,13 @@
  * `ippool fsck` reports 0 problems (run against the restarted daemon's directory before new
  * traffic; fsck opens the store alongside the daemon, and once more after the final SIGTERM).
  *
- *   bun test/crash/crash-loop.ts --trials 200 [--seed S]
+ * With `--hosts` the daemon runs in a namespace testbed's daemon namespace with two hypervisor
+ * hosts, and the traffic also associates EIPs with their VMs, moves, disassociates and races
+ * releases against associations; most kills land while an association is applied over SSH, and
+ * every check also waits for reconciliation and compares the hosts with the records
+ * (associations.ts).
+ *
+ *   bun test/crash/crash-loop.ts --trials 200 [--seed S] [--hosts]
  *
  * prints "trials N, kills N, violations N" and exits 1 on any violation.
  */
@@ -17,17 +23,25 @@ import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { BINARY, Daemon, runToExit, tempDir } from "../support/daemon.ts";
 import { sh } from "../support/processes.ts";
+import { Testbed } from "../support/testbed.ts";
+import {
+  type AssociationCounts,
+  associationCounts,
+  HostedAssociations,
+  type ListedEip,
+  TESTBED,
+} from "./associations.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const API_KEY = "crash-loop-key";
-const POOLS = `[[pools]]
+const poolsToml = (eipCidr: string) => `[[pools]]
 name = "vms"
 cidr = "10.30.0.0/23"
 gateway = "10.30.0.1"
 
 [[eip_pools]]
 name = "public"
-cidr = "100.64.0.0/24"
+cidr = "${eipCidr}"
 
 [[projects]]
 name = "crash"
@@ -40,9 +54,14 @@ const REQUESTED = Array.from({ length: 40 }, (_, i) => `10.30.1.${i + 2}`);
 const MAX_EIPS = 60;
 const WORKERS = 16;
 
+/** With hosts the daemon runs in the testbed's daemon namespace; TCP reaches it through a forward to this port. */
+const NETNS_TCP_PORT = 18_417;
+
 export interface CrashLoopOptions {
   readonly trials: number;
   readonly seed: number;
+  /** Also associate EIPs with VMs on a namespace testbed (see associations.ts); needs root. */
+  readonly hosts?: boolean;
   readonly log?: (line: string) => void;
 }
 
@@ -56,6 +75,8 @@ export interface CrashLoopResult {
   inFlightAtKill: number;
   /** vm_id and EIP states asserted after restarts (acknowledged, not in flight at the kill). */
   checked: number;
+  /** The association figures, with hosts. */
+  readonly associations: AssociationCounts | null;
   readonly messages: string[];
 }
 
@@ -82,17 +103,15 @@ interface EipEntry {
   state: Known;
   busy: boolean;
   idempotencyKey?: string;
+  /** Instances it may be recorded associated with (see AssociableEip); always [null] without hosts. */
+  instances: readonly (string | null)[];
 }
 
 interface Allocation {
   readonly vm_id: string;
   readonly ip: string;
 }
-interface Eip {
-  readonly id: string;
-  readonly public_ip: string;
-  readonly state: string;
-}
+type Eip = ListedEip;
 
 export async function ensureBinary(): Promise<void> {
   if (!existsSync(BINARY) && process.env.IPPOOL_DAEMON !== "deno") {
@@ -113,6 +132,7 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
     acknowledged: 0,
     inFlightAtKill: 0,
     checked: 0,
+    associations: options.hosts ? associationCounts() : null,
     messages: [],
   };
   let trial = 0;
@@ -130,16 +150,21 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
   let idempotencyCounter = 0;
 
   const dir = tempDir("ippool-crash-");
-  let daemon = await Daemon.start({ pools: POOLS, dir });
+  const bed = options.hosts ? await Testbed.create(TESTBED) : null;
+  const hosted = bed && new HostedAssociations(bed, result.associations as AssociationCounts);
   const eipHeaders = { "x-api-key": API_KEY, "content-type": "application/json" };
+  let daemon: Daemon | undefined;
 
   try {
+    daemon = await start();
+    await hosted?.registerGuests(daemon);
     for (trial = 1; trial <= options.trials; trial++) {
       // ---- traffic, then kill -9 at a random moment ----
-      const d = daemon;
+      const d: Daemon = daemon;
       let killed = false;
       let inFlight = 0;
-      const killAfterMs = 5 + Math.floor(random() * 250);
+      // With hosts, associations take tens of ms over SSH: the traffic runs longer before the kill.
+      const killAfterMs = hosted ? 20 + Math.floor(random() * 1200) : 5 + Math.floor(random() * 250);
 
       const vmOp = async (): Promise<void> => {
         const free = VM_IDS.filter((id) => !vms.get(id)?.busy);
@@ -242,6 +267,7 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
               eips.set(body.id, {
                 state: { kind: "held", ip: body.public_ip },
                 busy: false,
+                instances: [null],
                 ...(key ? { idempotencyKey: key } : {}),
               });
             } else violation(`EIP allocate answered ${status} ${JSON.stringify(body)}`);
@@ -256,12 +282,15 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
           return;
         }
         const [id, entry] = pick(held);
+        const associated = entry.instances[0] ?? null;
         entry.busy = true;
         try {
           const { status, body } = await d.json(`/elastic-ips/${id}`, { method: "DELETE", headers: eipHeaders });
           result.acknowledged++;
-          if (status === 200) entry.state = { kind: "free" };
-          else {
+          if (status === 200 && associated === null) entry.state = { kind: "free" };
+          else if (status === 409 && body.code === "STILL_ASSOCIATED" && associated !== null) {
+            // Refused while associated: nothing changed.
+          } else {
             violation(`EIP release ${id} answered ${status} ${JSON.stringify(body)}`);
             entry.state = { kind: "unknown" };
           }
@@ -275,35 +304,72 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
         }
       };
 
+      const traffic = {
+        daemon: d,
+        random,
+        pick,
+        violation,
+        killed: () => killed,
+        lost: () => void result.inFlightAtKill++,
+        sent: () => void result.requests++,
+        answered: () => void result.acknowledged++,
+      };
       const worker = async () => {
-        while (!killed) await (random() < 0.75 ? vmOp() : eipOp());
+        while (!killed) {
+          const roll = random();
+          if (!hosted) await (roll < 0.75 ? vmOp() : eipOp());
+          else await (roll < 0.5 ? vmOp() : roll < 0.7 ? eipOp() : hosted.op(traffic, eips));
+        }
       };
       const workers = Array.from({ length: WORKERS }, worker);
       await Bun.sleep(killAfterMs);
-      const pending = inFlight;
+      if (hosted && random() < 0.7) await killDuringAssociation(hosted);
+      const associating = hosted?.inFlight ?? 0;
+      const pending = inFlight + associating;
       killed = true;
       await d.kill9();
       result.kills++;
+      if (associating > 0 && result.associations) result.associations.killsDuringAssociation++;
       await Promise.all(workers);
       result.trials++;
-      log(`trial ${trial}: killed after ${killAfterMs} ms with ${pending} requests in flight`);
+      const during = hosted ? ` (${associating} associating)` : "";
+      log(`trial ${trial}: killed after ${killAfterMs} ms with ${pending} requests in flight${during}`);
 
       // ---- restart on the same directory and check ----
-      daemon = await Daemon.start({ pools: POOLS, dir });
+      daemon = await start();
       await check(daemon);
     }
     if ((await daemon.stop()) !== 0) violation(`daemon did not stop cleanly:\n${daemon.logs}`);
     await fsck(daemon, "after the final SIGTERM");
   } finally {
-    if (daemon.proc.exitCode === null) await daemon.kill9();
+    if (daemon && daemon.proc.exitCode === null) await daemon.kill9();
+    await bed?.destroy();
     if (result.violations === 0) rmSync(dir, { recursive: true, force: true });
     else log(`data directory kept: ${dir}`);
   }
   return result;
 
+  /** Starts the daemon on the run's directory; with hosts, in the daemon namespace, once its hosts are reconciled. */
+  async function start(): Promise<Daemon> {
+    if (!hosted) return Daemon.start({ pools: poolsToml("100.64.0.0/24"), dir });
+    return startInTestbed(hosted, dir);
+  }
+
+  /**
+   * Most kills with hosts land while an association is being applied: wait (a little) for one to
+   * be in flight, then let it run a random part of its usual time.
+   */
+  async function killDuringAssociation(h: HostedAssociations): Promise<void> {
+    const deadline = Date.now() + 500;
+    while (h.inFlight === 0 && Date.now() < deadline) await Bun.sleep(1);
+    await Bun.sleep(Math.floor(random() * 60));
+  }
+
   async function fsck(d: Daemon, when: string): Promise<void> {
     const out = await runToExit(["fsck", "--config", d.configPath]);
-    if (out.code !== 0 || !/^vms: \d+ allocations, 0 problems$/m.test(out.stdout))
+    const summaries = out.stdout.split("\n").filter((line) => / allocations, \d+ problems$/.test(line));
+    const clean = summaries.every((line) => line.endsWith(" 0 problems"));
+    if (out.code !== 0 || !clean || !/^vms: \d+ allocations, 0 problems$/m.test(out.stdout))
       violation(`fsck ${when} exited ${out.code}:\n${out.stdout}${out.stderr}`);
   }
 
@@ -346,6 +412,8 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
       if (other !== undefined) violation(`EIP address ${e.public_ip} held by both ${other} and ${e.id}`);
       eipIps.set(e.public_ip, e.id);
     }
+    // Associations (records, then hosts) before the loop below drops released EIPs from the model.
+    await hosted?.check(d, eipList, eips, violation);
     for (const [id, entry] of [...eips]) {
       const stored = byId.get(id);
       if (entry.state.kind !== "unknown") result.checked++;
@@ -367,7 +435,7 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
     for (const e of eipList) {
       if (eips.has(e.id)) continue;
       appeared++;
-      eips.set(e.id, { state: { kind: "held", ip: e.public_ip }, busy: false });
+      eips.set(e.id, { state: { kind: "held", ip: e.public_ip }, busy: false, instances: [e.instance_id ?? null] });
     }
     if (appeared > lostEipAllocations)
       violation(`${appeared} EIPs appeared, but only ${lostEipAllocations} allocations were unanswered`);
@@ -394,31 +462,65 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
   }
 }
 
-function parseArgs(argv: readonly string[]): { trials: number; seed: number } {
+/**
+ * Starts the daemon on `dir` in the testbed's daemon namespace (the crash loop's pools and project,
+ * plus the hosts) and waits until every host is connected and reconciled. TCP reaches it through a
+ * forward from the test process; the Unix socket directly.
+ */
+export async function startInTestbed(hosted: HostedAssociations, dir: string): Promise<Daemon> {
+  const { bed } = hosted;
+  const socket = join(dir, "ippool.sock");
+  const server = `[server]\nlisten = "127.0.0.1:${NETNS_TCP_PORT}"\nsocket = "${socket}"\ndata_dir = "${dir}"\n\n`;
+  const started = await Daemon.start({
+    pools: server + poolsToml(bed.eipCidr) + hosted.configToml(),
+    dir,
+    prefix: bed.daemonNetnsPrefix(),
+  });
+  const forward = await bed.forwardFromTestProcess("127.0.0.1", NETNS_TCP_PORT);
+  started.baseUrl = `http://${forward.address}:${forward.port}`;
+  await hosted.ready(started);
+  return started;
+}
+
+function parseArgs(argv: readonly string[]): { trials: number; seed: number; hosts: boolean } {
   let trials = 20;
   let seed = Math.floor(Math.random() * 2 ** 31);
+  let hosts = false;
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = argv[i + 1];
-    if ((flag === "--trials" || flag === "--seed") && value !== undefined && /^\d+$/.test(value)) {
+    if (flag === "--hosts") hosts = true;
+    else if ((flag === "--trials" || flag === "--seed") && value !== undefined && /^\d+$/.test(value)) {
       if (flag === "--trials") trials = Number(value);
       else seed = Number(value);
       i++;
-    } else throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] (bad argument ${flag})`);
+    } else throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] [--hosts] (bad argument ${flag})`);
   }
-  return { trials, seed };
+  return { trials, seed, hosts };
+}
+
+/** The figures of a run, one line each (the last one is the verdict). */
+function summary(result: CrashLoopResult, seconds: string): string[] {
+  const lines = [
+    `requests ${result.requests}, acknowledged ${result.acknowledged}, in flight at kills ${result.inFlightAtKill}, states checked ${result.checked}, ${seconds} s, seed ${result.seed}`,
+  ];
+  const a = result.associations;
+  if (a) {
+    lines.push(
+      `association requests ${a.associationRequests} (acknowledged ${a.associationsAcknowledged}), associations checked ${a.associationsChecked}, host mappings checked ${a.hostMappingsChecked}, raced releases ${a.racedReleases} (release won ${a.releasesWon}), kills during an association ${a.killsDuringAssociation}, late convergences ${a.lateConvergences}, probes ${a.probes} (slowest ${a.slowestProbeMs} ms)`,
+    );
+  }
+  lines.push(`trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`);
+  return lines;
 }
 
 if (import.meta.main) {
-  const { trials, seed } = parseArgs(process.argv.slice(2));
-  console.log(`crash loop: seed ${seed}, ${trials} trials`);
+  const { trials, seed, hosts } = parseArgs(process.argv.slice(2));
+  console.log(`crash loop: seed ${seed}, ${trials} trials${hosts ? ", with hosts" : ""}`);
   await ensureBinary();
   const started = performance.now();
-  const result = await runCrashLoop({ trials, seed });
+  const result = await runCrashLoop({ trials, seed, hosts });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  console.log(
-    `requests ${result.requests}, acknowledged ${result.acknowledged}, in flight at kills ${result.inFlightAtKill}, states checked ${result.checked}, ${seconds} s, seed ${seed}`,
-  );
-  console.log(`trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`);
+  for (const line of summary(result, seconds)) console.log(line);
   process.exit(result.violations === 0 ? 0 : 1);
 }

@@ -77,7 +77,23 @@ export type BareDomainSpec = Pick<TestbedVmSpec, "name" | "uuid" | "state">;
 
 export interface TestbedOptions {
   readonly hosts: readonly TestbedHostSpec[];
+  /**
+   * Opt-in fault injection: every host's sshd runs each command through a shim (`ForceCommand`)
+   * that `setFault` switches at run time. Off, sshd runs commands itself as usual.
+   */
+  readonly faults?: boolean;
 }
+
+/**
+ * How a host with `faults` on treats each SSH command (see `Testbed.setFault`):
+ * - `none`: runs it.
+ * - `hang`: the program hangs (sleeps, reading nothing); the `timeout -s KILL N` the daemon puts in
+ *   front of every command still applies, as it would to a hung nft or virsh.
+ * - `garbage`: runs nothing, prints random bytes and broken JSON on stdout, exits 0.
+ * - `drop`: runs it to completion, then kills its sshd session before the exit status is sent: the
+ *   connection dies while, as the client sees it, the command is still running.
+ */
+export type FaultMode = "none" | "hang" | "garbage" | "drop";
 
 export interface TestbedVm {
   readonly name: string;
@@ -166,6 +182,7 @@ export class Testbed {
   private readonly forwards = new Map<string, { address: string; port: number }>();
   private forwardCount = 0;
   private destroyed = false;
+  private readonly faults: boolean;
 
   private constructor(
     /** The run id every namespace name starts with, e.g. `ipt1a2b`. */
@@ -176,6 +193,7 @@ export class Testbed {
   ) {
     this.namespaces = { fabric: `${id}-fabric`, daemon: `${id}-daemon`, uplink: `${id}-uplink` };
     this.hosts = planHosts(id, dir, options);
+    this.faults = options.faults ?? false;
   }
 
   /** Builds the whole testbed; on any failure tears down what was built and throws. */
@@ -416,6 +434,40 @@ export class Testbed {
     await this.startSshd(host.name);
   }
 
+  /** Switches how the host treats SSH commands from now on (the testbed must be built with `faults: true`). */
+  setFault(hostName: string, mode: FaultMode): void {
+    if (!this.faults) throw new Error("testbed: setFault needs Testbed.create({ faults: true })");
+    const path = faultFile(this.dir, this.host(hostName).name);
+    writeFileSync(`${path}.tmp`, `${mode}\n`);
+    renameSync(`${path}.tmp`, path);
+  }
+
+  /**
+   * The host gets a new host key (sshd restarted, so open connections drop); the pinned
+   * `hostKey` stays the old one. Resolves with the new fingerprint. `restoreHostKey` undoes it.
+   */
+  async rotateHostKey(hostName: string): Promise<string> {
+    const host = this.host(hostName);
+    const saved = `${host.hostKeyPath}.orig`;
+    if (existsSync(saved)) throw new Error(`testbed: ${host.name}'s host key is already rotated`);
+    for (const suffix of ["", ".pub"]) renameSync(`${host.hostKeyPath}${suffix}`, `${saved}${suffix}`);
+    await sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", `${host.name}-rotated`, "-f", host.hostKeyPath]);
+    await this.stopSshd(host.name);
+    await this.startSshd(host.name);
+    const { stdout } = await sh(["ssh-keygen", "-lf", `${host.hostKeyPath}.pub`]);
+    return stdout.split(/\s+/)[1] ?? "";
+  }
+
+  /** Puts back the host key `rotateHostKey` replaced (the pinned one) and restarts sshd. */
+  async restoreHostKey(hostName: string): Promise<void> {
+    const host = this.host(hostName);
+    const saved = `${host.hostKeyPath}.orig`;
+    if (!existsSync(saved)) throw new Error(`testbed: ${host.name}'s host key was not rotated`);
+    for (const suffix of ["", ".pub"]) renameSync(`${saved}${suffix}`, `${host.hostKeyPath}${suffix}`);
+    await this.stopSshd(host.name);
+    await this.startSshd(host.name);
+  }
+
   /**
    * Simulates a reboot's loss of state: deletes table ip ippool, removes every 100.64.0.0/24 /32
    * from eth0 and flushes conntrack. (Combine with hostDown/hostUp for a full reboot.)
@@ -493,6 +545,7 @@ export class Testbed {
     chmodSync(keyPath, 0o600);
     writeFileSync(join(this.dir, "authorized_keys"), readFileSync(`${keyPath}.pub`));
     writeFileSync(join(this.dir, "empty"), "");
+    if (this.faults) writeFileSync(join(this.dir, "fault-shim.sh"), FAULT_SHIM, { mode: 0o755 });
 
     await Promise.all(this.allNamespaces().map((ns) => sh(["ip", "netns", "add", ns])));
     await Promise.all(this.allNamespaces().map((ns) => sh(["ip", "-n", ns, "link", "set", "lo", "up"])));
@@ -609,9 +662,14 @@ export class Testbed {
         "MaxStartups 64",
         "PrintMotd no",
         "LogLevel INFO",
+        // `exec`: the shim replaces the login shell, so its parent is the session's sshd (see "drop").
+        ...(this.faults
+          ? [`ForceCommand exec ${join(this.dir, "fault-shim.sh")} ${faultFile(this.dir, host.name)}`]
+          : []),
         "",
       ].join("\n"),
     );
+    if (this.faults) this.setFault(host.name, "none");
     await sh([SSHD, "-t", "-f", config]);
   }
 
@@ -691,6 +749,37 @@ export class Testbed {
     return result;
   }
 }
+
+/** A host's fault mode file, read by the shim for every command. */
+function faultFile(dir: string, hostName: string): string {
+  return join(dir, hostName, "fault");
+}
+
+/**
+ * sshd's ForceCommand when faults are on (`$1`: the host's fault file; see `FaultMode`). The
+ * daemon's command arrives in SSH_ORIGINAL_COMMAND, every argument single-quoted, so `eval set --`
+ * gives its argv back. `$PPID` is the session's sshd (ForceCommand execs the shim); killing it
+ * with SIGKILL closes the connection's socket at once.
+ */
+const FAULT_SHIM = `#!/bin/sh
+mode=$(cat "$1" 2>/dev/null)
+case "$mode" in
+hang)
+  eval "set -- $SSH_ORIGINAL_COMMAND"
+  if [ "$1" = timeout ]; then exec "$1" "$2" "$3" "$4" sleep 86400 </dev/null; fi
+  exec sleep 86400 </dev/null ;;
+garbage)
+  head -c 200 /dev/urandom
+  printf '\\n{"nftables": [{"table": {"family": "ip", "name": \\n'
+  exit 0 ;;
+drop)
+  sh -c "$SSH_ORIGINAL_COMMAND" >/dev/null 2>&1
+  kill -KILL "$PPID"
+  exit 0 ;;
+*)
+  exec sh -c "$SSH_ORIGINAL_COMMAND" ;;
+esac
+`;
 
 function definition(host: TestbedHost, address: string, port: number, timeouts: HostTimeouts): HostDefinition {
   return {

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
-import type { Association, ConvergeResult, HostGateway } from "../../../src/eip/hosts.ts";
+import type { Association, Convergence, HostGateway } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
 import { EipReconciler } from "../../../src/eip/reconcile.ts";
 import type { EipService } from "../../../src/eip/service.ts";
@@ -31,6 +31,8 @@ class ScriptedHosts implements HostGateway {
   readonly rules = new Map<string, Map<number, number>>();
   readonly down = new Set<string>();
   readonly failing = new Set<string>();
+  /** Gratuitous ARPs asked for: "host EIP". */
+  readonly announced: string[] = [];
   private readonly listeners: ((host: string) => void)[] = [];
 
   constructor(hosts: string[]) {
@@ -77,24 +79,27 @@ class ScriptedHosts implements HostGateway {
     this.reach(host);
     this.rules.get(host)?.delete(eip);
   }
-  async converge(host: string, desired: readonly Association[]): Promise<ConvergeResult> {
+  async converge(host: string, desired: readonly Association[]): Promise<Convergence> {
     this.reach(host);
     const rules = this.rules.get(host) as Map<number, number>;
     const wanted = new Map(desired.map((a) => [a.eip, a.privateIp]));
     let added = 0;
-    let removed = 0;
     let changed = 0;
+    const removedEips: number[] = [];
     for (const eip of rules.keys()) {
       if (wanted.has(eip)) continue;
       rules.delete(eip);
-      removed++;
+      removedEips.push(eip);
     }
     for (const [eip, ip] of wanted) {
       if (!rules.has(eip)) added++;
       else if (rules.get(eip) !== ip) changed++;
       rules.set(eip, ip);
     }
-    return { added, removed, changed };
+    return { added, removed: removedEips.length, changed, removedEips };
+  }
+  announce(host: string, eip: number) {
+    this.announced.push(`${host} ${formatIpv4(eip)}`);
   }
   onConnect(listener: (host: string) => void) {
     this.listeners.push(listener);
@@ -226,6 +231,44 @@ describe("associate", () => {
     expect(eips.get(acme, eip.id)).toEqual(eip);
   });
 
+  test("a release that lands while the host is being changed stands: NOT_FOUND, rules taken back, address stays free", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    let release: Promise<unknown> = Promise.resolve();
+    const apply = hosts.apply.bind(hosts);
+    hosts.apply = async (host, association) => {
+      await apply(host, association);
+      release = eips.release(acme, eip.id);
+      await release;
+    };
+    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+    expect(await release).toMatchObject({ id: eip.id });
+    expect(store.getEip(eip.id)).toBeUndefined();
+    expect(store.eipOfInstance("web-1")).toBeUndefined();
+    expect(store.getAllocation(fixture.publicPool.name, eip.id)).toBeUndefined();
+    expect(hosts.rulesOf("hv1")).toEqual({});
+  });
+
+  test("a release that lands while the instance is looked up stands, and the host is never touched", async () => {
+    await vmOn("hv1", "web-1");
+    const { eip } = await eips.allocate(acme, {});
+    const instanceState = hosts.instanceState.bind(hosts);
+    hosts.instanceState = async (host, instance) => {
+      await eips.release(acme, eip.id);
+      return instanceState(host, instance);
+    };
+    let applied = 0;
+    const apply = hosts.apply.bind(hosts);
+    hosts.apply = async (host, association) => {
+      applied++;
+      await apply(host, association);
+    };
+    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+    expect(applied).toBe(0);
+    expect(store.getEip(eip.id)).toBeUndefined();
+    expect(store.eipOfInstance("web-1")).toBeUndefined();
+  });
+
   test("another project's EIP is NOT_FOUND", async () => {
     await vmOn("hv1", "web-1");
     const { eip } = await eips.allocate(acme, {});
@@ -319,6 +362,29 @@ describe("reconciliation", () => {
     await reconciler.reconcileAll();
     expect(hosts.rulesOf("hv1")).toEqual(expected);
     expect(hosts.rulesOf("hv2")).toEqual({});
+  });
+
+  test("an EIP taken off a host its record does not name is announced again from the host that holds it", async () => {
+    await vmOn("hv1", "web-1");
+    const web2 = await vmOn("hv2", "web-2");
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-2" });
+    // A move to web-1 that reached hv1 (and was announced there) but was never recorded: a crash.
+    hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
+    await reconciler.reconcileAll();
+    await Bun.sleep(5);
+    expect(hosts.rulesOf("hv1")).toEqual({});
+    expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(web2.ip) });
+    expect(hosts.announced).toEqual([`hv2 ${formatIpv4(eip.publicIp)}`]);
+  });
+
+  test("a stale EIP that no instance holds is removed and announced nowhere", async () => {
+    const { eip } = await eips.allocate(acme, {});
+    hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
+    await reconciler.reconcileAll();
+    await Bun.sleep(5);
+    expect(hosts.rulesOf("hv1")).toEqual({});
+    expect(hosts.announced).toEqual([]);
   });
 
   test("a host that cannot be reached is logged and tried again later", async () => {

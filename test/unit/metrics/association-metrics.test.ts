@@ -102,8 +102,9 @@ class StubHosts implements HostGateway {
   remove = async () => this.reach();
   converge = async () => {
     this.reach();
-    return this.drift;
+    return { ...this.drift, removedEips: [] };
   };
+  announce() {}
   onConnect() {}
 }
 
