@@ -6,6 +6,9 @@
 #   4. elastic IP failover (old host reachable and down) and associate/disassociate latency up to
 #      1,000 associations on one host: bench/failover.ts against dist/ippool in the network-namespace
 #      testbed of the host suites (as root; skipped otherwise)
+#   5. pool API throughput and p99 while one host flaps vs steady: bench/flap.ts in the same testbed
+#      (as root; skipped otherwise)
+#   6. API key check timing, wrong vs right keys, in process and over HTTP: bench/key-timing.ts
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
 # bench/results/raw/). Knobs (environment): BENCH_CONNECTIONS (32), BENCH_HIGH_CONNECTIONS (128, a
 # second /12 round where group commit fills bigger batches), BENCH_DURATION (10s),
@@ -176,6 +179,22 @@ else
   FAILOVER="4. Elastic IP failover and association: skipped (needs root: network namespaces, sshd, nftables)"
 fi
 
+# --- 5. pool API under load while one host flaps, in the testbed (as root) ------------------------
+FLAP_FAILED=0
+if [ "$(id -u)" = 0 ]; then
+  log "pool API under load while hv1 flaps (bench/flap.ts; BENCH_FLAP_ROUNDS, BENCH_FLAP_DURATION, BENCH_FLAP_MS, BENCH_FLAP_MODES)"
+  if ! FLAP=$("$BUN" bench/flap.ts --connections "$CONNS" --raw "$RESULTS/raw/flap.json"); then
+    FLAP_FAILED=1
+    FLAP="5. Pool API under load while a host flaps: FAILED (bench/flap.ts exited non-zero; see its output above)"
+  fi
+else
+  FLAP="5. Pool API under load while a host flaps: skipped (needs root: network namespaces, sshd, nftables)"
+fi
+
+# --- 6. key comparison timing ----------------------------------------------------------------------
+log "API key check timing (bench/key-timing.ts)"
+KEYS=$("$BUN" bench/key-timing.ts)
+
 FREE_AT_FILL=$(awk -v p="$FILL_PERCENT" -v c="${BIG_CIDR#*/}" 'BEGIN { u = 2 ^ (32 - c) - 3; print u - int(u * p / 100) }')
 
 # --- report ----------------------------------------------------------------------------------------
@@ -225,12 +244,18 @@ REPORT="$RESULTS/latest.txt"
   echo
   echo "$FAILOVER"
   echo
+  echo "$FLAP"
+  echo
+  echo "6. API key check timing"
+  echo "$KEYS" | sed 's/^/  /'
+  echo
   for run in p12-{allocate,pairs,health}-c{"$CONNS","$HIGH_CONNS"} p10-{empty,full}-c{1,"$CONNS"}; do
     [ "$((${R[$run.non2xx]} + ${R[$run.sockerr]}))" = 0 ] || echo "WARNING: $run had errors: see $RESULTS/raw/$run.txt"
   done
   [ "$FAILOVER_FAILED" = 0 ] || echo "WARNING: section 4 (bench/failover.ts) failed"
+  [ "$FLAP_FAILED" = 0 ] || echo "WARNING: section 5 (bench/flap.ts) failed"
   echo "Total wall time: $(($(date +%s) - BEGAN)) s"
 } >"$REPORT"
 echo
 cat "$REPORT"
-exit "$FAILOVER_FAILED"
+exit $((FAILOVER_FAILED | FLAP_FAILED))
