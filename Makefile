@@ -13,7 +13,8 @@ BENCH_PACKAGES := wrk curl
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
-.PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash fuzz bench clean image-test
+.PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash test-crash-hosts \
+	test-ssh-faults test-limits fuzz soak bench bench-flap bench-keys clean image-test
 
 all: build
 
@@ -71,6 +72,20 @@ CRASH_TRIALS ?= 200
 test-crash: build
 	$(BUN) test/crash/crash-loop.ts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
+## The crash loop with EIPs associated on a namespace testbed (as root; CRASH_TRIALS, CRASH_SEED).
+test-crash-hosts: build
+	bash hooks/install-packages $(TEST_PACKAGES)
+	$(BUN) test/crash/crash-loop.ts --hosts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+## SSH faults (hang, garbage, drop, changed host key, host down) with their figures; SSH_FAULTS_HOLD_S / SSH_FAULTS_DOWN_S lengthen them (as root).
+test-ssh-faults: build
+	bash hooks/install-packages $(TEST_PACKAGES)
+	SSH_FAULTS_REPORT=1 $(BUN) test test/hosts/ssh-faults.test.ts
+
+## Resource limits, long run: 15,000 idle TCP connections + 2,000 slow-loris clients for LIMITS_SECONDS (120) (as root: own network namespace).
+test-limits: build
+	$(BUN) test/limits/limits-soak.ts --seconds $(or $(LIMITS_SECONDS),120)
+
 ## The HTTP fuzzer's long run: 100,000 requests, random seed (FUZZ_SEED=N reproduces a run).
 fuzz: build
 	$(BUN) test/fuzz/http-fuzz.ts --requests 100000
@@ -82,6 +97,27 @@ test-deno: node_modules/.installed
 bench: build
 	bash hooks/install-packages $(BENCH_PACKAGES)
 	bash bench/run.sh
+
+## Pool API throughput and p99 with one host flapping vs steady, in the testbed (as root; about 3 minutes).
+bench-flap: build
+	bash hooks/install-packages $(TEST_PACKAGES) $(BENCH_PACKAGES)
+	$(BUN) bench/flap.ts --raw bench/results/raw/flap.json
+
+## Whether a wrong API key takes measurably longer or shorter to check than the right one (a report, no assertions).
+bench-keys: build
+	$(BUN) bench/key-timing.ts
+
+## The long variants of every reliability suite, one after another (as root; about 40 minutes).
+## See docs/RELIABILITY.md for what each proves and its last figures.
+soak: build
+	bash hooks/install-packages $(TEST_PACKAGES) $(BENCH_PACKAGES)
+	$(MAKE) test-crash
+	$(MAKE) test-crash-hosts
+	$(MAKE) fuzz
+	CONFIG_FUZZ_CASES=100000 CONFIG_FUZZ_BINARY_CASES=300 $(BUN) test test/fuzz/config-fuzz.test.ts
+	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN) test test/hosts/ssh-faults.test.ts
+	$(MAKE) test-limits
+	$(BUN) bench/flap.ts --rounds 5 --duration 20 --raw bench/results/raw/flap-soak.json
 
 clean:
 	rm -rf dist

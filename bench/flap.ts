@@ -3,7 +3,7 @@
  * steady: the compiled daemon (dist/ippool) in the network-namespace testbed of the host suites
  * (test/support/testbed.ts: real sshd, nftables and libvirt's test driver on fake hosts; as root).
  * `bun bench/flap.ts [--rounds 3] [--duration 10] [--connections 32] [--flap-ms 2000]
- * [--modes link,sshd] [--raw FILE]`.
+ * [--modes link,sshd] [--trickle-ms 500] [--raw FILE]`.
  *
  * Set-up: hosts hv1 (the one that flaps), hv2 and hv3, each with DOMAINS libvirt domains whose
  * addresses are recorded in ippool and whose EIPs are associated, so every reconciliation (every
@@ -16,7 +16,7 @@
  * with hv1 flapping from the first second to the last (test/support/flapping.ts): `link` takes it
  * off the network (sshd killed, eth0 down) and back every --flap-ms, `sshd` kills and restarts its
  * sshd. In every variant, steady included, a trickle of EIP changes touches hv1 (one EIP associated
- * and disassociated, a request every TRICKLE_MS over the Unix socket): while hv1 is down these
+ * and disassociated, a request every --trickle-ms over the Unix socket; 0: none): while hv1 is down these
  * answer 502 HOST_UNAVAILABLE or leave the host's clean-up to reconciliation. Before the rounds,
  * each variant also runs once with no load: what the flapping alone costs the daemon, and the rest
  * of the machine. Between runs the script waits until every host is connected and hv1 has been
@@ -45,6 +45,7 @@ const { values } = parseArgs({
     duration: { type: "string", default: process.env.BENCH_FLAP_DURATION ?? "10" },
     connections: { type: "string", default: process.env.BENCH_CONNECTIONS ?? "32" },
     "flap-ms": { type: "string", default: process.env.BENCH_FLAP_MS ?? "2000" },
+    "trickle-ms": { type: "string", default: process.env.BENCH_FLAP_TRICKLE_MS ?? "500" },
     modes: { type: "string", default: process.env.BENCH_FLAP_MODES ?? FLAP_MODES.join(",") },
     raw: { type: "string", default: "bench/results/raw/flap.json" },
   },
@@ -54,6 +55,9 @@ const ROUNDS = positive("rounds");
 const DURATION_S = positive("duration");
 const CONNECTIONS = positive("connections");
 const FLAP_MS = positive("flap-ms");
+/** 0 turns the trickle off: the steady runs then do no host work at all (a pure A/B of the flapping). */
+const TRICKLE_MS = Number(values["trickle-ms"]);
+if (!Number.isInteger(TRICKLE_MS) || TRICKLE_MS < 0) throw new Error("--trickle-ms must be an integer >= 0");
 const MODES = values.modes.split(",").map((mode) => {
   if (!FLAP_MODES.includes(mode as FlapMode)) throw new Error(`--modes: ${mode} is not one of ${FLAP_MODES}`);
   return mode as FlapMode;
@@ -63,7 +67,6 @@ const FLAPPING = "hv1";
 const HOSTS = ["hv1", "hv2", "hv3"];
 const DOMAINS = 4;
 const TRICKLE_DOMAIN = "hv1-trickle";
-const TRICKLE_MS = 500;
 const RECONCILE_S = 2;
 const PROJECT = "acme";
 /** What the within-10 % target allows: throughput at least 0.9 of steady, p99 at most 1.1 of it. */
@@ -375,12 +378,10 @@ async function measure(
   const before = { samples: counters(await daemon.metrics()), log: daemon.logSize() };
   // `ip netns exec` execs the daemon: the PID is the daemon's.
   const cpu = { daemon: processCpuMs(daemon.proc.pid), machine: machineBusyMs(), at: now() };
-  const trickle = new EipTrickle(
-    (method, path, body) => daemon.call(method, path, body),
-    trickleEip,
-    TRICKLE_DOMAIN,
-    TRICKLE_MS,
-  );
+  const trickle =
+    TRICKLE_MS === 0
+      ? null
+      : new EipTrickle((method, path, body) => daemon.call(method, path, body), trickleEip, TRICKLE_DOMAIN, TRICKLE_MS);
   const flapper = variant === "steady" ? null : new Flapper(bed, FLAPPING, variant, FLAP_MS);
   const result = load
     ? await wrk(bed, daemon, PAIRS, DURATION_S, `flap-${round}-${variant}`)
@@ -389,7 +390,7 @@ async function measure(
   const otherMs = machineBusyMs() - cpu.machine - daemonMs - result.cpuMs;
   const wallMs = now() - cpu.at;
   const transitions = (await flapper?.stop()) ?? [];
-  const outcomes = await trickle.stop();
+  const outcomes = (await trickle?.stop()) ?? new Map<string, number>();
   const after = counters(await daemon.metrics());
   const hv1 = (what: string) => daemon.countLogLines(before.log, new RegExp(`host ${what} host=${FLAPPING}\\b`));
   return {
@@ -477,7 +478,7 @@ function report(runs: readonly Run[], began: number): { text: string; ok: boolea
     `5. Pool API under load while ${FLAPPING} flaps: dist/ippool in the network-namespace testbed`,
     `  wrk -t1 -c${CONNECTIONS} -d${DURATION_S}s --latency -s bench/wrk/pairs.lua (allocate+release on a /16) over TCP in the daemon namespace;`,
     `  ${HOSTS.length} hosts with ${DOMAINS} associated EIPs each, reconciled every ${RECONCILE_S} s; ${FLAPPING} flaps every ${FLAP_MS} ms (link: sshd killed`,
-    `  and eth0 down, then back; sshd: sshd killed and restarted); every run also changes one EIP on ${FLAPPING} every ${TRICKLE_MS} ms`,
+    `  and eth0 down, then back; sshd: sshd killed and restarted); ${TRICKLE_MS === 0 ? "no EIP changes during the runs" : `every run also changes one EIP on ${FLAPPING} every ${TRICKLE_MS} ms`}`,
     "  hv1 columns: drops/reconnects (daemon log), reconciliations ok/failed, corrections (all hosts), command failures;",
     "  log lines other than requests; the trickle's answers",
     "  cores busy during each run: the daemon's; other = all but the daemon and wrk: the fake hosts (sshd and the commands",

@@ -11,7 +11,7 @@
  * TOML syntax errors). Then CONFIG_FUZZ_BINARY_CASES (default 30) of them go through
  * `dist/ippool fsck --config FILE`: exit 2 with that same single stderr line, or exit 0.
  */
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -24,6 +24,8 @@ import { BINARY, tempDir } from "../support/daemon.ts";
 const SEED = Number(process.env.CONFIG_FUZZ_SEED ?? 20_260_505);
 const CASES = Number(process.env.CONFIG_FUZZ_CASES ?? 3000);
 const BINARY_CASES = Number(process.env.CONFIG_FUZZ_BINARY_CASES ?? 30);
+// Room for the long runs of `make soak` (about 0.2 ms per case in-process, 0.1 s per binary run).
+setDefaultTimeout(Math.max(60_000, CASES * 3, BINARY_CASES * 1_000));
 
 const root = tempDir("ippool-config-fuzz-");
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -684,7 +686,7 @@ test("fuzzed config files load as written or fail with one line naming the key",
   expect(failureLines(failures)).toEqual([]);
   expect(loaded).toBeGreaterThan(CASES / 20);
   expect(refused).toBeGreaterThan(CASES / 4);
-}, 60_000);
+});
 
 async function fsck(configPath: string, cwd: string): Promise<{ code: number; stdout: string; stderr: string }> {
   const proc = Bun.spawn([BINARY, "fsck", "--config", configPath], {
@@ -758,7 +760,7 @@ test("through the binary: fsck exits 2 with the same single line, or checks exac
   );
   expect(failureLines(failures)).toEqual([]);
   expect(picked.length).toBe(BINARY_CASES);
-}, 60_000);
+});
 
 // Bugs the fuzzer found (fixed): keys with odd characters, and a `server` that is not a table.
 function refusal(text: string): string {

@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { Daemon } from "../support/daemon.ts";
+import { eventually } from "../support/processes.ts";
 import { parseExposition, promtool, samplesOf, sampleValue } from "../support/prometheus.ts";
 import { Testbed } from "../support/testbed.ts";
 
@@ -90,15 +91,6 @@ const associate = (id: string, instance_id: string, allow_reassociation?: boolea
     ...(allow_reassociation ? { allow_reassociation } : {}),
   });
 const disassociate = (id: string) => eipCall("POST", `/elastic-ips/${id}/disassociate`);
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await Bun.sleep(50);
-  }
-  return check();
-}
 
 async function ruleCount(host: string, eip: string): Promise<number> {
   const { stdout } = await bed.hostExec(host, ["nft", "list", "map", "ip", "ippool", "eip_dnat"]);

@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { Daemon, runToExit } from "../support/daemon.ts";
 import { type EipAnswer, EipTrickle, FLAP_MODES, type FlapMode, takeHost } from "../support/flapping.ts";
+import { eventually } from "../support/processes.ts";
 import { Testbed } from "../support/testbed.ts";
 
 const CYCLES = 3;
@@ -85,15 +86,6 @@ afterAll(async () => {
   await daemon?.dispose();
   await bed?.destroy();
 });
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await Bun.sleep(100);
-  }
-  return check();
-}
 
 function connected(hosts: readonly string[], since = 0): boolean {
   const logs = daemon.logs.slice(since);

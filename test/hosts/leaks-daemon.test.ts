@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
 import { BINARY, Daemon } from "../support/daemon.ts";
-import { sh } from "../support/processes.ts";
+import { eventually, sh } from "../support/processes.ts";
 import { parseExposition, promtool, sampleValue } from "../support/prometheus.ts";
 import { Testbed } from "../support/testbed.ts";
 
@@ -45,15 +45,6 @@ afterAll(async () => {
   await daemon?.dispose();
   await bed?.destroy();
 });
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await Bun.sleep(100);
-  }
-  return check();
-}
 
 const call = (method: string, path: string) => daemon.json(path, { method, via: "unix" });
 const allocate = async (vm_id: string, host?: string) => {

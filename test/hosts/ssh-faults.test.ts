@@ -16,6 +16,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Daemon } from "../support/daemon.ts";
+import { eventually } from "../support/processes.ts";
 import { parseExposition, sampleValue } from "../support/prometheus.ts";
 import { type FaultMode, Testbed } from "../support/testbed.ts";
 
@@ -274,15 +275,6 @@ async function expectTrafficFollowsRecords(): Promise<void> {
   for (const eip of body.filter((e: { instance_id: string }) => vms.has(e.instance_id))) {
     await bed.probeUntil(eip.public_ip, eip.instance_id, 10_000);
   }
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await Bun.sleep(100);
-  }
-  return check();
 }
 
 /** Waits for every promise (none is left running into the clean-up), then throws the first failure. */

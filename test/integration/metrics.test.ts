@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { Daemon, tempDir } from "../support/daemon.ts";
-import { sh } from "../support/processes.ts";
+import { eventually, sh } from "../support/processes.ts";
 import {
   exportedNames,
   parseExposition,
@@ -85,15 +85,6 @@ async function scrape(via: "tcp" | "unix" = "tcp"): Promise<{ text: string; samp
   expect(response.headers.get("content-type")).toBe("text/plain; version=0.0.4; charset=utf-8");
   const text = await response.text();
   return { text, samples: parseExposition(text) };
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (await check()) return true;
-    await Bun.sleep(100);
-  }
-  return check();
 }
 
 describe("after real traffic", () => {

@@ -104,3 +104,13 @@ export async function waitFor(
     await Bun.sleep(intervalMs);
   }
 }
+
+/** Polls `check` until it holds or `timeoutMs` passes; the answer of one last check after the deadline. */
+export async function eventually(check: () => Promise<boolean>, timeoutMs: number, intervalMs = 100): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return true;
+    await Bun.sleep(intervalMs);
+  }
+  return check();
+}
