@@ -14,7 +14,7 @@ PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
 .PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash test-crash-hosts \
-	test-ssh-faults test-limits fuzz soak bench bench-flap bench-keys clean image-test
+	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-keys clean image-test
 
 all: build
 
@@ -77,6 +77,10 @@ test-crash-hosts: build
 	bash hooks/install-packages $(TEST_PACKAGES)
 	$(BUN) test/crash/crash-loop.ts --hosts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
+## The auth matrix alone (every /openapi.json route × 22 key presentations); `make bench-keys` times the key check.
+test-auth: build
+	$(BUN) test test/integration/auth-matrix.test.ts
+
 ## SSH faults (hang, garbage, drop, changed host key, host down) with their figures; SSH_FAULTS_HOLD_S / SSH_FAULTS_DOWN_S lengthen them (as root).
 test-ssh-faults: build
 	bash hooks/install-packages $(TEST_PACKAGES)
@@ -89,6 +93,10 @@ test-limits: build
 ## The HTTP fuzzer's long run: 100,000 requests, random seed (FUZZ_SEED=N reproduces a run).
 fuzz: build
 	$(BUN) test/fuzz/http-fuzz.ts --requests 100000
+
+## The config fuzzer's long run: 100,000 files in-process and 300 through the binary (CONFIG_FUZZ_SEED=N picks the cases).
+fuzz-config: build
+	CONFIG_FUZZ_CASES=100000 CONFIG_FUZZ_BINARY_CASES=300 $(BUN) test test/fuzz/config-fuzz.test.ts
 
 ## The integration smoke subset against `deno run src/main.ts` instead of the binary.
 test-deno: node_modules/.installed
@@ -114,7 +122,7 @@ soak: build
 	$(MAKE) test-crash
 	$(MAKE) test-crash-hosts
 	$(MAKE) fuzz
-	CONFIG_FUZZ_CASES=100000 CONFIG_FUZZ_BINARY_CASES=300 $(BUN) test test/fuzz/config-fuzz.test.ts
+	$(MAKE) fuzz-config
 	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN) test test/hosts/ssh-faults.test.ts
 	$(MAKE) test-limits
 	$(BUN) bench/flap.ts --rounds 5 --duration 20 --raw bench/results/raw/flap-soak.json

@@ -369,8 +369,10 @@ function checkAnswers(fault: Fault, eips: Eips, healthy: Latencies, needsFaulty:
   expectOneOf(leaks, [[200], [503, "LEAK_CHECK_INCOMPLETE"]]);
   for (const answer of queued) expectOneOf(answer, fault.disassociate);
   // The first in line waits for at most the one reconciliation run ahead of it, then makes its own
-  // change: each is one command timeout at worst (their commands run side by side), so 2.5 bounds it.
-  expect(Math.min(...queued.map((a) => a.ms))).toBeLessThan(2.5 * COMMAND_TIMEOUT_MS);
+  // change: each is one command timeout at worst (their commands run side by side), so about 2
+  // timeouts; 3 leaves room for a loaded machine, while runs piling up (14.1 s before they were
+  // coalesced) still exceed it. A bound set by the timeouts, not by the machine's speed.
+  expect(Math.min(...queued.map((a) => a.ms))).toBeLessThan(3 * COMMAND_TIMEOUT_MS);
 }
 
 async function runScenario(fault: Fault): Promise<void> {
