@@ -1,36 +1,7 @@
-/**
- * Elastic IP failover and association latency against the compiled daemon (dist/ippool) in the
- * network-namespace testbed (test/support/testbed.ts: real sshd, nftables and libvirt's test driver
- * on fake hypervisor hosts; as root). `make bench` runs it as section 4 of bench/run.sh;
- * `bun bench/failover.ts [--moves 20] [--bulk 1000] [--raw FILE]` runs it alone.
- *
- *   1. Failover: an EIP moves between VM fo-a on hv1 and VM fo-b on hv2 (`POST
- *      /elastic-ips/{id}/associate` with `allow_reassociation: true`, over the Unix socket with
- *      X-Project). The uplink probes the EIP every ~1 ms (one UDP flow) from just before the request
- *      is sent; failover time = request sent → first answer from the new VM (request, host change,
- *      gratuitous ARP and the uplink's switch). `--moves` moves with the old host reachable (waiting
- *      for its clean-up after each), then `--moves` with the old host down (`hostDown` before the
- *      request, `hostUp` after the answer, then waiting until the daemon has reconnected and its
- *      reconciliation has removed the stale rule and address from the returning host).
- *   2. Scale: `--bulk` VM allocations recorded on hv3 (addresses in a /22 the host does not route:
- *      the DNAT targets need not answer), and `--bulk` EIPs associated with them one after another.
- *      The first 100 and the last 100 are paced (one every 250 ms, so that the gratuitous ARPs of
- *      earlier associations, ~1 s each on one of the daemon's 8 SSH channels to the host, never
- *      fill them) and their round trips compared; the ones between run back to back (their own row:
- *      what a burst gets). Then 100 disassociations at `--bulk` associations. The instances are
- *      libvirt domains with nothing behind them (testbed "bare domains", no namespaces). hv3's
- *      libvirt node file holds only the domain
- *      about to be associated: libvirt's test driver parses the whole file on every virsh call
- *      (measured and printed: ~0.2–0.3 s with 1,000 domains), an artifact of the test driver that
- *      would otherwise swamp the effect measured here, the number of associations on the host.
- *
- * Prints the report section on stdout (progress on stderr) and writes every sample to `--raw`
- * (default bench/results/raw/failover.json).
- */
-import { createHash } from "node:crypto";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
+import { eipPoolsToml, projectsToml } from "../test/support/config-toml.ts";
 import { Daemon } from "../test/support/daemon.ts";
 import { Testbed } from "../test/support/testbed.ts";
 
@@ -116,19 +87,8 @@ gateway = "192.168.100.1"
 name = "bulkvms"
 cidr = "${BULK_VM_CIDR}"
 
-[[eip_pools]]
-name = "public"
-cidr = "${bed.eipCidr}"
-
-[[eip_pools]]
-name = "bulkeips"
-cidr = "${BULK_EIP_CIDR}"
-
-[[projects]]
-name = "${PROJECT}"
-api_key_sha256 = "${createHash("sha256").update(`bench-${bed.id}`).digest("hex")}"
-quota = ${BULK + 100}
-
+${eipPoolsToml({ public: bed.eipCidr, bulkeips: BULK_EIP_CIDR })}
+${projectsToml([{ name: PROJECT, apiKey: `bench-${bed.id}`, quota: BULK + 100 }])}
 ${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 })}`;
 }
 

@@ -1,39 +1,8 @@
-/**
- * Pool API throughput and latency while one hypervisor host flaps, against the same with every host
- * steady: the compiled daemon (dist/ippool) in the network-namespace testbed of the host suites
- * (test/support/testbed.ts: real sshd, nftables and libvirt's test driver on fake hosts; as root).
- * `bun bench/flap.ts [--rounds 3] [--duration 10] [--connections 32] [--flap-ms 2000]
- * [--modes link,sshd] [--trickle-ms 500] [--raw FILE]`.
- *
- * Set-up: hosts hv1 (the one that flaps), hv2 and hv3, each with DOMAINS libvirt domains whose
- * addresses are recorded in ippool and whose EIPs are associated, so every reconciliation (every
- * RECONCILE_S seconds, and on every reconnect) reads and compares real NAT state on each host.
- * Connect timeout 1 s, command timeout 2 s. Data on disk, as in production.
- *
- * Load: wrk -t1 -c<connections> --latency with bench/wrk/pairs.lua (allocate + release pairs on a
- * /16), run in the daemon's namespace against its TCP listener. Each round runs the variants one
- * after another for --duration seconds each: steady (nothing flaps), then one run per --modes entry
- * with hv1 flapping from the first second to the last (test/support/flapping.ts): `link` takes it
- * off the network (sshd killed, eth0 down) and back every --flap-ms, `sshd` kills and restarts its
- * sshd. In every variant, steady included, a trickle of EIP changes touches hv1 (one EIP associated
- * and disassociated, a request every --trickle-ms over the Unix socket; 0: none): while hv1 is down these
- * answer 502 HOST_UNAVAILABLE or leave the host's clean-up to reconciliation. Before the rounds,
- * each variant also runs once with no load: what the flapping alone costs the daemon, and the rest
- * of the machine. Between runs the script waits until every host is connected and hv1 has been
- * reconciled again.
- *
- * Per run it records wrk's figures, the daemon's CPU time per 1,000 requests (/proc/PID/stat), the
- * machine's other CPU use (the fake hosts run on the same cores), hv1's disconnects and reconnects
- * (the daemon's log), reconciliations run and failed, corrections and host command failures
- * (/metrics), log lines other than requests, and the trickle's answers. Prints the report on
- * stdout (progress on stderr), ending with one `flap:` summary line, and writes every run to --raw.
- * Exits 1 if wrk saw an error or a flapping run saw no drop or no reconnect (it measured nothing).
- */
-import { createHash } from "node:crypto";
 import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
+import { eipPoolsToml, projectsToml } from "../test/support/config-toml.ts";
 import { BINARY } from "../test/support/daemon.ts";
 import { EipTrickle, FLAP_MODES, type FlapMode, Flapper, type FlapTransition } from "../test/support/flapping.ts";
 import { parseExposition, type Sample, samplesOf } from "../test/support/prometheus.ts";
@@ -162,14 +131,8 @@ cidr = "10.0.0.0/16"
 name = "eipvms"
 cidr = "192.168.96.0/24"
 
-[[eip_pools]]
-name = "public"
-cidr = "${bed.eipCidr}"
-
-[[projects]]
-name = "${PROJECT}"
-api_key_sha256 = "${createHash("sha256").update(`bench-${bed.id}`).digest("hex")}"
-
+${eipPoolsToml({ public: bed.eipCidr })}
+${projectsToml([{ name: PROJECT, apiKey: `bench-${bed.id}` }])}
 ${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 2000 })}`;
 }
 

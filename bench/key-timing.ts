@@ -27,6 +27,7 @@ import { parseArgs } from "node:util";
 import { AdminGate } from "../src/auth/admin.ts";
 import { keyMatches, sha256 } from "../src/auth/keys.ts";
 import { ProjectDirectory } from "../src/auth/projects.ts";
+import { eipPoolsToml, projectsToml } from "../test/support/config-toml.ts";
 import { Daemon } from "../test/support/daemon.ts";
 
 const { values } = parseArgs({
@@ -312,17 +313,11 @@ const CONFIG = `
 name = "vms"
 cidr = "10.40.0.0/24"
 
-[[eip_pools]]
-name = "public"
-cidr = "100.64.0.0/24"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${sha256(ACME).toString("hex")}"
-
-[[projects]]
-name = "globex"
-api_key_sha256 = "${sha256(GLOBEX).toString("hex")}"
+${eipPoolsToml({ public: "100.64.0.0/24" })}
+${projectsToml([
+  { name: "acme", apiKey: ACME },
+  { name: "globex", apiKey: GLOBEX },
+])}
 `;
 
 /** Sequential keep-alive requests, interleaved; samples in µs per variant (client-side round trip). */

@@ -1,26 +1,6 @@
-/**
- * Crash-consistency loop (issue 5, pool half): one data directory, many trials. Each trial drives
- * mixed concurrent traffic at the compiled daemon (VM allocate with and without a requested ip,
- * repeats, release by vm_id and by ip; EIP allocate with and without an idempotency key, EIP
- * release), kill -9s it at a seeded random moment, restarts it on the same directory and checks:
- * every acknowledged change is there (per vm_id / EIP id whose last operation was acknowledged and
- * not in flight at the kill), no address is held twice (list, stats and metrics agree), and
- * `ippool fsck` reports 0 problems (run against the restarted daemon's directory before new
- * traffic; fsck opens the store alongside the daemon, and once more after the final SIGTERM).
- *
- * With `--hosts` the daemon runs in a namespace testbed's daemon namespace with two hypervisor
- * hosts, and the traffic also associates EIPs with their VMs, moves, disassociates and races
- * releases against associations; most kills land while an association is applied over SSH, and
- * every check also waits for reconciliation and compares the hosts with the records
- * (associations.ts).
- *
- *   bun test/crash/crash-loop.ts --trials 200 [--seed S] [--hosts]
- *
- * prints "trials N, kills N, violations N" and exits 1 on any violation.
- */
-import { createHash } from "node:crypto";
 import { existsSync, rmSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { BINARY, Daemon, runToExit, tempDir } from "../support/daemon.ts";
 import { sh } from "../support/processes.ts";
 import { Testbed } from "../support/testbed.ts";
@@ -39,14 +19,8 @@ name = "vms"
 cidr = "10.30.0.0/23"
 gateway = "10.30.0.1"
 
-[[eip_pools]]
-name = "public"
-cidr = "${eipCidr}"
-
-[[projects]]
-name = "crash"
-api_key_sha256 = "${createHash("sha256").update(API_KEY).digest("hex")}"
-quota = 1000
+${eipPoolsToml({ public: eipCidr })}
+${projectsToml([{ name: "crash", apiKey: API_KEY, quota: 1000 }])}
 `;
 const VM_IDS = Array.from({ length: 64 }, (_, i) => `crash-vm-${i}`);
 /** Requested addresses come from a small range, so requests collide with each other and with next-fit. */

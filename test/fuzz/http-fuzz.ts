@@ -1,36 +1,10 @@
-/**
- * Property-based HTTP fuzzer (issue 5, "Bad input") for the compiled daemon.
- *
- * Generates, with fast-check, requests over every route: random and mutated JSON bodies, garbage
- * path segments (percent-encoded bytes, very long, unicode, dots), query strings, headers
- * (content-type, content-length lies, X-API-Key garbage, X-Project over TCP), methods; and raw
- * malformed HTTP (bad request lines, huge headers, truncated bodies, invalid chunked encoding).
- * Everything is sent as raw bytes with node:net, over the Unix socket or TCP, so nothing is
- * normalised on the way.
- *
- * Properties, checked after every request:
- *  - no 5xx, except 503 POOL_EXHAUSTED on the two allocate routes (which must change nothing),
- *    and 505 from Bun's own parser to a request line that is not HTTP/1.x with CRLF (the daemon
- *    has no hosts, so associate answers 404 INSTANCE_NOT_FOUND, never 502 HOST_*);
- *  - every 4xx answer to a well-formed HTTP request is JSON with string `error` and `code`
- *    (Bun's parser answers non-JSON 400/431, or closes, on requests it refuses before the app);
- *  - a rejected request (4xx, 5xx, no answer) changes nothing: the store snapshot
- *    (allocations + pools + both projects' elastic IPs, over the socket) is the same after it;
- *  - the daemon stays alive: health answers on both listeners after every batch.
- *
- * Library: `fuzzDaemon(daemon, { requests, seed })`. Script:
- *   node_modules/.bin/bun test/fuzz/http-fuzz.ts --requests 100000 [--seed N]
- * (or FUZZ_REQUESTS / FUZZ_SEED). The seed is printed first; a failure prints its seed, request
- * index and the exact bytes sent.
- */
-import { createHash } from "node:crypto";
 import { connect } from "node:net";
 import fc from "fast-check";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 
 export const ACME_KEY = "acme-fuzz-key";
 export const GLOBEX_KEY = "globex-fuzz-key";
-const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
 
 /** A VM pool, two EIP pools and two projects with known API keys; no hosts. */
 export const FUZZ_POOLS = `
@@ -43,23 +17,11 @@ gateway = "192.168.100.1"
 name = "small"
 cidr = "10.9.0.0/29"
 
-[[eip_pools]]
-name = "public"
-cidr = "100.64.0.0/24"
-
-[[eip_pools]]
-name = "spare"
-cidr = "100.65.0.0/30"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${sha256(ACME_KEY)}"
-quota = 3
-
-[[projects]]
-name = "globex"
-api_key_sha256 = "${sha256(GLOBEX_KEY)}"
-quota = 4
+${eipPoolsToml({ public: "100.64.0.0/24", spare: "100.65.0.0/30" })}
+${projectsToml([
+  { name: "acme", apiKey: ACME_KEY, quota: 3 },
+  { name: "globex", apiKey: GLOBEX_KEY, quota: 4 },
+])}
 `;
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  * the project, or with the project's API key.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 import { eventually } from "../support/processes.ts";
 import { parseExposition, promtool, samplesOf, sampleValue } from "../support/prometheus.ts";
@@ -29,19 +29,11 @@ name = "vms"
 cidr = "192.168.100.0/24"
 gateway = "192.168.100.1"
 
-[[eip_pools]]
-name = "public"
-cidr = "${bed.eipCidr}"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${createHash("sha256").update(KEY).digest("hex")}"
-quota = 10
-
-[[projects]]
-name = "globex"
-api_key_sha256 = "${createHash("sha256").update("globex").digest("hex")}"
-
+${eipPoolsToml({ public: bed.eipCidr })}
+${projectsToml([
+  { name: "acme", apiKey: KEY, quota: 10 },
+  { name: "globex", apiKey: "globex" },
+])}
 ${broken}`;
 }
 

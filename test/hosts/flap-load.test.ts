@@ -9,7 +9,7 @@
  * measured by bench/flap.ts, not here.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { Daemon, runToExit } from "../support/daemon.ts";
 import { type EipAnswer, EipTrickle, FLAP_MODES, type FlapMode, takeHost } from "../support/flapping.ts";
 import { eventually } from "../support/processes.ts";
@@ -50,14 +50,8 @@ cidr = "10.30.0.0/16"
 name = "eipvms"
 cidr = "192.168.96.0/24"
 
-[[eip_pools]]
-name = "public"
-cidr = "${bed.eipCidr}"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${createHash("sha256").update("flap-load").digest("hex")}"
-
+${eipPoolsToml({ public: bed.eipCidr })}
+${projectsToml([{ name: "acme", apiKey: "flap-load" }])}
 ${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 2000 })}`,
   });
   const port = new URL(daemon.baseUrl).port;

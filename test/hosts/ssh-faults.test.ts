@@ -15,6 +15,7 @@
  * the measured latencies and convergence times.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 import { eventually } from "../support/processes.ts";
 import { parseExposition, sampleValue } from "../support/prometheus.ts";
@@ -73,15 +74,8 @@ name = "vms"
 cidr = "192.168.100.0/24"
 gateway = "192.168.100.1"
 
-[[eip_pools]]
-name = "public"
-cidr = "${bed.eipCidr}"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${new Bun.CryptoHasher("sha256").update("acme-key").digest("hex")}"
-quota = 20
-
+${eipPoolsToml({ public: bed.eipCidr })}
+${projectsToml([{ name: "acme", apiKey: "acme-key", quota: 20 }])}
 ${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: COMMAND_TIMEOUT_MS })}`;
 }
 

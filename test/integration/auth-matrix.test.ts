@@ -10,8 +10,8 @@
  * fetch client would refuse to send.
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
 import { exchange } from "../fuzz/http-fuzz.ts";
+import { eipPoolsToml, projectsToml, sha256Hex } from "../support/config-toml.ts";
 import { Daemon, tempDir } from "../support/daemon.ts";
 
 const ACME = "acme-7d1f0c2a9b3e4d5f";
@@ -20,30 +20,23 @@ const ADMIN = "admin-93b0e5c1f7a2d846";
 const MISSING_EIP = "eip-00000000-0000-4000-8000-000000000000";
 const HELD_VM = "held-vm";
 const HELD_IP = "10.40.0.10";
-const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
 
 function config(dir: string, listen: string, adminKey: boolean): string {
   return `[server]
 listen = "${listen}"
 socket = "${dir}/ippool.sock"
 data_dir = "${dir}"
-${adminKey ? `admin_key_sha256 = "${sha256(ADMIN)}"` : ""}
+${adminKey ? `admin_key_sha256 = "${sha256Hex(ADMIN)}"` : ""}
 
 [[pools]]
 name = "vms"
 cidr = "10.40.0.0/24"
 
-[[eip_pools]]
-name = "public"
-cidr = "100.64.0.0/24"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${sha256(ACME)}"
-
-[[projects]]
-name = "globex"
-api_key_sha256 = "${sha256(GLOBEX)}"
+${eipPoolsToml({ public: "100.64.0.0/24" })}
+${projectsToml([
+  { name: "acme", apiKey: ACME },
+  { name: "globex", apiKey: GLOBEX },
+])}
 `;
 }
 
@@ -301,7 +294,7 @@ function wrongKeys(right: string): [string, string][] {
     ["the key wrong in its first character", flip(0)],
     ["the key wrong in its last character", flip(right.length - 1)],
     ["the key in upper case", right.toUpperCase()],
-    ["the key's SHA-256, as the config stores it", sha256(right)],
+    ["the key's SHA-256, as the config stores it", sha256Hex(right)],
     ["the key as a Bearer token", `Bearer ${right}`],
   ];
 }

@@ -1,6 +1,6 @@
 /** The executable as a client: commands over the socket and over TCP, output and exit codes. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { BINARY, Daemon } from "../support/daemon.ts";
 import { sh } from "../support/processes.ts";
 
@@ -15,13 +15,8 @@ name = "vms"
 cidr = "10.30.0.0/24"
 gateway = "10.30.0.1"
 
-[[eip_pools]]
-name = "public"
-cidr = "100.64.0.0/24"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${createHash("sha256").update(KEY).digest("hex")}"
+${eipPoolsToml({ public: "100.64.0.0/24" })}
+${projectsToml([{ name: "acme", apiKey: KEY }])}
 `,
   });
 });

@@ -8,9 +8,9 @@
  * host suite (test/hosts/eip-daemon.test.ts) checks them against reachable hosts.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
 import { Daemon, tempDir } from "../support/daemon.ts";
 import { eventually, sh } from "../support/processes.ts";
 import {
@@ -43,15 +43,8 @@ name = "vms"
 cidr = "10.20.0.0/29"
 gateway = "10.20.0.1"
 
-[[eip_pools]]
-name = "public"
-cidr = "100.64.0.0/24"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${createHash("sha256").update(KEY).digest("hex")}"
-quota = 2
-
+${eipPoolsToml({ public: "100.64.0.0/24" })}
+${projectsToml([{ name: "acme", apiKey: KEY, quota: 2 }])}
 [[hosts]]
 name = "hv9"
 address = "127.0.0.1"
