@@ -72,7 +72,8 @@ export class HostRegistry {
     });
     const all = Promise.all(
       hosts.map(async (host) => {
-        if (!host.connected) return { host, asked: false, state: null };
+        // A host still on its first attempt (the daemon just started) is asked: the command waits for it.
+        if (!host.connected && !host.connection.startingUp) return { host, asked: false, state: null };
         try {
           const state = await host.libvirt.instanceState(instance);
           if (state === "running") runningOn({ host, state });

@@ -93,6 +93,11 @@ export class SshConnection {
   private readonly connectListeners = new Set<() => void>();
   private readonly disconnectListeners = new Set<(error: Error | null) => void>();
   private readonly settings: typeof DEFAULTS;
+  /**
+   * While the first attempt after `start()` is under way: settles with it. A command issued then
+   * (a request right after the daemon started) waits for it instead of failing "still connecting".
+   */
+  private firstAttempt: { settled: Promise<void>; settle: () => void } | null = null;
 
   constructor(private readonly options: SshConnectionOptions) {
     this.name = options.name;
@@ -112,6 +117,11 @@ export class SshConnection {
     return this.state === "connected";
   }
 
+  /** True during the first connection attempt after `start()`, which commands wait for. */
+  get startingUp(): boolean {
+    return this.firstAttempt !== null;
+  }
+
   /** Why the last connection attempt failed or the connection dropped; null while connected. */
   get lastError(): Error | null {
     return this.error;
@@ -119,7 +129,13 @@ export class SshConnection {
 
   /** Starts connecting in the background (idempotent). Never throws; failures are retried. */
   start(): void {
-    if (this.state === "idle") this.connectNow();
+    if (this.state !== "idle") return;
+    let settle = () => {};
+    const settled = new Promise<void>((resolve) => {
+      settle = resolve;
+    });
+    this.firstAttempt = { settled, settle };
+    this.connectNow();
   }
 
   /** Calls `listener` on every successful (re)connection. Returns a function that unsubscribes. */
@@ -154,19 +170,21 @@ export class SshConnection {
   /**
    * Runs one command in an exec channel and resolves with its output and exit status, whatever the
    * status (see `run` for a version that throws on non-zero). Fails fast with `HostUnavailableError`
-   * when not connected; on timeout kills and closes the channel (the connection stays usable) and
-   * rejects with `HostCommandFailedError`.
+   * when not connected — except during the first attempt after `start()`, which it waits for (within
+   * its timeout); on timeout kills and closes the channel (the connection stays usable) and rejects
+   * with `HostCommandFailedError`.
    */
   async exec(argv: readonly string[], options: ExecOptions = {}): Promise<ExecResult> {
     const timeoutMs = options.timeoutMs ?? this.options.commandTimeoutMs;
     const command = buildCommand(withRemoteDeadline(argv, timeoutMs));
     const shown = display(argv);
     const program = commandName(argv);
+    const started = performance.now();
+    if (!this.connected && this.firstAttempt) await settledWithin(this.firstAttempt.settled, timeoutMs);
     if (!this.connected) {
       this.report(program, null, "unavailable");
       throw this.unavailable("not connected");
     }
-    const started = performance.now();
     let result: ExecResult;
     try {
       const release = await this.slots.acquire(timeoutMs, () => this.timedOut(shown, timeoutMs));
@@ -209,6 +227,7 @@ export class SshConnection {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.failRunning(new HostUnavailableError(`host ${this.name}: connection closed`));
+    this.endFirstAttempt();
     const client = this.client;
     this.client = null;
     if (!client) return;
@@ -243,6 +262,7 @@ export class SshConnection {
         address: `${this.options.address}:${this.options.port}`,
       });
       for (const listener of [...this.connectListeners]) this.notify(() => listener());
+      this.endFirstAttempt();
     });
     client.on("error", (error: Error) => {
       lastError = error;
@@ -254,6 +274,7 @@ export class SshConnection {
       this.error = reason;
       const cause = this.mismatch ? this.mismatch.message : (lastError?.message ?? "closed by the other side");
       this.failRunning(new HostUnavailableError(`host ${this.name}: connection dropped: ${cause}`));
+      this.endFirstAttempt();
       if (this.state === "closed") return;
       if (ready) {
         this.options.logger?.warn("host disconnected", { host: this.name, error: reason.message });
@@ -286,6 +307,11 @@ export class SshConnection {
       lastError = error as Error;
       client.emit("close");
     }
+  }
+
+  private endFirstAttempt(): void {
+    this.firstAttempt?.settle();
+    this.firstAttempt = null;
   }
 
   private verifyHostKey(key: Buffer): boolean {
@@ -429,6 +455,15 @@ function abandon(channel: ClientChannel): void {
   try {
     channel.close();
   } catch {}
+}
+
+/** Waits for `promise` at most `ms` (never rejects). */
+function settledWithin(promise: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const elapsed = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  return Promise.race([promise, elapsed]).finally(() => clearTimeout(timer));
 }
 
 function describeError(name: string, error: Error | null, wasReady: boolean): HostUnavailableError {

@@ -145,6 +145,37 @@ describe("SshConnection", () => {
     expect(closed).toBeInstanceOf(HostUnavailableError);
   });
 
+  test("a command issued while the first connection attempt is under way waits for it and runs", async () => {
+    const fresh = new HostRegistry(await bed.localHostDefinitions(), { tuning: FAST });
+    try {
+      fresh.start();
+      const hv1 = fresh.get("hv1")?.connection;
+      expect(hv1?.connected).toBe(false);
+      const result = await hv1?.exec(["echo", "first"]);
+      expect(result?.stdout).toBe("first\n");
+    } finally {
+      await fresh.close();
+    }
+  });
+
+  test("a command waiting on a first attempt that fails answers HostUnavailableError with its cause", async () => {
+    const refused = new HostRegistry(
+      (await bed.localHostDefinitions()).map((d) => ({ ...d, address: "127.0.0.1", port: 1 })),
+      { tuning: FAST },
+    );
+    try {
+      refused.start();
+      const error = await refused
+        .get("hv1")
+        ?.connection.exec(["true"])
+        .catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(HostUnavailableError);
+      expect((error as Error).message).toContain("ECONNREFUSED");
+    } finally {
+      await refused.close();
+    }
+  });
+
   test("reconnects by itself after sshd goes away and comes back", async () => {
     const host = registry.get("hv2");
     if (!host) throw new Error("no hv2");
@@ -234,6 +265,17 @@ describe("HostRegistry", () => {
     expect(slow.get("gone")?.connected).toBe(false);
     expect(slow.get("gone")?.connection.lastError).toBeInstanceOf(HostUnavailableError);
     await slow.close();
+  });
+
+  test("an instance looked up right after start() is asked of hosts still on their first attempt", async () => {
+    const fresh = new HostRegistry(await bed.localHostDefinitions(), { tuning: FAST });
+    try {
+      fresh.start();
+      // Every host answers that it has no such domain; none is skipped as "not connected".
+      expect(await fresh.findInstance("no-such-domain")).toBeNull();
+    } finally {
+      await fresh.close();
+    }
   });
 
   test("get, all and close", async () => {
