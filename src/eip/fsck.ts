@@ -26,26 +26,16 @@ type Store = PoolStore & EipStore & EipIndexReader;
  * pools. `layouts` maps configured names to layouts named by their store keys.
  */
 export function checkEips(store: Store, layouts: ReadonlyMap<string, PoolLayout>): PoolReport[] {
-  const byPool = new Map<string, string[]>([...layouts.keys()].map((name) => [name, []]));
+  const eips = new Map(Array.from(store.allEips(), (record): [string, EipRecord] => [record.id, record]));
   const reports = [...layouts].map(([name, layout]) => {
-    const bitmap = checkPool(store, layout);
-    const problems = bitmap.problems;
-    byPool.set(name, problems);
-    return { pool: `elastic IPs ${name}`, allocations: bitmap.allocations, problems };
-  });
-  const eips = new Map<string, EipRecord>();
-  for (const record of store.allEips()) {
-    eips.set(record.id, record);
-    const problems = byPool.get(record.pool);
-    if (problems) checkRecord(store, record, problems);
-  }
-  for (const [name, layout] of layouts) {
-    const problems = byPool.get(name) ?? [];
+    const { allocations, problems } = checkPool(store, layout);
+    for (const record of eips.values()) if (record.pool === name) checkRecord(store, record, problems);
     for (const { vmId, record } of store.allocationEntries(layout.name)) {
-      const eip = eips.get(vmId);
-      if (!eip || eip.pool !== name) problems.push(`${formatIpv4(record.ip)}: allocated to ${vmId}, not an EIP of it`);
+      if (eips.get(vmId)?.pool !== name)
+        problems.push(`${formatIpv4(record.ip)}: allocated to ${vmId}, not an EIP of it`);
     }
-  }
+    return { pool: `elastic IPs ${name}`, allocations, problems };
+  });
   const indexes: string[] = [];
   for (const record of eips.values()) {
     if (!layouts.has(record.pool)) indexes.push(`${record.id}: pool ${record.pool} is not configured`);
