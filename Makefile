@@ -34,16 +34,22 @@ run: build
 ## Install binary, systemd unit, libvirt hook and (if none exists yet) an example config; DESTDIR is honoured.
 install: build
 	install -D -m 0755 dist/ippool $(DESTDIR)$(PREFIX)/bin/ippool
-	install -D -m 0644 systemd/ippool.service $(DESTDIR)$(UNITDIR)/ippool.service
+	@# The unit and the hook run the binary where PREFIX put it.
+	install -d -m 0755 $(DESTDIR)$(UNITDIR)
+	sed 's|/usr/local/bin/ippool|$(PREFIX)/bin/ippool|g' systemd/ippool.service > $(DESTDIR)$(UNITDIR)/ippool.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ippool.service
+	sed 's|/usr/local/bin/ippool|$(PREFIX)/bin/ippool|g' hooks/qemu > dist/hook-qemu
 	install -d -m 0755 $(DESTDIR)/etc/ippool
 	[ -e $(DESTDIR)/etc/ippool/ippool.toml ] || install -m 0644 docs/ippool.example.toml $(DESTDIR)/etc/ippool/ippool.toml
 	@# libvirt runs /etc/libvirt/hooks/qemu, and (libvirt >= 6.5) every file in qemu.d/: never replace another hook.
-	if [ ! -e $(DESTDIR)/etc/libvirt/hooks/qemu ] || cmp -s hooks/qemu $(DESTDIR)/etc/libvirt/hooks/qemu; then \
-	  install -D -m 0755 hooks/qemu $(DESTDIR)/etc/libvirt/hooks/qemu; \
+	@# An earlier ippool hook (it logs as ippool-hook) is replaced; any other hook is kept.
+	if [ ! -e $(DESTDIR)/etc/libvirt/hooks/qemu ] || grep -q 'logger -t ippool-hook' $(DESTDIR)/etc/libvirt/hooks/qemu; then \
+	  install -D -m 0755 dist/hook-qemu $(DESTDIR)/etc/libvirt/hooks/qemu; \
 	else \
-	  install -D -m 0755 hooks/qemu $(DESTDIR)/etc/libvirt/hooks/qemu.d/ippool; \
+	  install -D -m 0755 dist/hook-qemu $(DESTDIR)/etc/libvirt/hooks/qemu.d/ippool; \
 	  echo "an existing /etc/libvirt/hooks/qemu was kept; the ippool hook went to qemu.d/ippool"; \
 	fi
+	@echo "libvirtd reads its hooks only when it starts: restart it (systemctl restart libvirtd) for the hook to run"
 
 check: node_modules/.installed
 	$(TSC) --noEmit -p .

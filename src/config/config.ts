@@ -53,6 +53,8 @@ export interface Config {
   readonly reconcileIntervalS: number;
   /** Seconds after its creation before an allocation whose VM no host has counts as leaked. */
   readonly leakGracePeriodS: number;
+  /** Seconds between collections of leaked hook-made allocations (undefined domains); 0 turns them off. */
+  readonly leakCollectIntervalS: number;
 }
 
 /** SPEC §5: with no config file and no flags, this runs out of the box. */

@@ -93,6 +93,13 @@ export const LeaksSection = Type.Object(
         description: "seconds an allocation is left alone before it may be called a leak",
       }),
     ),
+    collect_interval_s: Type.Optional(
+      Type.Integer({
+        minimum: 0,
+        maximum: 86_400,
+        description: "seconds between releases of leaked hook-made allocations (undefined domains); 0 turns them off",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

@@ -24,6 +24,7 @@ const DEFAULT_QUOTA = 20;
 const DEFAULT_RECONCILE_INTERVAL_S = 60;
 /** 15 minutes: longer than a VM takes from its hook's allocation to being listed by libvirt. */
 const DEFAULT_LEAK_GRACE_PERIOD_S = 900;
+const DEFAULT_LEAK_COLLECT_INTERVAL_S = 300;
 
 /** `/pools/0/cidr` → `pools[0].cidr` */
 function keyOf(pointer: string): string {
@@ -88,6 +89,7 @@ export function validateConfig(document: unknown): Config {
     hosts: Object.freeze(hosts),
     reconcileIntervalS: file.reconcile?.interval_s ?? DEFAULT_RECONCILE_INTERVAL_S,
     leakGracePeriodS: file.leaks?.grace_period_s ?? DEFAULT_LEAK_GRACE_PERIOD_S,
+    leakCollectIntervalS: file.leaks?.collect_interval_s ?? DEFAULT_LEAK_COLLECT_INTERVAL_S,
   });
 }
 

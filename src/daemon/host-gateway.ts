@@ -35,6 +35,10 @@ export class SshHostGateway implements HostGateway, DomainDirectory {
     return found && { host: found.host.name, state: found.state };
   }
 
+  instanceUuid(host: string, instanceId: string): Promise<string | null> {
+    return this.host(host).libvirt.instanceUuid(instanceId);
+  }
+
   async instanceAddresses(host: string, instanceId: string): Promise<number[]> {
     return (await this.host(host).libvirt.instanceAddresses(instanceId)).filter(isIpv4).map(parseIpv4);
   }

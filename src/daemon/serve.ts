@@ -27,7 +27,7 @@ async function start(config: Config, logger: Logger): Promise<void> {
     socket: config.socket ?? "",
     default_pool: config.defaultPool,
   });
-  const { store, hosts, reconciler, app, requests } = wireServices(config, logger, runtime.name);
+  const { store, hosts, reconciler, leaks, app, requests } = wireServices(config, logger, runtime.name);
 
   const listeners: Listener[] = [];
   try {
@@ -41,6 +41,7 @@ async function start(config: Config, logger: Logger): Promise<void> {
   } catch (error) {
     await Promise.all(listeners.map((l) => l.stop()));
     reconciler.stop();
+    leaks.stop();
     await hosts.close();
     await store.close();
     throw error;
@@ -53,6 +54,7 @@ async function start(config: Config, logger: Logger): Promise<void> {
     logger.info("stopping", { signal });
     await Promise.all(listeners.map((l) => l.stop()));
     reconciler.stop();
+    leaks.stop();
     await hosts.close();
     await store.close();
     if (config.socket) removeSocket(config.socket);

@@ -26,6 +26,7 @@ export interface DaemonParts {
   readonly store: LmdbStore;
   readonly hosts: HostRegistry;
   readonly reconciler: EipReconciler;
+  readonly leaks: LeakDetector;
   readonly app: ReturnType<typeof createApp>;
   /** Told about every request, for the HTTP metrics. */
   readonly requests: RequestObserver;
@@ -67,6 +68,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   );
   const locks = new KeyedLocks();
   const associations = new EipAssociations(store, gateway, pools, locks, logger, metrics.associations);
+  pools.setAddressDependents(associations);
   const reconciler = new EipReconciler(store, gateway, locks, logger, metrics.reconciliation);
   // Reconciliation listens for connections before the hosts start connecting.
   reconciler.start(config.reconcileIntervalS);
@@ -75,11 +77,12 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
     events: metrics.leaks,
     logger,
   });
+  if (config.hosts.length > 0) leaks.start(config.leakCollectIntervalS);
   const projects = new ProjectDirectory(config.projects);
   const adminGate = new AdminGate(config.adminKeySha256, config.listen !== null && !isLoopback(config.listen.hostname));
   if (adminGate.required && config.adminKeySha256 === null) {
     logger.warn("TCP listens beyond loopback and server.admin_key_sha256 is not set: the pool API refuses TCP calls");
   }
   const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
-  return { store, hosts, reconciler, app, requests: metrics.requests };
+  return { store, hosts, reconciler, leaks, app, requests: metrics.requests };
 }

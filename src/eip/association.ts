@@ -10,6 +10,8 @@ import { AppError } from "../errors.ts";
 import type { Logger } from "../log/logger.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
 import { fail, type Outcome } from "../outcome.ts";
+import type { Allocation } from "../pool/allocator.ts";
+import type { AddressDependents } from "../pool/dependents.ts";
 import type { PoolService } from "../pool/service.ts";
 import {
   AlreadyAssociatedError,
@@ -36,7 +38,7 @@ interface InstancePlacement {
   readonly privateIp: number;
 }
 
-export class EipAssociations {
+export class EipAssociations implements AddressDependents {
   constructor(
     private readonly store: EipStore & { write<T>(body: () => T): Promise<T> },
     private readonly hosts: HostGateway,
@@ -68,23 +70,34 @@ export class EipAssociations {
     }
   }
 
-  private associateNow(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
-    const { instanceId } = request;
-    return this.locks.run([`eip:${id}`, `instance:${instanceId}`], async () => {
+  private async associateNow(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
+    // Another project's EIP is a missing one, whatever the instance: checked before it is looked up.
+    ownedEip(this.store, project, id);
+    const instance = await this.identify(request.instanceId);
+    return this.locks.run([`eip:${id}`, `instance:${instance.vmId}`], async () => {
       const eip = ownedEip(this.store, project, id);
-      if (eip.state === "associated" && eip.instanceId === instanceId) return eip;
+      if (eip.state === "associated" && eip.instanceId === instance.vmId) return eip;
       if (eip.state === "associated" && !request.allowReassociation) {
         throw new AlreadyAssociatedError(
           `${id} is associated with ${eip.instanceId}; send allow_reassociation: true to move it`,
         );
       }
-      const holder = this.store.eipOfInstance(instanceId);
-      if (holder !== undefined && holder !== id) throw new InstanceHasEipError(`${instanceId} already has ${holder}`);
-      const target = await this.place(instanceId);
+      const holder = this.store.eipOfInstance(instance.vmId);
+      if (holder !== undefined && holder !== id) {
+        throw new InstanceHasEipError(`${request.instanceId} (${instance.vmId}) already has ${holder}`);
+      }
+      // Read again under the instance lock: its address may have been released meanwhile.
+      const allocation = instance.allocation && this.pools.find(instance.vmId);
+      if (instance.allocation && !allocation) {
+        throw new InstanceHasNoAddressError(
+          `${request.instanceId}'s address was released while it was being associated`,
+        );
+      }
+      const target = await this.place(request.instanceId, allocation);
       const updated: EipRecord = {
         ...eip,
         state: "associated",
-        instanceId,
+        instanceId: instance.vmId,
         host: target.host,
         privateIp: target.privateIp,
         associatedAt: Date.now(),
@@ -102,9 +115,9 @@ export class EipAssociations {
         const recorded = await this.store.write((): Outcome<void> => {
           if (this.store.getEip(id) === undefined) return fail(releasedMeanwhile(id));
           this.store.putEip(updated);
-          if (eip.instanceId !== undefined && eip.instanceId !== instanceId)
+          if (eip.instanceId !== undefined && eip.instanceId !== instance.vmId)
             this.store.removeInstanceEip(eip.instanceId);
-          this.store.putInstanceEip(instanceId, id);
+          this.store.putInstanceEip(instance.vmId, id);
           return { ok: true, value: undefined };
         });
         if (!recorded.ok) {
@@ -123,28 +136,77 @@ export class EipAssociations {
       if (eip.state !== "associated" || eip.host === undefined || eip.instanceId === undefined) {
         throw new NotAssociatedError(`${id} is not associated`);
       }
-      const { host, instanceId } = eip;
-      const { instanceId: _i, host: _h, privateIp: _p, associatedAt: _a, ...rest } = eip;
-      const updated: EipRecord = { ...rest, state: "allocated" };
-      await this.locks.run([`host:${host}`], async () => {
-        try {
-          await this.hosts.remove(host, eip.publicIp);
-        } catch (error) {
-          if (!isUnavailable(error)) throw error;
-          this.logger.warn("host unreachable: disassociation left to reconciliation", { host, eip: id });
-        }
-        await this.store.write(() => {
-          this.store.putEip(updated);
-          this.store.removeInstanceEip(instanceId);
-        });
-      });
-      return updated;
+      return this.detach(eip, eip.host, eip.instanceId);
     });
   }
 
-  /** Where the instance runs and its private address: ippool's own allocation first, then libvirt. */
-  private async place(instanceId: string): Promise<InstancePlacement> {
+  /**
+   * Implements `AddressDependents` for the pools: before VMs' addresses are freed, their EIPs are
+   * disassociated (host rules removed, or left to reconciliation if the host is down) and the VMs
+   * stay locked until `release` has written, so no association can target a freed address.
+   */
+  async releasing<T>(vmIds: readonly string[], release: () => Promise<T>): Promise<T> {
+    for (;;) {
+      const eipIds = this.eipsOf(vmIds);
+      const keys = [...eipIds.map((eipId) => `eip:${eipId}`), ...vmIds.map((vmId) => `instance:${vmId}`)];
+      const outcome = await this.locks.run(keys, async () => {
+        // An association that held these VMs' locks may have given one an EIP: lock that too.
+        if (this.eipsOf(vmIds).join() !== eipIds.join()) return null;
+        for (const eipId of eipIds) {
+          const eip = this.store.getEip(eipId);
+          if (eip?.state !== "associated" || eip.host === undefined || eip.instanceId === undefined) continue;
+          await this.detach(eip, eip.host, eip.instanceId);
+          this.logger.info("elastic IP disassociated: its VM's address was released", {
+            eip: eip.id,
+            instance: eip.instanceId,
+            host: eip.host,
+          });
+        }
+        return { value: await release() };
+      });
+      if (outcome) return outcome.value;
+    }
+  }
+
+  private eipsOf(vmIds: readonly string[]): string[] {
+    return vmIds.flatMap((vmId) => this.store.eipOfInstance(vmId) ?? []).sort();
+  }
+
+  /** Takes an associated EIP off its host and records it as allocated (caller holds its EIP lock). */
+  private async detach(eip: EipRecord, host: string, instanceId: string): Promise<EipRecord> {
+    const { instanceId: _i, host: _h, privateIp: _p, associatedAt: _a, ...rest } = eip;
+    const updated: EipRecord = { ...rest, state: "allocated" };
+    await this.locks.run([`host:${host}`], async () => {
+      try {
+        await this.hosts.remove(host, eip.publicIp);
+      } catch (error) {
+        if (!isUnavailable(error)) throw error;
+        this.logger.warn("host unreachable: disassociation left to reconciliation", { host, eip: eip.id });
+      }
+      await this.store.write(() => {
+        this.store.putEip(updated);
+        this.store.removeInstanceEip(instanceId);
+      });
+    });
+    return updated;
+  }
+
+  /**
+   * Which VM an instance id (a libvirt name or UUID) stands for: ippool's allocation when it has
+   * one (found by vm_id or name), else the UUID libvirt reports, so a name and a UUID of one VM
+   * are one instance everywhere (locks, the one-EIP-per-instance rule, the record).
+   */
+  private async identify(instanceId: string): Promise<{ vmId: string; allocation?: Allocation }> {
     const allocation = this.pools.find(instanceId);
+    if (allocation) return { vmId: allocation.vmId, allocation };
+    const found = await this.hosts.locate(instanceId);
+    if (!found) throw new InstanceNotFoundError(`no configured host has an instance ${instanceId}`);
+    const uuid = await this.hosts.instanceUuid(found.host, instanceId);
+    return { vmId: uuid ?? instanceId };
+  }
+
+  /** Where the instance runs and its private address: ippool's own allocation first, then libvirt. */
+  private async place(instanceId: string, allocation: Allocation | undefined): Promise<InstancePlacement> {
     let host = allocation?.host !== undefined && this.hosts.has(allocation.host) ? allocation.host : undefined;
     let state = host === undefined ? null : await this.hosts.instanceState(host, instanceId);
     if (host === undefined || state === null) {

@@ -27,6 +27,8 @@ export interface HostGateway {
   instanceState(host: string, instanceId: string): Promise<string | null>;
   /** Asks every reachable host in parallel; throws HOST_UNAVAILABLE when no host could be asked. */
   locate(instanceId: string): Promise<{ host: string; state: string } | null>;
+  /** The instance's UUID as libvirt knows it (lower case, dashed), null if the host has no such domain. */
+  instanceUuid(host: string, instanceId: string): Promise<string | null>;
   /** IPv4 addresses libvirt reports for the instance (may be empty). */
   instanceAddresses(host: string, instanceId: string): Promise<number[]>;
   /** Installs the association on the host (idempotent). */

@@ -14,6 +14,7 @@ import {
   PoolParams,
   PoolQuery,
   PoolView,
+  ReleaseQuery,
   ReleaseView,
   StatsView,
   VmIdParams,
@@ -35,6 +36,7 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
           const { allocation, created } = await pools.allocate({
             vmId: body.vm_id,
             ...(body.hostname == null ? {} : { hostname: body.hostname }),
+            ...(body.name === undefined ? {} : { name: body.name }),
             ...(body.host === undefined ? {} : { host: body.host }),
             ...(body.pool === undefined ? {} : { pool: body.pool }),
             ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
@@ -72,13 +74,15 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
       .delete(
         "/ip/release/:vm_id",
         async ({ params, query }) => {
-          const released = await pools.release(params.vm_id, query.pool);
+          const released = await pools.release(params.vm_id, query.pool, {
+            ...(query.host === undefined ? {} : { fromHost: query.host }),
+          });
           return { message: "IP released successfully", vm_id: params.vm_id, released: released.map(view) };
         },
         {
           params: VmIdParams,
-          query: PoolQuery,
-          response: { 200: ReleaseView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND") },
+          query: ReleaseQuery,
+          response: { 200: ReleaseView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND", "VM_ON_OTHER_HOST") },
         },
       )
       .delete(

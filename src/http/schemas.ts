@@ -17,12 +17,21 @@ export const VmId = Type.String({
   description: "1 to 128 printable ASCII characters, no space or /",
 });
 export const Hostname = Type.String({ pattern: HOSTNAME, maxLength: 253, description: "an RFC 1123 host name" });
+/** A libvirt domain name: anything but control characters and "/" (libvirt refuses "/"). */
+export const VmName = Type.String({
+  pattern: "^[^\\x00-\\x1f\\x7f/]+$",
+  minLength: 1,
+  maxLength: 255,
+  description:
+    "the VM's name (a libvirt domain's name), an alias of its vm_id: 1 to 255 characters, no control characters or /",
+});
 export const PoolName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a pool name" });
 export const HostName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a hypervisor host's configured name" });
 
 export const AllocateBody = Type.Object({
   vm_id: VmId,
   hostname: Type.Optional(Type.Union([Hostname, Type.Null()])),
+  name: Type.Optional(VmName),
   host: Type.Optional(HostName),
   pool: Type.Optional(PoolName),
   ip: Type.Optional(Ipv4),
@@ -34,6 +43,13 @@ export const IpParams = Type.Object({ ip: Ipv4 });
 export const PoolParams = Type.Object({ name: PoolName });
 
 export const PoolQuery = Type.Object({ pool: Type.Optional(PoolName) });
+export const ReleaseQuery = Type.Object({
+  pool: Type.Optional(PoolName),
+  host: Type.Optional({
+    ...HostName,
+    description: "the host reporting the release: a VM recorded on another host keeps its address (409)",
+  }),
+});
 export const ListQuery = Type.Object({
   pool: Type.Optional(PoolName),
   after: Type.Optional(Ipv4),
@@ -46,6 +62,7 @@ export const AllocationView = Type.Object({
   ip: Ipv4,
   vm_id: Type.String(),
   hostname: Type.Optional(Type.String()),
+  name: Type.Optional(Type.String()),
   host: Type.Optional(Type.String()),
   pool: Type.String(),
   gateway: Type.Optional(Ipv4),

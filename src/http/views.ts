@@ -10,6 +10,7 @@ export function allocationView(allocation: Allocation, layout: PoolLayout): Allo
     ip: formatIpv4(allocation.ip),
     vm_id: allocation.vmId,
     ...(allocation.hostname === undefined ? {} : { hostname: allocation.hostname }),
+    ...(allocation.name === undefined ? {} : { name: allocation.name }),
     ...(allocation.host === undefined ? {} : { host: allocation.host }),
     pool: allocation.pool,
     ...(layout.gateway === null ? {} : { gateway: formatIpv4(layout.gateway) }),

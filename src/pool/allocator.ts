@@ -9,13 +9,15 @@ import { fail, type Outcome } from "../outcome.ts";
 import { clearBit, emptyPage, findClear, findSetCircular, PAGE_BITS, setBit, testBit } from "./bitmap.ts";
 import { AddressInUseError, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
-import type { PoolCounters, PoolStore } from "./store.ts";
+import type { AllocationRecord, PoolCounters, PoolStore } from "./store.ts";
 
 export interface Allocation {
   readonly pool: string;
   readonly vmId: string;
   readonly ip: number;
   readonly hostname?: string;
+  /** The VM's name: an alias that finds it as its vm_id does. */
+  readonly name?: string;
   /** The hypervisor host the VM runs on, as its launch hook reported it. */
   readonly host?: string;
   readonly createdAt: number;
@@ -24,6 +26,7 @@ export interface Allocation {
 export interface AllocateRequest {
   readonly vmId: string;
   readonly hostname?: string;
+  readonly name?: string;
   readonly host?: string;
   /** A specific address the caller wants, as a uint32. */
   readonly ip?: number;
@@ -61,10 +64,7 @@ export function allocateInTransaction(
         ),
       );
     }
-    // A repeat from another host is the VM having moved there: remember where it runs now.
-    const record =
-      request.host === undefined || request.host === existing.host ? existing : { ...existing, host: request.host };
-    if (record !== existing) store.putAllocation(layout.name, request.vmId, record);
+    const record = updatedOnRepeat(store, layout, request, existing);
     return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...record }, created: false } };
   }
   const counters = countersOf(store, layout);
@@ -77,6 +77,7 @@ export function allocateInTransaction(
     vmId: request.vmId,
     ip: layout.ipAt(ordinal),
     ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
+    ...(request.name === undefined ? {} : { name: request.name }),
     ...(request.host === undefined ? {} : { host: request.host }),
     createdAt: Date.now(),
   };
@@ -84,6 +85,9 @@ export function allocateInTransaction(
   const { pool: _pool, vmId: _vmId, ...record } = allocation;
   store.putAllocation(layout.name, request.vmId, record);
   store.putAddress(layout.name, allocation.ip, request.vmId);
+  // The newest VM to take a name owns it: a domain undefined and defined again under its old name
+  // is found by that name, while the old one's allocation waits for leak collection.
+  if (request.name !== undefined) store.putName(layout.name, request.name, request.vmId);
   const cursor =
     layout.strategy === "next-fit" && request.ip === undefined ? (ordinal + 1) % layout.cidr.size : counters.cursor;
   store.putCounters(layout.name, { cursor, allocated: counters.allocated + 1 });
@@ -98,8 +102,39 @@ export function releaseInTransaction(store: PoolStore, layout: PoolLayout, vmId:
   markFree(store, layout, layout.ordinalOf(record.ip));
   store.removeAllocation(layout.name, vmId);
   store.removeAddress(layout.name, record.ip);
+  if (record.name !== undefined && store.vmNamed(layout.name, record.name) === vmId)
+    store.removeName(layout.name, record.name);
   store.putCounters(layout.name, { cursor: counters.cursor, allocated: counters.allocated - 1 });
   return { pool: layout.name, vmId, ...record };
+}
+
+/**
+ * A repeat allocation keeps the address and creation time. From another host it is the VM having
+ * moved there (live migration: the destination's hook runs first), so the host is updated; a new
+ * name (a renamed domain) moves the alias.
+ */
+function updatedOnRepeat(
+  store: PoolStore,
+  layout: PoolLayout,
+  request: AllocateRequest,
+  existing: AllocationRecord,
+): AllocationRecord {
+  const host = request.host ?? existing.host;
+  const name = request.name ?? existing.name;
+  if (host === existing.host && name === existing.name) return existing;
+  const record = {
+    ...existing,
+    ...(host === undefined ? {} : { host }),
+    ...(name === undefined ? {} : { name }),
+  };
+  store.putAllocation(layout.name, request.vmId, record);
+  if (name !== existing.name && name !== undefined) {
+    if (existing.name !== undefined && store.vmNamed(layout.name, existing.name) === request.vmId) {
+      store.removeName(layout.name, existing.name);
+    }
+    store.putName(layout.name, name, request.vmId);
+  }
+  return record;
 }
 
 function checkRequested(store: PoolStore, layout: PoolLayout, ip: number): Outcome<number> {

@@ -45,3 +45,12 @@ export class LeakCheckIncompleteError extends AppError {
   readonly status = 503;
   readonly code = "LEAK_CHECK_INCOMPLETE";
 }
+
+/**
+ * A release reported by a host that is no longer the VM's host (after a live migration the source's
+ * hook releases after the destination's has allocated): nothing is released.
+ */
+export class VmOnOtherHostError extends AppError {
+  readonly status = 409;
+  readonly code = "VM_ON_OTHER_HOST";
+}

@@ -113,6 +113,8 @@ export type LeakLogger = Pick<Logger, "info" | "warn">;
 export const NO_HOSTS_REASON = "no hypervisor hosts are configured: there is nothing to compare allocations against";
 
 export class LeakDetector {
+  private timer: ReturnType<typeof setInterval> | undefined;
+
   constructor(
     private readonly pools: PoolService,
     private readonly hosts: DomainDirectory,
@@ -133,13 +135,41 @@ export class LeakDetector {
     return this.run(true, pool);
   }
 
-  private async run(release: boolean, pool: string | undefined): Promise<LeakReport> {
+  /**
+   * The periodic collection: releases leaked allocations that a hypervisor host reported (those
+   * with a `host`: a libvirt hook's), never one made for something else through the API. This is
+   * how an undefined domain's address is released: libvirt has no undefine hook.
+   */
+  collect(): Promise<LeakReport> {
+    return this.run(true, undefined, (allocation) => allocation.host !== undefined);
+  }
+
+  /** Calls `collect` every `intervalS` seconds (0: never); a refused or failed run is logged and retried next time. */
+  start(intervalS: number): void {
+    if (intervalS <= 0) return;
+    this.timer = setInterval(() => {
+      this.collect().catch((error) =>
+        this.options.logger?.warn("leak collection did not run", { error: (error as Error).message }),
+      );
+    }, intervalS * 1000);
+    this.timer.unref?.();
+  }
+
+  stop(): void {
+    clearInterval(this.timer);
+  }
+
+  private async run(
+    release: boolean,
+    pool: string | undefined,
+    eligible: (allocation: Allocation) => boolean = () => true,
+  ): Promise<LeakReport> {
     const events = this.options.events ?? NO_LEAK_EVENTS;
     const checkedAt = (this.options.now ?? Date.now)();
     const pools = pool === undefined ? this.pools.layouts.map((layout) => layout.name) : [this.pools.layout(pool).name];
     // Allocations first, then the hosts: a VM whose allocation is in this snapshot and that
     // exists is listed by its host; an allocation made later is not judged at all.
-    const allocations = [...this.pools.allAllocations(pool)];
+    const allocations = [...this.pools.allAllocations(pool)].filter(eligible);
     const answers = await Promise.all(this.hosts.hostNames().map((host) => this.ask(host)));
     const decision = decideLeaks(allocations, answers, this.gracePeriodS * 1000, checkedAt);
     const base = {

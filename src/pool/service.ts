@@ -13,10 +13,11 @@ import {
   allocateInTransaction,
   releaseInTransaction,
 } from "./allocator.ts";
-import { AllocationNotFoundError, PoolNotFoundError } from "./errors.ts";
+import { type AddressDependents, NO_ADDRESS_DEPENDENTS } from "./dependents.ts";
+import { AllocationNotFoundError, PoolNotFoundError, VmOnOtherHostError } from "./errors.ts";
 import { failureReason, NO_POOL_EVENTS, type PoolEvents, type PoolKind } from "./events.ts";
 import type { PoolLayout } from "./layout.ts";
-import type { PoolStore } from "./store.ts";
+import type { AllocationRecord, PoolStore } from "./store.ts";
 
 export interface PoolStats {
   readonly pool: string;
@@ -68,8 +69,14 @@ export interface ListPage {
   readonly next?: string;
 }
 
+export interface ReleaseOptions {
+  /** The host reporting the release: if the VM's recorded host is another, nothing is released. */
+  readonly fromHost?: string;
+}
+
 export class PoolService {
   private readonly byName: Map<string, PoolLayout>;
+  private dependents: AddressDependents = NO_ADDRESS_DEPENDENTS;
 
   constructor(
     private readonly store: PoolStore,
@@ -78,6 +85,11 @@ export class PoolService {
     private readonly events: PoolEvents = NO_POOL_EVENTS,
   ) {
     this.byName = new Map(layouts.map((layout) => [layout.name, layout]));
+  }
+
+  /** Who must let go of an address before it is freed (the EIP service, wired after both exist). */
+  setAddressDependents(dependents: AddressDependents): void {
+    this.dependents = dependents;
   }
 
   layout(name: string = this.defaultPool): PoolLayout {
@@ -105,14 +117,27 @@ export class PoolService {
     return allocateInTransaction(this.store, this.layout(pool), request);
   }
 
-  /** Releases the vm's address in one pool, or in every pool when none is named. */
-  async release(vmId: string, pool?: string): Promise<Allocation[]> {
+  /**
+   * Releases the VM's address in one pool, or in every pool when none is named. `vmIdOrName` is
+   * its vm_id or its name. With `fromHost`, a VM recorded on another host keeps its address.
+   */
+  async release(vmIdOrName: string, pool?: string, options: ReleaseOptions = {}): Promise<Allocation[]> {
     const layouts = pool === undefined ? this.layouts : [this.layout(pool)];
-    const released = await this.store.write(() =>
-      layouts.flatMap((layout) => releaseInTransaction(this.store, layout, vmId) ?? []),
-    );
-    if (released.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
-    for (const allocation of released) this.events.released(allocation.pool, "vm");
+    const held = layouts.flatMap((layout) => {
+      const vmId = this.vmIdIn(layout, vmIdOrName);
+      const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
+      return vmId === undefined || !record ? [] : [{ pool: layout.name, vmId, ...record }];
+    });
+    if (held.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmIdOrName}`);
+    const { fromHost } = options;
+    const elsewhere = held.find((allocation) => fromHost !== undefined && !onHost(allocation, fromHost));
+    if (elsewhere) {
+      throw new VmOnOtherHostError(
+        `vm ${elsewhere.vmId} runs on ${elsewhere.host}, not ${fromHost}: its address is kept (a migrated VM's old host releasing)`,
+      );
+    }
+    const released = await this.releaseHeld(held, (record) => fromHost === undefined || onHost(record, fromHost));
+    if (released.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmIdOrName}`);
     return released;
   }
 
@@ -121,28 +146,43 @@ export class PoolService {
    * same creation time): one that was released, or released and allocated again, meanwhile is
    * left alone. One transaction; answers what was released.
    */
-  async releaseUnchanged(allocations: readonly Allocation[]): Promise<Allocation[]> {
-    const released = await this.store.write(() =>
-      allocations.flatMap((expected) => {
-        const layout = this.byName.get(expected.pool);
-        const record = layout && this.store.getAllocation(layout.name, expected.vmId);
-        if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
-        return releaseInTransaction(this.store, layout, expected.vmId) ?? [];
-      }),
-    );
-    for (const allocation of released) this.events.released(allocation.pool, "vm");
-    return released;
+  releaseUnchanged(allocations: readonly Allocation[]): Promise<Allocation[]> {
+    return this.releaseHeld(allocations, () => true);
   }
 
   async releaseByIp(ipText: string): Promise<Allocation> {
     const ip = parseIpv4(ipText);
     const layout = this.layoutContaining(ip);
-    const released = await this.store.write(() => {
-      const vmId = this.store.vmAt(layout.name, ip);
-      return vmId === undefined ? null : releaseInTransaction(this.store, layout, vmId);
-    });
+    const vmId = this.store.vmAt(layout.name, ip);
+    const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
+    const [released] =
+      vmId === undefined || !record ? [] : await this.releaseHeld([{ pool: layout.name, vmId, ...record }], () => true);
     if (!released) throw new AllocationNotFoundError(`${ipText} is not allocated`);
-    this.events.released(released.pool, "vm");
+    return released;
+  }
+
+  /**
+   * Releases allocations read before: once their VMs' dependents (EIPs) are detached, in one
+   * transaction, each only if its record is unchanged and `still` holds for it.
+   */
+  private async releaseHeld(
+    allocations: readonly Allocation[],
+    still: (record: AllocationRecord) => boolean,
+  ): Promise<Allocation[]> {
+    if (allocations.length === 0) return [];
+    const vmIds = [...new Set(allocations.map((allocation) => allocation.vmId))];
+    const released = await this.dependents.releasing(vmIds, () =>
+      this.store.write(() =>
+        allocations.flatMap((expected) => {
+          const layout = this.byName.get(expected.pool);
+          const record = layout && this.store.getAllocation(layout.name, expected.vmId);
+          if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
+          if (!still(record)) return [];
+          return releaseInTransaction(this.store, layout, expected.vmId) ?? [];
+        }),
+      ),
+    );
+    for (const allocation of released) this.events.released(allocation.pool, "vm");
     return released;
   }
 
@@ -153,11 +193,18 @@ export class PoolService {
     return found;
   }
 
-  find(vmId: string, pool?: string): Allocation | undefined {
+  /** By vm_id in every pool (default first), then by name: a name never hides another VM's vm_id. */
+  find(vmIdOrName: string, pool?: string): Allocation | undefined {
     const layouts = pool === undefined ? this.searchOrder() : [this.layout(pool)];
-    for (const layout of layouts) {
-      const record = this.store.getAllocation(layout.name, vmId);
-      if (record) return { pool: layout.name, vmId, ...record };
+    for (const lookup of [
+      (id: string) => id,
+      (name: string, layout: PoolLayout) => this.store.vmNamed(layout.name, name),
+    ]) {
+      for (const layout of layouts) {
+        const vmId = lookup(vmIdOrName, layout);
+        const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
+        if (vmId !== undefined && record) return { pool: layout.name, vmId, ...record };
+      }
     }
     return undefined;
   }
@@ -222,6 +269,12 @@ export class PoolService {
     return this.layouts.map((layout) => poolUsage(this.store, layout, "vm"));
   }
 
+  /** The vm_id that `vmIdOrName` stands for in this pool: itself if it holds an allocation there, else whose name it is. */
+  private vmIdIn(layout: PoolLayout, vmIdOrName: string): string | undefined {
+    if (this.store.getAllocation(layout.name, vmIdOrName)) return vmIdOrName;
+    return this.store.vmNamed(layout.name, vmIdOrName);
+  }
+
   private layoutContaining(ip: number): PoolLayout {
     const layout = this.layouts.find((l) => l.contains(ip));
     if (!layout) throw new InvalidIpError(`${formatIpv4(ip)} is not in any configured pool`);
@@ -232,4 +285,9 @@ export class PoolService {
     const first = this.layout();
     return [first, ...this.layouts.filter((l) => l !== first)];
   }
+}
+
+/** A VM with no recorded host is taken to be on whichever host reports it. */
+function onHost(record: AllocationRecord, host: string): boolean {
+  return record.host === undefined || record.host === host;
 }

@@ -21,6 +21,8 @@ export interface PoolCounters {
 export interface AllocationRecord {
   readonly ip: number;
   readonly hostname?: string;
+  /** The VM's name (a libvirt domain's name): an alias that finds the same VM as its vm_id (its UUID). */
+  readonly name?: string;
   readonly host?: string;
   /** Milliseconds since the epoch. */
   readonly createdAt: number;
@@ -49,6 +51,11 @@ export interface PoolStore {
   putAllocation(pool: string, vmId: string, record: AllocationRecord): void;
   removeAllocation(pool: string, vmId: string): void;
   allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }>;
+
+  /** The vm_id whose allocation in this pool carries `name` as its name. */
+  vmNamed(pool: string, name: string): string | undefined;
+  putName(pool: string, name: string, vmId: string): void;
+  removeName(pool: string, name: string): void;
 
   vmAt(pool: string, ip: number): string | undefined;
   putAddress(pool: string, ip: number, vmId: string): void;

@@ -29,6 +29,7 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   private readonly pages: Database<Buffer, PageKey>;
   private readonly allocations: Database<AllocationRecord, AllocationKey>;
   private readonly addressIndex: Database<string, AddressKey>;
+  private readonly names: Database<string, [string, string]>;
   private readonly eips: Database<EipRecord, string>;
   private readonly eipsByProject: Database<string, [string, string]>;
   private readonly idempotency: Database<IdempotencyRecord, [string, string]>;
@@ -49,6 +50,7 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.pages = this.root.openDB({ name: "pool-pages", encoding: "binary" });
     this.allocations = this.root.openDB({ name: "allocations" });
     this.addressIndex = this.root.openDB({ name: "addresses", encoding: "string" });
+    this.names = this.root.openDB({ name: "vm-names", encoding: "string" });
     this.eips = this.root.openDB({ name: "eips" });
     this.eipsByProject = this.root.openDB({ name: "eips-by-project", encoding: "string" });
     this.idempotency = this.root.openDB({ name: "eip-idempotency" });
@@ -149,6 +151,18 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     return this.allocations
       .getRange({ start: [pool, ""], end: [pool, AFTER_VM_IDS] })
       .map(({ key, value }) => ({ vmId: key[1] as string, record: value }));
+  }
+
+  vmNamed(pool: string, name: string): string | undefined {
+    return this.names.get([pool, name]);
+  }
+
+  putName(pool: string, name: string, vmId: string): void {
+    this.names.putSync([pool, name], vmId);
+  }
+
+  removeName(pool: string, name: string): void {
+    this.names.removeSync([pool, name]);
   }
 
   vmAt(pool: string, ip: number): string | undefined {

@@ -41,8 +41,8 @@ describe("pool commands over the socket", () => {
 
   test("list, show, stats and pools print tables a person can read", async () => {
     const list = await ippool("list", ...onSocket());
-    expect(list.stdout.split("\n")[0]).toMatch(/^IP\s+VM_ID\s+HOSTNAME\s+HOST\s+POOL\s+CREATED_AT$/);
-    expect(list.stdout).toMatch(/^10\.30\.0\.2\s+vm-1\s+web-1\s+hv1\s+vms\s/m);
+    expect(list.stdout.split("\n")[0]).toMatch(/^IP\s+VM_ID\s+NAME\s+HOSTNAME\s+HOST\s+POOL\s+CREATED_AT$/);
+    expect(list.stdout).toMatch(/^10\.30\.0\.2\s+vm-1\s+-\s+web-1\s+hv1\s+vms\s/m);
     expect((await ippool("show", "vm-1", ...onSocket())).stdout).toMatch(/^vm_id\s+vm-1$/m);
     expect((await ippool("stats", ...onSocket())).stdout).toMatch(/^usage\s+0\.4%$/m);
     expect((await ippool("pools", ...onSocket())).stdout).toMatch(

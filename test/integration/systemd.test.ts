@@ -60,6 +60,29 @@ describe("make install", () => {
     expect(readFileSync(config, "utf8")).toBe("# mine\n");
   });
 
+  test("PREFIX=/usr puts the binary in /usr/bin, and the unit and the hook run it from there", async () => {
+    const destdir = tempDir("ippool-install-");
+    dirs.push(destdir);
+    expect((await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`, "PREFIX=/usr"])).code).toBe(0);
+    expect(existsSync(join(destdir, "usr/bin/ippool"))).toBe(true);
+    const unit = readFileSync(join(destdir, "lib/systemd/system/ippool.service"), "utf8");
+    expect(unit).toContain("ExecStart=/usr/bin/ippool ");
+    expect(unit).not.toContain("/usr/local/");
+    const hook = readFileSync(join(destdir, "etc/libvirt/hooks/qemu"), "utf8");
+    expect(hook).toContain("bin=${IPPOOL_BIN:-/usr/bin/ippool}");
+    expect(hook).not.toContain("/usr/local/bin/ippool");
+  });
+
+  test("an earlier ippool hook is replaced in place, not moved aside", async () => {
+    const destdir = tempDir("ippool-install-");
+    dirs.push(destdir);
+    expect((await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`])).code).toBe(0);
+    writeFileSync(join(destdir, "etc/libvirt/hooks/qemu"), "#!/bin/sh\nlogger -t ippool-hook -- old\n");
+    expect((await run(["make", "--no-print-directory", "install", `DESTDIR=${destdir}`])).code).toBe(0);
+    expect(readFileSync(join(destdir, "etc/libvirt/hooks/qemu"), "utf8")).toContain("prepare/begin | reconnect/begin");
+    expect(existsSync(join(destdir, "etc/libvirt/hooks/qemu.d/ippool"))).toBe(false);
+  });
+
   test("never replaces another libvirt hook: ippool's goes to qemu.d/ then", async () => {
     const destdir = tempDir("ippool-install-");
     dirs.push(destdir);

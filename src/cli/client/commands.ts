@@ -19,7 +19,7 @@ export interface ClientCommand {
   show(answer: unknown): string;
 }
 
-const ALLOCATION_COLUMNS = ["ip", "vm_id", "hostname", "host", "pool", "created_at"];
+const ALLOCATION_COLUMNS = ["ip", "vm_id", "name", "hostname", "host", "pool", "created_at"];
 const EIP_COLUMNS = ["id", "public_ip", "state", "instance_id", "host", "private_ip", "pool"];
 
 const enc = encodeURIComponent;
@@ -98,23 +98,33 @@ export const COMMANDS: readonly ClientCommand[] = [
   {
     name: "allocate",
     args: ["vm_id"],
-    options: ["pool", "ip", "hostname", "host"],
-    summary: "give VM_ID an address (idempotent)",
+    options: ["pool", "ip", "hostname", "name", "host"],
+    summary: "give VM_ID an address (idempotent); --name gives the VM a second name to be found by",
     run: (client, { vm_id }, options) =>
       client.request(
         "POST",
         "/api/v1/ip/allocate",
-        defined({ vm_id, pool: options.pool, ip: options.ip, hostname: options.hostname, host: options.host }),
+        defined({
+          vm_id,
+          pool: options.pool,
+          ip: options.ip,
+          hostname: options.hostname,
+          name: options.name,
+          host: options.host,
+        }),
       ),
     show: showRecord,
   },
   {
     name: "release",
     args: ["vm_id"],
-    options: ["pool"],
-    summary: "release VM_ID's address (in every pool unless --pool)",
+    options: ["pool", "host"],
+    summary: "release VM_ID's address (in every pool unless --pool; kept if --host is not the VM's host)",
     run: (client, { vm_id }, options) =>
-      client.request("DELETE", `/api/v1/ip/release/${enc(vm_id as string)}${query(options, { pool: "pool" })}`),
+      client.request(
+        "DELETE",
+        `/api/v1/ip/release/${enc(vm_id as string)}${query(options, { pool: "pool", host: "host" })}`,
+      ),
     show: showReleased,
   },
   {

@@ -41,8 +41,16 @@ class ScriptedHosts implements HostGateway {
       this.rules.set(host, new Map());
     }
   }
+  readonly uuids = new Map<string, string>();
   run(host: string, instance: string, state = "running", addresses: string[] = []) {
     this.instances.get(host)?.set(instance, { state, addresses: addresses.map(parseIpv4) });
+  }
+  /** Makes `uuid` a second name of the instance `name` on that host, as libvirt's UUIDs are. */
+  alias(host: string, name: string, uuid: string) {
+    const instances = this.instances.get(host);
+    const found = instances?.get(name);
+    if (found) instances?.set(uuid, found);
+    this.uuids.set(name, uuid).set(uuid, uuid);
   }
   private reach(host: string): void {
     if (this.down.has(host)) throw new HostDown(`${host} is unreachable`);
@@ -65,6 +73,10 @@ class ScriptedHosts implements HostGateway {
       if (found) return { host, state: found.state };
     }
     return null;
+  }
+  async instanceUuid(host: string, instance: string) {
+    this.reach(host);
+    return this.instances.get(host)?.has(instance) ? (this.uuids.get(instance) ?? null) : null;
   }
   async instanceAddresses(host: string, instance: string) {
     this.reach(host);
@@ -273,6 +285,84 @@ describe("associate", () => {
     await vmOn("hv1", "web-1");
     const { eip } = await eips.allocate(acme, {});
     expect(await codeOf(associations.associate(globex, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+  });
+});
+
+describe("one VM, one identity", () => {
+  const UUID = "5c9d2e7a-1b3f-4a6d-9e8c-7f0a1b2c3d4e";
+
+  test("an EIP associated by name is the same association looked up by UUID", async () => {
+    hosts.run("hv1", "web-1");
+    hosts.alias("hv1", "web-1", UUID);
+    const vm = (await pools.allocate({ vmId: UUID, name: "web-1", host: "hv1" })).allocation;
+    const { eip } = await eips.allocate(acme, {});
+    const byName = await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    expect(byName).toMatchObject({ instanceId: UUID, privateIp: vm.ip });
+    expect(await associations.associate(acme, eip.id, { instanceId: UUID })).toEqual(byName);
+  });
+
+  test("a second EIP for the same VM by its other identifier answers INSTANCE_HAS_EIP", async () => {
+    hosts.run("hv1", "web-1");
+    hosts.alias("hv1", "web-1", UUID);
+    await pools.allocate({ vmId: UUID, name: "web-1", host: "hv1" });
+    const { eip: first } = await eips.allocate(acme, {});
+    const { eip: second } = await eips.allocate(acme, {});
+    await associations.associate(acme, first.id, { instanceId: UUID });
+    expect(await codeOf(associations.associate(acme, second.id, { instanceId: "web-1" }))).toBe("INSTANCE_HAS_EIP");
+  });
+
+  test("without an allocation, libvirt's UUID is the identity: name and UUID are one instance", async () => {
+    hosts.run("hv2", "db-1", "running", ["192.168.100.77"]);
+    hosts.alias("hv2", "db-1", UUID);
+    const { eip: first } = await eips.allocate(acme, {});
+    const { eip: second } = await eips.allocate(acme, {});
+    expect(await associations.associate(acme, first.id, { instanceId: "db-1" })).toMatchObject({ instanceId: UUID });
+    expect(await codeOf(associations.associate(acme, second.id, { instanceId: UUID }))).toBe("INSTANCE_HAS_EIP");
+  });
+});
+
+describe("an EIP follows its VM's address", () => {
+  test("releasing the VM's address disassociates its EIP first: rules gone, EIP kept by its project", async () => {
+    const vm = await vmOn("hv1", "web-1");
+    pools.setAddressDependents(associations);
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    await pools.release("web-1");
+    expect(hosts.rulesOf("hv1")).toEqual({});
+    expect(eips.get(acme, eip.id)).toMatchObject({ state: "allocated", project: "acme" });
+    expect(eips.get(acme, eip.id).privateIp).toBeUndefined();
+    expect(store.eipOfInstance("web-1")).toBeUndefined();
+    // The address is free again and another VM may have it: nothing points at it any more.
+    const other = await pools.allocate({ vmId: "other", ip: vm.ip });
+    expect(other.allocation.ip).toBe(vm.ip);
+    expect(logs().join("\n")).toContain("its VM's address was released");
+  });
+
+  test("with the VM's host down, the release still disassociates and reconciliation removes the rules later", async () => {
+    await vmOn("hv1", "web-1");
+    pools.setAddressDependents(associations);
+    const { eip } = await eips.allocate(acme, {});
+    await associations.associate(acme, eip.id, { instanceId: "web-1" });
+    hosts.down.add("hv1");
+    await pools.release("web-1");
+    expect(eips.get(acme, eip.id).state).toBe("allocated");
+    hosts.reconnect("hv1");
+    await reconciler.reconcileHost("hv1");
+    expect(hosts.rulesOf("hv1")).toEqual({});
+  });
+
+  test("an association racing the release either lands before it (and is undone) or finds no address", async () => {
+    await vmOn("hv1", "web-1");
+    pools.setAddressDependents(associations);
+    const { eip } = await eips.allocate(acme, {});
+    const [associated, released] = await Promise.allSettled([
+      associations.associate(acme, eip.id, { instanceId: "web-1" }),
+      pools.release("web-1"),
+    ]);
+    expect(released.status).toBe("fulfilled");
+    expect(["fulfilled", "rejected"]).toContain(associated.status);
+    expect(eips.get(acme, eip.id).state).toBe("allocated");
+    expect(hosts.rulesOf("hv1")).toEqual({});
   });
 });
 

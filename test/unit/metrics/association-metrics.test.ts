@@ -97,6 +97,10 @@ class StubHosts implements HostGateway {
     this.reach();
     return instance === "web-1" ? { host: "hv1", state: "running" } : null;
   };
+  instanceUuid = async () => {
+    this.reach();
+    return null;
+  };
   instanceAddresses = async () => [parseIpv4("192.168.100.11")];
   apply = async () => this.reach();
   remove = async () => this.reach();

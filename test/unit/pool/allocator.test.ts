@@ -495,6 +495,67 @@ describe("release", () => {
   });
 });
 
+describe("a VM's name", () => {
+  const UUID = "9f0c1a52-3b7e-4c1d-8e2f-0a1b2c3d4e5f";
+
+  test("finds the VM as its vm_id does, and releasing by name releases it", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const { allocation } = await service.allocate({ vmId: UUID, name: "web_1" });
+    expect(service.get("web_1")).toEqual(allocation);
+    const released = await service.release("web_1");
+    expect(released.map((a) => a.vmId)).toEqual([UUID]);
+    expect(service.find("web_1")).toBeUndefined();
+    expect(service.find(UUID)).toBeUndefined();
+  });
+
+  test("a repeat with another name moves the alias: the old name finds nothing", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: UUID, name: "old" });
+    const { allocation, created } = await service.allocate({ vmId: UUID, name: "new" });
+    expect(created).toBe(false);
+    expect(allocation.name).toBe("new");
+    expect(service.find("old")).toBeUndefined();
+    expect(service.get("new").vmId).toBe(UUID);
+  });
+
+  test("a domain defined again under its old name is found by it; the old VM keeps its own address", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: UUID, name: "web" });
+    const other = "0b6e6b8a-0000-4000-8000-000000000002";
+    await service.allocate({ vmId: other, name: "web" });
+    expect(service.get("web").vmId).toBe(other);
+    await service.release(UUID);
+    // Releasing the old VM leaves the name with the new one.
+    expect(service.get("web").vmId).toBe(other);
+  });
+
+  test("a vm_id is never hidden by another VM's name", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: "alpha" });
+    await service.allocate({ vmId: UUID, name: "alpha" });
+    expect(service.get("alpha").vmId).toBe("alpha");
+  });
+});
+
+describe("release from a host", () => {
+  test("the VM's own host releases it; a host it has left gets VM_ON_OTHER_HOST and nothing changes", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: "vm-1", host: "hv1" });
+    await service.allocate({ vmId: "vm-1", host: "hv2" });
+    const error = await rejection(() => service.release("vm-1", undefined, { fromHost: "hv1" }));
+    expect(error).toMatchObject({ code: "VM_ON_OTHER_HOST", status: 409 });
+    expect(service.get("vm-1").host).toBe("hv2");
+    expect(await service.release("vm-1", undefined, { fromHost: "hv2" })).toHaveLength(1);
+    expectClean(service);
+  });
+
+  test("a VM with no recorded host is released by any host", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: "vm-1" });
+    expect(await service.release("vm-1", undefined, { fromHost: "hv9" })).toHaveLength(1);
+  });
+});
+
 describe("get", () => {
   test("looks in the default pool first, then the others", async () => {
     const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")], "b");

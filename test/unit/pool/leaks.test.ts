@@ -209,6 +209,14 @@ describe("LeakDetector over a real store", () => {
     expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
   });
 
+  test("collect releases only leaks a hypervisor host reported (an undefined domain's), never an API-made allocation", async () => {
+    await seed();
+    const report = await detector().collect();
+    expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
+    expect(pools.find("ghost", "lab")).toBeDefined();
+    expect(pools.find("web-1")).toBeDefined();
+  });
+
   test("release releases exactly the leaks, counts them, and a second run finds none", async () => {
     await seed();
     const report = await detector().release();
