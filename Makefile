@@ -6,14 +6,19 @@ BIOME := node_modules/.bin/biome
 SOURCES := $(shell find src -name '*.ts') build.ts package.json
 # Debian packages the suites use: curl (README examples); for the host suites (test/hosts: network
 # namespaces with real sshd, nftables, libvirt's test driver) OpenSSH, nftables, iproute2, virsh,
-# conntrack, arping and procps (sysctl, pgrep); and wrk for the benchmarks.
-TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps prometheus
+# conntrack, arping and procps (sysctl, pgrep); for the real-libvirt suite (test/hosts/real-libvirt.test.ts:
+# a real libvirtd, QEMU guests booted from Debian's kernel and a busybox initramfs, dnsmasq and
+# dhcp_release) libvirt's daemon, QEMU, dnsmasq, busybox-static, cpio and xz; and wrk for the benchmarks.
+LIBVIRT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils \
+	busybox-static cpio xz-utils
+TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps prometheus \
+	$(LIBVIRT_PACKAGES)
 BENCH_PACKAGES := wrk curl
 
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
-.PHONY: all run build install check test test-unit test-integration test-hosts test-deno test-crash test-crash-hosts \
+.PHONY: all run build install check test test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
 	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-keys clean image-test
 
 all: build
@@ -72,6 +77,12 @@ test-integration: build
 test-hosts: build
 	bash hooks/install-packages $(TEST_PACKAGES)
 	$(BUN) test test/unit/hosts test/hosts
+
+## ippool on a real libvirt host: real libvirtd and QEMU guests doing DHCP, the hook from make install,
+## dnsmasq reservations, EIPs over a real sshd (as root; about 90 s; LIBVIRT_STARTS=10 times 10 starts).
+test-libvirt: build
+	bash hooks/install-packages $(TEST_PACKAGES)
+	$(BUN) test test/hosts/real-libvirt.test.ts
 
 ## kill -9 crash-consistency loop on one data directory (CRASH_TRIALS, default 200; CRASH_SEED to replay).
 CRASH_TRIALS ?= 200

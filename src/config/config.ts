@@ -1,4 +1,5 @@
 /** The validated, frozen configuration the daemon runs with. */
+import type { DhcpConfig } from "../dhcp/link.ts";
 import type { PoolDefinition } from "../pool/layout.ts";
 
 export type LogFormat = "text" | "json";
@@ -55,6 +56,8 @@ export interface Config {
   readonly leakGracePeriodS: number;
   /** Seconds between collections of leaked hook-made allocations (undefined domains); 0 turns them off. */
   readonly leakCollectIntervalS: number;
+  /** DHCP reservations: which pool serves which libvirt network or bridge, and where files go. */
+  readonly dhcp: DhcpConfig;
 }
 
 /** SPEC §5: with no config file and no flags, this runs out of the box. */

@@ -5,6 +5,9 @@
 import { type Static, Type } from "@sinclair/typebox";
 
 export const POOL_NAME_PATTERN = "^[a-z0-9][a-z0-9_-]{0,62}$";
+/** libvirt network names in practice: letters, digits, and . _ : - (no / or spaces: they name files). */
+export const LIBVIRT_NETWORK_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$";
+export const INTERFACE_PATTERN = "^[A-Za-z0-9_.-]{1,15}$";
 
 export const PoolSection = Type.Object(
   {
@@ -14,6 +17,28 @@ export const PoolSection = Type.Object(
     reserved: Type.Optional(Type.Array(Type.String(), { maxItems: 4096 })),
     strategy: Type.Optional(Type.Union([Type.Literal("next-fit"), Type.Literal("lowest")])),
     default: Type.Optional(Type.Boolean()),
+    networks: Type.Optional(
+      Type.Array(Type.String({ pattern: LIBVIRT_NETWORK_PATTERN, description: "a libvirt network's name" }), {
+        maxItems: 64,
+        description: "libvirt networks whose dnsmasq hands this pool's addresses to VMs",
+      }),
+    ),
+    bridges: Type.Optional(
+      Type.Array(Type.String({ pattern: INTERFACE_PATTERN, description: "a bridge interface's name" }), {
+        maxItems: 64,
+        description: "bridges whose (operator-run) dnsmasq hands this pool's addresses to VMs",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export const DhcpSection = Type.Object(
+  {
+    dir: Type.Optional(Type.String({ minLength: 1, description: "where the reservation files are kept" })),
+    libvirt_run_dir: Type.Optional(
+      Type.String({ minLength: 1, description: "where libvirt keeps each network's pid file and live XML" }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -70,7 +95,7 @@ export const HostSection = Type.Object(
     }),
     libvirt_uri: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
     sudo: Type.Optional(Type.Boolean({ description: "run nft, ip, conntrack and arping through sudo -n" })),
-    public_interface: Type.String({ pattern: "^[A-Za-z0-9_.-]{1,15}$", description: "a network interface name" }),
+    public_interface: Type.String({ pattern: INTERFACE_PATTERN, description: "a network interface name" }),
     connect_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
     command_timeout_ms: Type.Optional(Type.Integer({ minimum: 100, maximum: 600_000 })),
   },
@@ -113,6 +138,7 @@ export const ConfigFile = Type.Object(
     hosts: Type.Optional(Type.Array(HostSection, { maxItems: 10_000 })),
     reconcile: Type.Optional(ReconcileSection),
     leaks: Type.Optional(LeaksSection),
+    dhcp: Type.Optional(DhcpSection),
   },
   { additionalProperties: false },
 );

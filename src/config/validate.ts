@@ -3,6 +3,7 @@
  * message names the key that is wrong.
  */
 import { Value } from "@sinclair/typebox/value";
+import { type PoolLink, sameLink } from "../dhcp/link.ts";
 import {
   type Cidr,
   cidrContains,
@@ -90,7 +91,29 @@ export function validateConfig(document: unknown): Config {
     reconcileIntervalS: file.reconcile?.interval_s ?? DEFAULT_RECONCILE_INTERVAL_S,
     leakGracePeriodS: file.leaks?.grace_period_s ?? DEFAULT_LEAK_GRACE_PERIOD_S,
     leakCollectIntervalS: file.leaks?.collect_interval_s ?? DEFAULT_LEAK_COLLECT_INTERVAL_S,
+    dhcp: Object.freeze({
+      dir: file.dhcp?.dir ?? "/var/lib/ippool-dhcp",
+      libvirtRunDir: file.dhcp?.libvirt_run_dir ?? "/run/libvirt/network",
+      links: Object.freeze(poolLinks(file.pools ?? [])),
+    }),
   });
+}
+
+/** Every pool's networks and bridges; one link is served by one pool only. */
+function poolLinks(sections: readonly PoolSection[]): PoolLink[] {
+  const links: PoolLink[] = [];
+  sections.forEach((section, i) => {
+    const own = [
+      ...(section.networks ?? []).map((name) => ({ kind: "network" as const, name, key: `pools[${i}].networks` })),
+      ...(section.bridges ?? []).map((name) => ({ kind: "bridge" as const, name, key: `pools[${i}].bridges` })),
+    ];
+    for (const { kind, name, key } of own) {
+      const taken = links.find((link) => sameLink(link, { kind, name }));
+      if (taken) throw new ConfigError(`${key}: ${kind} ${name} is already served by pool ${taken.pool}`);
+      links.push({ pool: section.name, kind, name });
+    }
+  });
+  return links;
 }
 
 function parseListen(text: string): ListenAddress | null {

@@ -27,10 +27,15 @@ async function start(config: Config, logger: Logger): Promise<void> {
     socket: config.socket ?? "",
     default_pool: config.defaultPool,
   });
-  const { store, hosts, reconciler, leaks, app, requests } = wireServices(config, logger, runtime.name);
+  const { store, hosts, reconciler, leaks, syncReservations, app, requests } = wireServices(
+    config,
+    logger,
+    runtime.name,
+  );
 
   const listeners: Listener[] = [];
   try {
+    await syncReservations();
     if (config.listen) {
       const { hostname, port } = config.listen;
       listeners.push(listenTcp(runtime, hostname, port, createHandler(app, logger, "tcp", requests), logger));

@@ -6,6 +6,9 @@
 import { AdminGate, isLoopback } from "../auth/admin.ts";
 import { ProjectDirectory } from "../auth/projects.ts";
 import type { Config } from "../config/config.ts";
+import { DhcpDelivery } from "../dhcp/delivery.ts";
+import { LocalDnsmasq } from "../dhcp/dnsmasq.ts";
+import { DhcpReservations } from "../dhcp/reservations.ts";
 import { EipAssociations } from "../eip/association.ts";
 import { KeyedLocks } from "../eip/locks.ts";
 import { EipReconciler } from "../eip/reconcile.ts";
@@ -27,6 +30,8 @@ export interface DaemonParts {
   readonly hosts: HostRegistry;
   readonly reconciler: EipReconciler;
   readonly leaks: LeakDetector;
+  /** Brings the DHCP reservation files in line with the store; awaited before serving. */
+  syncReservations(): Promise<void>;
   readonly app: ReturnType<typeof createApp>;
   /** Told about every request, for the HTTP metrics. */
   readonly requests: RequestObserver;
@@ -59,6 +64,11 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   const indexed = store.ensureEipStateIndex();
   if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
   const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
+  const dhcp = new DhcpDelivery(
+    new DhcpReservations(config.dhcp.dir, new LocalDnsmasq(config.dhcp.dir, config.dhcp.libvirtRunDir, logger), logger),
+    logger,
+  );
+  pools.setDelivery(dhcp, config.dhcp.links);
   const eips = new EipService(store, eipPools, config.defaultEipPool, metrics.pools);
 
   const hosts = new HostRegistry(config.hosts, { logger, events: metrics.hostCommands });
@@ -84,5 +94,11 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
     logger.warn("TCP listens beyond loopback and server.admin_key_sha256 is not set: the pool API refuses TCP calls");
   }
   const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
-  return { store, hosts, reconciler, leaks, app, requests: metrics.requests };
+  const servedPools = [...new Set(config.dhcp.links.map((link) => link.pool))];
+  const syncReservations = () =>
+    dhcp.sync(
+      config.dhcp.links,
+      servedPools.flatMap((pool) => [...pools.allAllocations(pool)]),
+    );
+  return { store, hosts, reconciler, leaks, syncReservations, app, requests: metrics.requests };
 }

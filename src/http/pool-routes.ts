@@ -1,7 +1,8 @@
 /** The IP Pool API (`/api/v1/...`): the original seven endpoints plus pool listing. */
-import { Type } from "@sinclair/typebox";
+import { type Static, Type } from "@sinclair/typebox";
 import { Elysia } from "elysia";
 import type { AdminGate } from "../auth/admin.ts";
+import type { Nic } from "../dhcp/link.ts";
 import { parseIpv4 as parseIp } from "../net/ipv4.ts";
 import type { PoolService } from "../pool/service.ts";
 import { adminErrors, admitAdmin } from "./admin-gate.ts";
@@ -9,6 +10,7 @@ import {
   AllocateBody,
   AllocationView,
   HealthView,
+  type Interface,
   IpParams,
   ListQuery,
   PoolParams,
@@ -40,6 +42,7 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
             ...(body.host === undefined ? {} : { host: body.host }),
             ...(body.pool === undefined ? {} : { pool: body.pool }),
             ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
+            ...(body.interfaces === undefined ? {} : { nics: body.interfaces.map(nicOf) }),
           });
           // The original answered 201 to repeats too; a repeat is 200 here (documented).
           set.status = created ? 201 : 200;
@@ -50,7 +53,14 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
           response: {
             200: AllocationView,
             201: AllocationView,
-            ...adminErrors("INVALID_IP", "POOL_NOT_FOUND", "ADDRESS_IN_USE", "VM_HAS_OTHER_ADDRESS", "POOL_EXHAUSTED"),
+            ...adminErrors(
+              "INVALID_IP",
+              "POOL_NOT_FOUND",
+              "ADDRESS_IN_USE",
+              "VM_HAS_OTHER_ADDRESS",
+              "POOL_EXHAUSTED",
+              "DHCP_RESERVATION_FAILED",
+            ),
           },
         },
       )
@@ -106,4 +116,12 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
         response: { 200: PoolView, ...adminErrors("POOL_NOT_FOUND") },
       })
   );
+}
+
+/** A NIC from the wire: its MAC in lower case, as dnsmasq and libvirt print it. */
+function nicOf(wire: Static<typeof Interface>): Nic {
+  const mac = wire.mac.toLowerCase();
+  return "network" in wire
+    ? { mac, link: { kind: "network", name: wire.network } }
+    : { mac, link: { kind: "bridge", name: wire.bridge } };
 }

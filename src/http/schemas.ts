@@ -1,6 +1,6 @@
 /** TypeBox schemas of the IP Pool API's requests and responses. */
 import { type Static, Type } from "@sinclair/typebox";
-import { POOL_NAME_PATTERN } from "../config/schema.ts";
+import { INTERFACE_PATTERN, LIBVIRT_NETWORK_PATTERN, POOL_NAME_PATTERN } from "../config/schema.ts";
 
 const DOTTED_QUAD = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
 /** Labels of letters, digits and inner hyphens, 63 at most each, 253 in all (RFC 1123). */
@@ -28,11 +28,31 @@ export const VmName = Type.String({
 export const PoolName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a pool name" });
 export const HostName = Type.String({ pattern: POOL_NAME_PATTERN, description: "a hypervisor host's configured name" });
 
+const MAC = "^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$";
+/** A VM's NIC: its MAC and the libvirt network or bridge it is on (as its domain XML says). */
+export const Interface = Type.Union([
+  Type.Object(
+    { mac: Type.String({ pattern: MAC }), network: Type.String({ pattern: LIBVIRT_NETWORK_PATTERN }) },
+    { additionalProperties: false },
+  ),
+  Type.Object(
+    { mac: Type.String({ pattern: MAC }), bridge: Type.String({ pattern: INTERFACE_PATTERN }) },
+    { additionalProperties: false },
+  ),
+]);
+
 export const AllocateBody = Type.Object({
   vm_id: VmId,
   hostname: Type.Optional(Type.Union([Hostname, Type.Null()])),
   name: Type.Optional(VmName),
   host: Type.Optional(HostName),
+  interfaces: Type.Optional(
+    Type.Array(Interface, {
+      maxItems: 32,
+      description:
+        "the VM's NICs; without pool, the pool serving one of their networks or bridges is used, and its first NIC there gets a DHCP reservation",
+    }),
+  ),
   pool: Type.Optional(PoolName),
   ip: Type.Optional(Ipv4),
 });
@@ -64,6 +84,9 @@ export const AllocationView = Type.Object({
   hostname: Type.Optional(Type.String()),
   name: Type.Optional(Type.String()),
   host: Type.Optional(Type.String()),
+  interface: Type.Optional(
+    Type.Object({ mac: Type.String(), network: Type.Optional(Type.String()), bridge: Type.Optional(Type.String()) }),
+  ),
   pool: Type.String(),
   gateway: Type.Optional(Ipv4),
   network: Type.String(),

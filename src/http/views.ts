@@ -12,6 +12,9 @@ export function allocationView(allocation: Allocation, layout: PoolLayout): Allo
     ...(allocation.hostname === undefined ? {} : { hostname: allocation.hostname }),
     ...(allocation.name === undefined ? {} : { name: allocation.name }),
     ...(allocation.host === undefined ? {} : { host: allocation.host }),
+    ...(allocation.nic === undefined
+      ? {}
+      : { interface: { mac: allocation.nic.mac, [allocation.nic.link.kind]: allocation.nic.link.name } }),
     pool: allocation.pool,
     ...(layout.gateway === null ? {} : { gateway: formatIpv4(layout.gateway) }),
     network: layout.network,

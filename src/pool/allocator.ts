@@ -3,6 +3,7 @@
  * and validates everything first and writes only when it cannot fail, so an error never
  * leaves a half-applied change behind in a shared (group-committed) transaction.
  */
+import { type Nic, sameLink } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
 import { fail, type Outcome } from "../outcome.ts";
@@ -20,6 +21,8 @@ export interface Allocation {
   readonly name?: string;
   /** The hypervisor host the VM runs on, as its launch hook reported it. */
   readonly host?: string;
+  /** The NIC that receives this address by DHCP. */
+  readonly nic?: Nic;
   readonly createdAt: number;
 }
 
@@ -28,6 +31,8 @@ export interface AllocateRequest {
   readonly hostname?: string;
   readonly name?: string;
   readonly host?: string;
+  /** The NIC to reserve the address for (one on a link this pool serves). */
+  readonly nic?: Nic;
   /** A specific address the caller wants, as a uint32. */
   readonly ip?: number;
 }
@@ -36,6 +41,8 @@ export interface Allocated {
   readonly allocation: Allocation;
   /** False when the vm_id already held an address and the call was a repeat. */
   readonly created: boolean;
+  /** A repeat that changed the allocation: what it was (its NIC's reservation may need withdrawing). */
+  readonly previous?: Allocation;
 }
 
 function countersOf(store: PoolStore, layout: PoolLayout): PoolCounters {
@@ -65,7 +72,9 @@ export function allocateInTransaction(
       );
     }
     const record = updatedOnRepeat(store, layout, request, existing);
-    return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...record }, created: false } };
+    const allocation = { pool: layout.name, vmId: request.vmId, ...record };
+    const previous = record === existing ? {} : { previous: { pool: layout.name, vmId: request.vmId, ...existing } };
+    return { ok: true, value: { allocation, created: false, ...previous } };
   }
   const counters = countersOf(store, layout);
   const chosen =
@@ -79,6 +88,7 @@ export function allocateInTransaction(
     ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
     ...(request.name === undefined ? {} : { name: request.name }),
     ...(request.host === undefined ? {} : { host: request.host }),
+    ...(request.nic === undefined ? {} : { nic: request.nic }),
     createdAt: Date.now(),
   };
   markTaken(store, layout, ordinal);
@@ -121,11 +131,13 @@ function updatedOnRepeat(
 ): AllocationRecord {
   const host = request.host ?? existing.host;
   const name = request.name ?? existing.name;
-  if (host === existing.host && name === existing.name) return existing;
+  const nic = request.nic ?? existing.nic;
+  if (host === existing.host && name === existing.name && sameNic(nic, existing.nic)) return existing;
   const record = {
     ...existing,
     ...(host === undefined ? {} : { host }),
     ...(name === undefined ? {} : { name }),
+    ...(nic === undefined ? {} : { nic }),
   };
   store.putAllocation(layout.name, request.vmId, record);
   if (name !== existing.name && name !== undefined) {
@@ -135,6 +147,10 @@ function updatedOnRepeat(
     store.putName(layout.name, name, request.vmId);
   }
   return record;
+}
+
+function sameNic(a: Nic | undefined, b: Nic | undefined): boolean {
+  return a === b || (a !== undefined && b !== undefined && a.mac === b.mac && sameLink(a.link, b.link));
 }
 
 function checkRequested(store: PoolStore, layout: PoolLayout, ip: number): Outcome<number> {

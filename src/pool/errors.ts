@@ -54,3 +54,9 @@ export class VmOnOtherHostError extends AppError {
   readonly status = 409;
   readonly code = "VM_ON_OTHER_HOST";
 }
+
+/** The allocation is recorded, but its DHCP reservation could not be written: the VM would not receive it. */
+export class DeliveryFailedError extends AppError {
+  readonly status = 502;
+  readonly code = "DHCP_RESERVATION_FAILED";
+}

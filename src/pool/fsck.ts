@@ -1,7 +1,8 @@
 /**
  * Consistency check of stored pools against their layouts: every set bit has exactly one
  * address record and allocation, every allocation has its bit, no address is held twice,
- * nothing reserved is allocated, counters and summaries match. Read-only.
+ * nothing reserved is allocated, counters and summaries match, every VM name stands for a VM that
+ * carries it. Read-only.
  */
 import { formatIpv4 } from "../net/ipv4.ts";
 import { findClear, findSet, PAGE_BITS, testBit } from "./bitmap.ts";
@@ -46,6 +47,12 @@ export function checkPool(store: PoolStore, layout: PoolLayout): PoolReport {
     const ordinal = layout.ordinalOf(record.ip);
     const page = store.getPage(pool, Math.floor(ordinal / PAGE_BITS));
     if (!page || !testBit(page, ordinal % PAGE_BITS)) problems.push(`${vmId}: bit of ${ip} is not set`);
+    if (record.name !== undefined && store.vmNamed(pool, record.name) === undefined)
+      problems.push(`${vmId}: its name ${JSON.stringify(record.name)} finds no VM`);
+  }
+  for (const { name, vmId } of store.vmNames(pool)) {
+    if (store.getAllocation(pool, vmId)?.name !== name)
+      problems.push(`name ${JSON.stringify(name)} stands for ${vmId}, whose allocation does not carry it`);
   }
   for (const { ip, vmId } of store.addresses(pool, layout.cidr.base, layout.cidr.base + layout.cidr.size - 1)) {
     if (store.getAllocation(pool, vmId)?.ip !== ip)

@@ -3,6 +3,7 @@
  * which pool a request goes to; the allocator owns how an address is chosen; the store owns
  * durability. No HTTP here.
  */
+import { type Nic, type PoolLink, sameLink } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4, parseIpv4 } from "../net/ipv4.ts";
 import { type Outcome, unwrap } from "../outcome.ts";
@@ -13,8 +14,9 @@ import {
   allocateInTransaction,
   releaseInTransaction,
 } from "./allocator.ts";
+import { type AddressDelivery, NO_DELIVERY } from "./delivery.ts";
 import { type AddressDependents, NO_ADDRESS_DEPENDENTS } from "./dependents.ts";
-import { AllocationNotFoundError, PoolNotFoundError, VmOnOtherHostError } from "./errors.ts";
+import { AllocationNotFoundError, DeliveryFailedError, PoolNotFoundError, VmOnOtherHostError } from "./errors.ts";
 import { failureReason, NO_POOL_EVENTS, type PoolEvents, type PoolKind } from "./events.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { AllocationRecord, PoolStore } from "./store.ts";
@@ -77,6 +79,8 @@ export interface ReleaseOptions {
 export class PoolService {
   private readonly byName: Map<string, PoolLayout>;
   private dependents: AddressDependents = NO_ADDRESS_DEPENDENTS;
+  private delivery: AddressDelivery = NO_DELIVERY;
+  private links: readonly PoolLink[] = [];
 
   constructor(
     private readonly store: PoolStore,
@@ -92,24 +96,65 @@ export class PoolService {
     this.dependents = dependents;
   }
 
+  /** How addresses reach VMs on the links the pools serve (DHCP reservations). */
+  setDelivery(delivery: AddressDelivery, links: readonly PoolLink[]): void {
+    this.delivery = delivery;
+    this.links = links;
+  }
+
   layout(name: string = this.defaultPool): PoolLayout {
     const layout = this.byName.get(name);
     if (!layout) throw new PoolNotFoundError(`pool ${JSON.stringify(name)} is not configured`);
     return layout;
   }
 
-  async allocate(request: AllocateRequest & { readonly pool?: string }): Promise<Allocated> {
-    const layout = this.layout(request.pool);
+  /**
+   * Allocates (or repeats) in the named pool; without one, in the pool serving one of the VM's
+   * `nics`, else the default pool. The first NIC on a link of that pool gets the address by DHCP.
+   */
+  async allocate(
+    request: AllocateRequest & { readonly pool?: string; readonly nics?: readonly Nic[] },
+  ): Promise<Allocated> {
+    const { nics = [], pool, ...rest } = request;
+    const layout = this.layout(pool ?? this.poolServing(nics));
+    const nic = nics.find((candidate) => this.serves(layout, candidate));
+    const allocating = { ...rest, ...(nic === undefined ? {} : { nic }) };
     let outcome: Outcome<Allocated>;
     try {
-      outcome = await this.store.write(() => allocateInTransaction(this.store, layout, request));
+      outcome = await this.store.write(() => allocateInTransaction(this.store, layout, allocating));
     } catch (error) {
       this.events.allocationFailed(layout.name, "vm", failureReason(error));
       throw error;
     }
     if (!outcome.ok) this.events.allocationFailed(layout.name, "vm", failureReason(outcome.error));
     else if (outcome.value.created) this.events.allocated(layout.name, "vm");
-    return unwrap(outcome);
+    const allocated = unwrap(outcome);
+    if (allocated.allocation.nic !== undefined || allocated.previous?.nic !== undefined) {
+      await this.deliver(allocated.allocation, allocated.previous);
+    }
+    return allocated;
+  }
+
+  private async deliver(allocation: Allocation, previous: Allocation | undefined): Promise<void> {
+    try {
+      await this.delivery.deliver(allocation, previous);
+    } catch (error) {
+      throw new DeliveryFailedError(
+        `${formatIpv4(allocation.ip)} is allocated to ${allocation.vmId} but its DHCP reservation could not be written (${(error as Error).message}); ask again once that is fixed`,
+      );
+    }
+  }
+
+  private poolServing(nics: readonly Nic[]): string | undefined {
+    for (const nic of nics) {
+      const link = this.links.find((candidate) => sameLink(candidate, nic.link));
+      if (link) return link.pool;
+    }
+    return undefined;
+  }
+
+  private serves(layout: PoolLayout, nic: Nic): boolean {
+    return this.links.some((link) => link.pool === layout.name && sameLink(link, nic.link));
   }
 
   /** Allocates inside the caller's transaction; for bulk loads that batch many allocations (not counted in metrics). */
@@ -182,7 +227,10 @@ export class PoolService {
         }),
       ),
     );
-    for (const allocation of released) this.events.released(allocation.pool, "vm");
+    for (const allocation of released) {
+      this.events.released(allocation.pool, "vm");
+      if (allocation.nic !== undefined) await this.delivery.withdraw(allocation);
+    }
     return released;
   }
 

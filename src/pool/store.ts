@@ -1,3 +1,5 @@
+import type { Nic } from "../dhcp/link.ts";
+
 /**
  * The narrow storage interface the pool logic needs. Every method is synchronous and, for
  * writes, only valid inside `write()`'s callback, which runs inside one store transaction.
@@ -24,6 +26,8 @@ export interface AllocationRecord {
   /** The VM's name (a libvirt domain's name): an alias that finds the same VM as its vm_id (its UUID). */
   readonly name?: string;
   readonly host?: string;
+  /** The NIC whose DHCP reservation hands the VM this address (on a link the pool serves). */
+  readonly nic?: Nic;
   /** Milliseconds since the epoch. */
   readonly createdAt: number;
 }
@@ -56,6 +60,8 @@ export interface PoolStore {
   vmNamed(pool: string, name: string): string | undefined;
   putName(pool: string, name: string, vmId: string): void;
   removeName(pool: string, name: string): void;
+  /** Every name of a pool with the vm_id it stands for (fsck). */
+  vmNames(pool: string): Iterable<{ name: string; vmId: string }>;
 
   vmAt(pool: string, ip: number): string | undefined;
   putAddress(pool: string, ip: number, vmId: string): void;

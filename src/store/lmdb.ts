@@ -29,7 +29,7 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   private readonly pages: Database<Buffer, PageKey>;
   private readonly allocations: Database<AllocationRecord, AllocationKey>;
   private readonly addressIndex: Database<string, AddressKey>;
-  private readonly names: Database<string, [string, string]>;
+  private readonly nameIndex: Database<string, [string, string]>;
   private readonly eips: Database<EipRecord, string>;
   private readonly eipsByProject: Database<string, [string, string]>;
   private readonly idempotency: Database<IdempotencyRecord, [string, string]>;
@@ -50,7 +50,7 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.pages = this.root.openDB({ name: "pool-pages", encoding: "binary" });
     this.allocations = this.root.openDB({ name: "allocations" });
     this.addressIndex = this.root.openDB({ name: "addresses", encoding: "string" });
-    this.names = this.root.openDB({ name: "vm-names", encoding: "string" });
+    this.nameIndex = this.root.openDB({ name: "vm-names", encoding: "string" });
     this.eips = this.root.openDB({ name: "eips" });
     this.eipsByProject = this.root.openDB({ name: "eips-by-project", encoding: "string" });
     this.idempotency = this.root.openDB({ name: "eip-idempotency" });
@@ -154,15 +154,22 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   }
 
   vmNamed(pool: string, name: string): string | undefined {
-    return this.names.get([pool, name]);
+    return this.nameIndex.get([pool, name]);
   }
 
   putName(pool: string, name: string, vmId: string): void {
-    this.names.putSync([pool, name], vmId);
+    this.nameIndex.putSync([pool, name], vmId);
   }
 
   removeName(pool: string, name: string): void {
-    this.names.removeSync([pool, name]);
+    this.nameIndex.removeSync([pool, name]);
+  }
+
+  vmNames(pool: string): Iterable<{ name: string; vmId: string }> {
+    // Names are any text: keys are UTF-8, and U+10FFFF sorts after every character's encoding.
+    return this.nameIndex
+      .getRange({ start: [pool, ""], end: [pool, "\u{10FFFF}"] })
+      .map(({ key, value }) => ({ name: key[1], vmId: value }));
   }
 
   vmAt(pool: string, ip: number): string | undefined {

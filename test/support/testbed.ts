@@ -45,7 +45,8 @@ import net from "node:net";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { HostDefinition } from "../../src/config/config.ts";
-import { type CommandResult, killTree, sh, shSync, waitFor } from "./processes.ts";
+import { type CommandResult, killTree, sh, shSync } from "./processes.ts";
+import { SSHD, spawnSshd, sshdConfigText } from "./sshd.ts";
 
 export type DomainState = "running" | "paused" | "shut off";
 
@@ -141,7 +142,6 @@ export interface HostTimeouts {
 
 const AGENT = join(import.meta.dir, "netns-agent.ts");
 const BUN = process.execPath;
-const SSHD = "/usr/sbin/sshd";
 const RUNSTATE: Record<DomainState, number> = { running: 1, paused: 3, "shut off": 5 };
 /** Every tool the testbed and the host driver run, with the Debian package that has it. */
 const TOOLS: Record<string, string> = {
@@ -647,64 +647,32 @@ export class Testbed {
     const config = join(hostDir, "sshd_config");
     writeFileSync(
       config,
-      [
-        "Port 22",
-        `ListenAddress ${host.address}`,
-        `HostKey ${host.hostKeyPath}`,
-        `PidFile ${join(hostDir, "sshd.pid")}`,
-        `AuthorizedKeysFile ${join(this.dir, "authorized_keys")}`,
-        "StrictModes no",
-        "UsePAM no",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "PermitRootLogin prohibit-password",
-        "MaxSessions 64",
-        "MaxStartups 64",
-        "PrintMotd no",
-        "LogLevel INFO",
+      sshdConfigText({
+        port: 22,
+        address: host.address,
+        hostKeyPath: host.hostKeyPath,
+        pidFile: join(hostDir, "sshd.pid"),
+        authorizedKeys: join(this.dir, "authorized_keys"),
         // `exec`: the shim replaces the login shell, so its parent is the session's sshd (see "drop").
-        ...(this.faults
+        extra: this.faults
           ? [`ForceCommand exec ${join(this.dir, "fault-shim.sh")} ${faultFile(this.dir, host.name)}`]
-          : []),
-        "",
-      ].join("\n"),
+          : [],
+      }),
     );
     if (this.faults) this.setFault(host.name, "none");
     await sh([SSHD, "-t", "-f", config]);
   }
 
-  /**
-   * sshd -D in the host namespace, in a private mount namespace where /root/.bashrc is empty (fast
-   * execs), and as PID 1 of its own PID namespace: killing it ends every process started over SSH,
-   * orphans included (the kernel kills a PID namespace's processes when its init dies).
-   */
+  /** The host's sshd (see `spawnSshd`), registered for stopping by name. */
   private async startSshdProcess(host: TestbedHost): Promise<void> {
     const hostDir = join(this.dir, host.name);
-    const log = join(hostDir, "sshd.log");
-    const config = join(hostDir, "sshd_config");
-    const script = existsSync("/root/.bashrc")
-      ? `mount --bind "$1" /root/.bashrc && exec ${SSHD} -D -e -f "$2"`
-      : `exec ${SSHD} -D -e -f "$2"`;
-    const fd = openSync(log, "w");
-    const proc = Bun.spawn(
-      [
-        ...["ip", "netns", "exec", host.namespace],
-        ...["unshare", "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child=SIGKILL"],
-        ...["sh", "-c", script, "sh", join(this.dir, "empty"), config],
-      ],
-      { stdin: "ignore", stdout: "ignore", stderr: fd },
+    const proc = await spawnSshd(
+      host.namespace,
+      join(hostDir, "sshd_config"),
+      join(hostDir, "sshd.log"),
+      join(this.dir, "empty"),
     );
-    closeSync(fd);
     this.processes.set(`sshd-${host.name}`, proc);
-    await waitFor(
-      () => {
-        if (proc.exitCode !== null)
-          throw new Error(`testbed: sshd for ${host.name} exited: ${readFileSync(log, "utf8")}`);
-        return readFileSync(log, "utf8").includes("Server listening on");
-      },
-      10_000,
-      () => `testbed: sshd for ${host.name} did not start: ${readFileSync(log, "utf8")}`,
-    );
   }
 
   /** Starts netns-agent.ts in `namespace` with a control socket `<dir>/<role>.sock`; waits for "ready". */

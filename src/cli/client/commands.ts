@@ -34,11 +34,22 @@ function query(options: Record<string, string | boolean>, names: Record<string, 
   return text ? `?${text}` : "";
 }
 
-function defined(values: Record<string, string | boolean | undefined>): Record<string, string | boolean> {
-  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as Record<
-    string,
-    string | boolean
-  >;
+/**
+ * `MAC@network:NAME,MAC@bridge:NAME` → the API's interfaces. Anything else is sent as it is
+ * written, for the daemon to refuse with its schema message.
+ */
+function interfacesOf(text: string): unknown[] {
+  return text
+    .split(",")
+    .filter((item) => item !== "")
+    .map((item) => {
+      const match = /^([^@]*)@(network|bridge):(.*)$/.exec(item);
+      return match ? { mac: match[1], [match[2] as string]: match[3] } : { mac: item };
+    });
+}
+
+function defined(values: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined));
 }
 
 const showRecord = (answer: unknown) => record(answer as Row);
@@ -98,8 +109,9 @@ export const COMMANDS: readonly ClientCommand[] = [
   {
     name: "allocate",
     args: ["vm_id"],
-    options: ["pool", "ip", "hostname", "name", "host"],
-    summary: "give VM_ID an address (idempotent); --name gives the VM a second name to be found by",
+    options: ["pool", "ip", "hostname", "name", "host", "interfaces"],
+    summary:
+      "give VM_ID an address (idempotent); --name gives the VM a second name to be found by; --interfaces MAC@network:NAME,MAC@bridge:NAME names its NICs (DHCP)",
     run: (client, { vm_id }, options) =>
       client.request(
         "POST",
@@ -111,6 +123,7 @@ export const COMMANDS: readonly ClientCommand[] = [
           hostname: options.hostname,
           name: options.name,
           host: options.host,
+          interfaces: typeof options.interfaces === "string" ? interfacesOf(options.interfaces) : undefined,
         }),
       ),
     show: showRecord,

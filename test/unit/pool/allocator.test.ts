@@ -529,6 +529,16 @@ describe("a VM's name", () => {
     expect(service.get("web").vmId).toBe(other);
   });
 
+  test("fsck follows names: a name standing for a VM that does not carry it is reported", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: UUID, name: "Web 🌐" });
+    expectClean(service);
+    store.writeSync(() => store.putName("lab", "ghost", UUID));
+    expect(checkPool(store, service.layout()).problems).toEqual([
+      `name "ghost" stands for ${UUID}, whose allocation does not carry it`,
+    ]);
+  });
+
   test("a vm_id is never hidden by another VM's name", async () => {
     const service = serve([layout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "alpha" });

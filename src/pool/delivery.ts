@@ -1,0 +1,18 @@
+/**
+ * How an allocated address reaches its VM: a DHCP reservation for the allocation's NIC, put in
+ * effect after the allocation is committed and before it is answered (so before the guest's first
+ * DHCP request: the hook's `prepare` runs before QEMU starts), and withdrawn after a release.
+ */
+import type { Allocation } from "./allocator.ts";
+
+export interface AddressDelivery {
+  /** Makes the allocation's NIC receive its address (and no longer `replaced`'s, a NIC it had before). */
+  deliver(allocation: Allocation, replaced?: Allocation): Promise<void>;
+  /** Takes the released allocation's reservation back (failures are logged, never thrown). */
+  withdraw(allocation: Allocation): Promise<void>;
+}
+
+export const NO_DELIVERY: AddressDelivery = {
+  deliver: async () => {},
+  withdraw: async () => {},
+};
