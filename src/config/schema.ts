@@ -39,6 +39,9 @@ export const DhcpSection = Type.Object(
     libvirt_run_dir: Type.Optional(
       Type.String({ minLength: 1, description: "where libvirt keeps each network's pid file and live XML" }),
     ),
+    libvirt_lease_dir: Type.Optional(
+      Type.String({ minLength: 1, description: "where libvirt keeps its networks' leases (<bridge>.status)" }),
+    ),
   },
   { additionalProperties: false },
 );

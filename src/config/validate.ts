@@ -94,6 +94,7 @@ export function validateConfig(document: unknown): Config {
     dhcp: Object.freeze({
       dir: file.dhcp?.dir ?? "/var/lib/ippool-dhcp",
       libvirtRunDir: file.dhcp?.libvirt_run_dir ?? "/run/libvirt/network",
+      libvirtLeaseDir: file.dhcp?.libvirt_lease_dir ?? "/var/lib/libvirt/dnsmasq",
       links: Object.freeze(poolLinks(file.pools ?? [])),
     }),
   });

@@ -8,6 +8,7 @@ import { ProjectDirectory } from "../auth/projects.ts";
 import type { Config } from "../config/config.ts";
 import { DhcpDelivery } from "../dhcp/delivery.ts";
 import { LocalDnsmasq } from "../dhcp/dnsmasq.ts";
+import { LibvirtLeases } from "../dhcp/leases.ts";
 import { DhcpReservations } from "../dhcp/reservations.ts";
 import { EipAssociations } from "../eip/association.ts";
 import { KeyedLocks } from "../eip/locks.ts";
@@ -66,6 +67,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
   const dhcp = new DhcpDelivery(
     new DhcpReservations(config.dhcp.dir, new LocalDnsmasq(config.dhcp.dir, config.dhcp.libvirtRunDir, logger), logger),
+    new LibvirtLeases(config.dhcp.libvirtRunDir, config.dhcp.libvirtLeaseDir),
     logger,
   );
   pools.setDelivery(dhcp, config.dhcp.links);

@@ -4,14 +4,20 @@ import { formatIpv4 } from "../net/ipv4.ts";
 import type { Allocation } from "../pool/allocator.ts";
 import type { AddressDelivery } from "../pool/delivery.ts";
 import { dnsLabel } from "./label.ts";
-import { type Link, linkText } from "./link.ts";
+import type { LibvirtLeases } from "./leases.ts";
+import { type Link, linkText, type Nic } from "./link.ts";
 import type { DhcpReservations, Reservation } from "./reservations.ts";
 
 export class DhcpDelivery implements AddressDelivery {
   constructor(
     private readonly reservations: DhcpReservations,
+    private readonly leases: LibvirtLeases,
     private readonly logger: Logger,
   ) {}
+
+  currentAddress(nic: Nic): number | undefined {
+    return this.leases.leasedAddress(nic);
+  }
 
   async deliver(allocation: Allocation, replaced?: Allocation): Promise<void> {
     const reservation = reservationOf(allocation);

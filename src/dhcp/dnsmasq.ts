@@ -69,13 +69,17 @@ export class LocalDnsmasq implements DnsmasqControl {
 
   /** The interface dnsmasq serves: a network's bridge (from libvirt's live XML), or the bridge itself. */
   private interfaceOf(link: Link): string | null {
-    if (link.kind === "bridge") return link.name;
-    const xml = readOrEmpty(join(this.libvirtRunDir, `${link.name}.xml`));
-    return /<bridge\s+name=['"]([A-Za-z0-9_.-]{1,15})['"]/.exec(xml)?.[1] ?? null;
+    return link.kind === "bridge" ? link.name : networkBridge(this.libvirtRunDir, link.name);
   }
 }
 
-function readOrEmpty(path: string): string {
+/** A running libvirt network's bridge, from the live XML libvirt keeps in its runtime directory. */
+export function networkBridge(libvirtRunDir: string, network: string): string | null {
+  const xml = readOrEmpty(join(libvirtRunDir, `${network}.xml`));
+  return /<bridge\s+name=['"]([A-Za-z0-9_.-]{1,15})['"]/.exec(xml)?.[1] ?? null;
+}
+
+export function readOrEmpty(path: string): string {
   try {
     return readFileSync(path, "utf8");
   } catch {

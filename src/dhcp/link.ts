@@ -26,6 +26,8 @@ export interface DhcpConfig {
   readonly dir: string;
   /** libvirt's runtime directory for networks: `<name>.pid` (its dnsmasq) and `<name>.xml` (its bridge). */
   readonly libvirtRunDir: string;
+  /** Where libvirt keeps its networks' leases: `<bridge>.status` (read to adopt a running VM's address). */
+  readonly libvirtLeaseDir: string;
   readonly links: readonly PoolLink[];
 }
 

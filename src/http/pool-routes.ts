@@ -43,6 +43,7 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
             ...(body.pool === undefined ? {} : { pool: body.pool }),
             ...(body.ip === undefined ? {} : { ip: parseIp(body.ip) }),
             ...(body.interfaces === undefined ? {} : { nics: body.interfaces.map(nicOf) }),
+            ...(body.adopt === undefined ? {} : { adopt: body.adopt }),
           });
           // The original answered 201 to repeats too; a repeat is 200 here (documented).
           set.status = created ? 201 : 200;

@@ -46,6 +46,12 @@ export const AllocateBody = Type.Object({
   hostname: Type.Optional(Type.Union([Hostname, Type.Null()])),
   name: Type.Optional(VmName),
   host: Type.Optional(HostName),
+  adopt: Type.Optional(
+    Type.Boolean({
+      description:
+        "a VM already running (libvirt's reconnect): a new allocation takes the address its NIC has leased, if free",
+    }),
+  ),
   interfaces: Type.Optional(
     Type.Array(Interface, {
       maxItems: 32,

@@ -35,6 +35,11 @@ export interface AllocateRequest {
   readonly nic?: Nic;
   /** A specific address the caller wants, as a uint32. */
   readonly ip?: number;
+  /**
+   * An address to take if the pool has it free (a running guest's current lease, adopted so it
+   * keeps it); otherwise one is chosen as usual. Ignored when `ip` is given.
+   */
+  readonly preferredIp?: number;
 }
 
 export interface Allocated {
@@ -77,8 +82,13 @@ export function allocateInTransaction(
     return { ok: true, value: { allocation, created: false, ...previous } };
   }
   const counters = countersOf(store, layout);
+  const preferred = request.preferredIp === undefined ? undefined : checkRequested(store, layout, request.preferredIp);
   const chosen =
-    request.ip === undefined ? findFreeOrdinal(store, layout, counters) : checkRequested(store, layout, request.ip);
+    request.ip !== undefined
+      ? checkRequested(store, layout, request.ip)
+      : preferred?.ok
+        ? preferred
+        : findFreeOrdinal(store, layout, counters);
   if (!chosen.ok) return chosen;
   const ordinal = chosen.value;
   const allocation: Allocation = {
@@ -98,8 +108,8 @@ export function allocateInTransaction(
   // The newest VM to take a name owns it: a domain undefined and defined again under its old name
   // is found by that name, while the old one's allocation waits for leak collection.
   if (request.name !== undefined) store.putName(layout.name, request.name, request.vmId);
-  const cursor =
-    layout.strategy === "next-fit" && request.ip === undefined ? (ordinal + 1) % layout.cidr.size : counters.cursor;
+  const chosenFreely = request.ip === undefined && !preferred?.ok;
+  const cursor = layout.strategy === "next-fit" && chosenFreely ? (ordinal + 1) % layout.cidr.size : counters.cursor;
   store.putCounters(layout.name, { cursor, allocated: counters.allocated + 1 });
   return { ok: true, value: { allocation, created: true } };
 }

@@ -3,6 +3,7 @@
  * effect after the allocation is committed and before it is answered (so before the guest's first
  * DHCP request: the hook's `prepare` runs before QEMU starts), and withdrawn after a release.
  */
+import type { Nic } from "../dhcp/link.ts";
 import type { Allocation } from "./allocator.ts";
 
 export interface AddressDelivery {
@@ -10,9 +11,12 @@ export interface AddressDelivery {
   deliver(allocation: Allocation, replaced?: Allocation): Promise<void>;
   /** Takes the released allocation's reservation back (failures are logged, never thrown). */
   withdraw(allocation: Allocation): Promise<void>;
+  /** The address the NIC holds now (its current lease), for a running VM adopted as it is. */
+  currentAddress(nic: Nic): number | undefined;
 }
 
 export const NO_DELIVERY: AddressDelivery = {
   deliver: async () => {},
   withdraw: async () => {},
+  currentAddress: () => undefined,
 };

@@ -111,14 +111,21 @@ export class PoolService {
   /**
    * Allocates (or repeats) in the named pool; without one, in the pool serving one of the VM's
    * `nics`, else the default pool. The first NIC on a link of that pool gets the address by DHCP.
+   * With `adopt` (a VM that was running before ippool knew it), a new allocation takes the address
+   * that NIC has leased now, if the pool has it free, so the guest keeps it.
    */
   async allocate(
-    request: AllocateRequest & { readonly pool?: string; readonly nics?: readonly Nic[] },
+    request: AllocateRequest & { readonly pool?: string; readonly nics?: readonly Nic[]; readonly adopt?: boolean },
   ): Promise<Allocated> {
-    const { nics = [], pool, ...rest } = request;
+    const { nics = [], pool, adopt, ...rest } = request;
     const layout = this.layout(pool ?? this.poolServing(nics));
     const nic = nics.find((candidate) => this.serves(layout, candidate));
-    const allocating = { ...rest, ...(nic === undefined ? {} : { nic }) };
+    const leased = adopt && nic ? this.delivery.currentAddress(nic) : undefined;
+    const allocating = {
+      ...rest,
+      ...(nic === undefined ? {} : { nic }),
+      ...(leased === undefined ? {} : { preferredIp: leased }),
+    };
     let outcome: Outcome<Allocated>;
     try {
       outcome = await this.store.write(() => allocateInTransaction(this.store, layout, allocating));

@@ -58,6 +58,7 @@ gateway = "10.78.0.1"
 [dhcp]
 dir = "${join(dir, "dhcp")}"
 libvirt_run_dir = "${runDir}"
+libvirt_lease_dir = "${runDir}"
 `,
   });
 });
@@ -147,6 +148,29 @@ describe("DHCP reservations", () => {
     expect(released.status).toBe(200);
     expect(files("network/vmnet")).toEqual([]);
     expect(await eventually(async () => hups() === before + 1, 5000)).toBe(true);
+  });
+
+  test("adopt (libvirt's reconnect of a running VM) takes the address its NIC has leased, if free", async () => {
+    const leases = [
+      { "ip-address": "10.77.0.200", "mac-address": "52:54:00:dd:00:01", hostname: "running", "expiry-time": 2e9 },
+      { "ip-address": "10.99.0.5", "mac-address": "52:54:00:dd:00:02", "expiry-time": 2e9 },
+    ];
+    writeFileSync(join(dir, "libvirt-run/virbr9.status"), JSON.stringify(leases, null, 2));
+    const adopted = await daemon.post("/api/v1/ip/allocate", {
+      vm_id: "running-1",
+      adopt: true,
+      interfaces: [{ mac: "52:54:00:dd:00:01", network: "vmnet" }],
+    });
+    expect(adopted.body.ip).toBe("10.77.0.200");
+    expect(file("network/vmnet", "52-54-00-dd-00-01")).toBe("52:54:00:dd:00:01,10.77.0.200,running-1\n");
+    // A lease outside the pool is not adopted: the VM gets an address of the pool as usual.
+    const outside = await daemon.post("/api/v1/ip/allocate", {
+      vm_id: "running-2",
+      adopt: true,
+      interfaces: [{ mac: "52:54:00:dd:00:02", network: "vmnet" }],
+    });
+    expect(outside.status).toBe(201);
+    expect(outside.body.ip.startsWith("10.77.0.")).toBe(true);
   });
 
   test("a malformed MAC or an unknown link kind is refused with 422 and changes nothing", async () => {

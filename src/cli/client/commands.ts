@@ -110,6 +110,7 @@ export const COMMANDS: readonly ClientCommand[] = [
     name: "allocate",
     args: ["vm_id"],
     options: ["pool", "ip", "hostname", "name", "host", "interfaces"],
+    flags: ["adopt"],
     summary:
       "give VM_ID an address (idempotent); --name gives the VM a second name to be found by; --interfaces MAC@network:NAME,MAC@bridge:NAME names its NICs (DHCP)",
     run: (client, { vm_id }, options) =>
@@ -124,6 +125,7 @@ export const COMMANDS: readonly ClientCommand[] = [
           name: options.name,
           host: options.host,
           interfaces: typeof options.interfaces === "string" ? interfacesOf(options.interfaces) : undefined,
+          adopt: options.adopt === true ? true : undefined,
         }),
       ),
     show: showRecord,

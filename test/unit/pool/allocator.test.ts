@@ -495,6 +495,30 @@ describe("release", () => {
   });
 });
 
+describe("a preferred address (a running guest's lease, adopted)", () => {
+  test("is taken when free, without moving the next-fit cursor", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const { allocation } = await service.allocate({ vmId: "running", preferredIp: parseIpv4("10.0.0.77") });
+    expect(formatIpv4(allocation.ip)).toBe("10.0.0.77");
+    expect(await ipOf(service, "next")).toBe("10.0.0.2");
+    expectClean(service);
+  });
+
+  test("held by another VM, reserved or outside the pool, is passed over for the usual choice", async () => {
+    const service = serve([layout("lab", "10.0.0.0/24")]);
+    await service.allocate({ vmId: "holder", ip: parseIpv4("10.0.0.77") });
+    for (const [vmId, preferred] of [
+      ["a", "10.0.0.77"],
+      ["b", "10.0.0.1"],
+      ["c", "192.168.9.9"],
+    ] as const) {
+      const { allocation } = await service.allocate({ vmId, preferredIp: parseIpv4(preferred) });
+      expect(formatIpv4(allocation.ip)).not.toBe(preferred);
+    }
+    expectClean(service);
+  });
+});
+
 describe("a VM's name", () => {
   const UUID = "9f0c1a52-3b7e-4c1d-8e2f-0a1b2c3d4e5f";
 
