@@ -18,13 +18,13 @@ BENCH_PACKAGES := wrk curl
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
-.PHONY: all run build install check test test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
+.PHONY: all run build install check test test-local test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
 	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-keys clean image-test
 
 all: build
 
 node_modules/.installed: package.json package-lock.json
-	npm install --no-audit --no-fund
+	npm ci --no-audit --no-fund
 	@touch $@
 
 dist/ippool: node_modules/.installed $(SOURCES)
@@ -43,17 +43,17 @@ install: build
 	install -d -m 0755 $(DESTDIR)$(UNITDIR)
 	sed 's|/usr/local/bin/ippool|$(PREFIX)/bin/ippool|g' systemd/ippool.service > $(DESTDIR)$(UNITDIR)/ippool.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/ippool.service
-	sed 's|/usr/local/bin/ippool|$(PREFIX)/bin/ippool|g' hooks/qemu > dist/hook-qemu
 	install -d -m 0755 $(DESTDIR)/etc/ippool
 	[ -e $(DESTDIR)/etc/ippool/ippool.toml ] || install -m 0644 docs/ippool.example.toml $(DESTDIR)/etc/ippool/ippool.toml
 	@# libvirt runs /etc/libvirt/hooks/qemu, and (libvirt >= 6.5) every file in qemu.d/: never replace another hook.
 	@# An earlier ippool hook (it logs as ippool-hook) is replaced; any other hook is kept.
-	if [ ! -e $(DESTDIR)/etc/libvirt/hooks/qemu ] || grep -q 'logger -t ippool-hook' $(DESTDIR)/etc/libvirt/hooks/qemu; then \
-	  install -D -m 0755 dist/hook-qemu $(DESTDIR)/etc/libvirt/hooks/qemu; \
-	else \
-	  install -D -m 0755 dist/hook-qemu $(DESTDIR)/etc/libvirt/hooks/qemu.d/ippool; \
+	hook=$(DESTDIR)/etc/libvirt/hooks/qemu; \
+	if [ -e "$$hook" ] && ! grep -q 'logger -t ippool-hook' "$$hook"; then \
+	  hook=$(DESTDIR)/etc/libvirt/hooks/qemu.d/ippool; \
 	  echo "an existing /etc/libvirt/hooks/qemu was kept; the ippool hook went to qemu.d/ippool"; \
-	fi
+	fi; \
+	install -d -m 0755 "$$(dirname "$$hook")" && \
+	sed 's|/usr/local/bin/ippool|$(PREFIX)/bin/ippool|g' hooks/qemu > "$$hook" && chmod 0755 "$$hook"
 	@echo "libvirtd reads its hooks only when it starts: restart it (systemctl restart libvirtd) for the hook to run"
 
 check: node_modules/.installed
@@ -66,6 +66,13 @@ test: node_modules/.installed
 	$(MAKE) check
 	$(MAKE) build
 	bash test/run.sh
+
+## Every suite that needs no root (no namespaces, no packages installed): check, unit, integration, crash, fuzz.
+test-local: node_modules/.installed
+	$(MAKE) check
+	$(MAKE) build
+	$(BUN) test test/unit test/integration test/crash
+	FUZZ_SEED=20261122 $(BUN) test test/fuzz
 
 test-unit: node_modules/.installed
 	$(BUN) test test/unit

@@ -7,10 +7,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { ensureFreshBinary } from "./fresh-binary.ts";
 import { type CommandResult, sh } from "./processes.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 export const BINARY = join(ROOT, "dist/ippool");
+if (process.env.IPPOOL_DAEMON !== "deno") ensureFreshBinary(ROOT, BINARY);
 const DENO = join(ROOT, "node_modules/.bin/deno");
 
 export function daemonCommand(): string[] {
