@@ -36,6 +36,11 @@ const STATUS_OF_CODE = {
 
 export type ErrorCode = keyof typeof STATUS_OF_CODE;
 
+/** The status documented for a code (the error classes carry the same: a test holds them together). */
+export function documentedStatus(code: string): number | undefined {
+  return (STATUS_OF_CODE as Record<string, number>)[code];
+}
+
 /** Every request with a body or parameters can be malformed, invalid, too large or too slow to arrive. */
 const REQUEST_ERRORS: ErrorCode[] = ["VALIDATION", "MALFORMED_JSON", "PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT"];
 
