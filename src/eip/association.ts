@@ -13,6 +13,7 @@ import { fail, type Outcome } from "../outcome.ts";
 import type { Allocation } from "../pool/allocator.ts";
 import type { AddressDependents } from "../pool/dependents.ts";
 import type { PoolService } from "../pool/service.ts";
+import { BackgroundWork } from "./background.ts";
 import {
   AlreadyAssociatedError,
   EipNotFoundError,
@@ -39,6 +40,8 @@ interface InstancePlacement {
 }
 
 export class EipAssociations implements AddressDependents {
+  private readonly background = new BackgroundWork();
+
   constructor(
     private readonly store: EipStore & { write<T>(body: () => T): Promise<T> },
     private readonly hosts: HostGateway,
@@ -51,6 +54,11 @@ export class EipAssociations implements AddressDependents {
 
   associate(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
     return this.observed("associate", () => this.associateNow(project, id, request));
+  }
+
+  /** Resolves once every old host's clean-up started by a move has ended. */
+  settled(): Promise<void> {
+    return this.background.settled();
   }
 
   disassociate(project: ProjectDefinition, id: string): Promise<EipRecord> {
@@ -125,7 +133,7 @@ export class EipAssociations implements AddressDependents {
           throw recorded.error;
         }
       });
-      if (eip.host !== undefined && eip.host !== target.host) void this.cleanUpOldHost(eip.host, eip);
+      if (eip.host !== undefined && eip.host !== target.host) this.background.track(this.cleanUpOldHost(eip.host, eip));
       return updated;
     });
   }

@@ -7,6 +7,7 @@
  * the host its record names.
  */
 import type { Logger } from "../log/logger.ts";
+import { BackgroundWork } from "./background.ts";
 import { NO_RECONCILIATION_EVENTS, type ReconciliationEvents } from "./events.ts";
 import type { Association, HostGateway } from "./hosts.ts";
 import type { KeyedLocks } from "./locks.ts";
@@ -17,6 +18,7 @@ export class EipReconciler {
   /** The run under way for each host, and the hosts asked for again meanwhile. */
   private readonly running = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
+  private readonly background = new BackgroundWork();
 
   constructor(
     private readonly store: EipStore,
@@ -28,11 +30,16 @@ export class EipReconciler {
 
   /** Reconciles each host as it connects, and all of them every `intervalS` seconds (0: never). */
   start(intervalS: number): void {
-    this.hosts.onConnect((host) => void this.reconcileHost(host));
+    this.hosts.onConnect((host) => this.background.track(this.reconcileHost(host)));
     if (intervalS > 0) {
       this.timer = setInterval(() => void this.reconcileAll(), intervalS * 1000);
       this.timer.unref?.();
     }
+  }
+
+  /** Resolves once the runs started by connections and the re-announcements they started have ended. */
+  settled(): Promise<void> {
+    return this.background.settled();
   }
 
   stop(): void {
@@ -80,8 +87,10 @@ export class EipReconciler {
       const log = drift > 0 ? this.logger.warn.bind(this.logger) : this.logger.debug.bind(this.logger);
       log("reconciled host", { host, added: result.added, removed: result.removed, changed: result.changed });
       for (const eip of result.removedEips) {
-        this.reannounce(host, eip).catch((error: Error) =>
-          this.logger.warn("announcing a moved EIP failed", { host, error: error.message }),
+        this.background.track(
+          this.reannounce(host, eip).catch((error: Error) =>
+            this.logger.warn("announcing a moved EIP failed", { host, error: error.message }),
+          ),
         );
       }
     } catch (error) {

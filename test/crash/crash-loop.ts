@@ -1,8 +1,7 @@
-import { existsSync, rmSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
 import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
-import { BINARY, Daemon, runToExit, tempDir } from "../support/daemon.ts";
-import { sh } from "../support/processes.ts";
+import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
 import { Testbed } from "../support/testbed.ts";
 import {
   type AssociationCounts,
@@ -12,7 +11,6 @@ import {
   TESTBED,
 } from "./associations.ts";
 
-const ROOT = resolve(import.meta.dir, "../..");
 const API_KEY = "crash-loop-key";
 const poolsToml = (eipCidr: string) => `[[pools]]
 name = "vms"
@@ -86,12 +84,6 @@ interface Allocation {
   readonly ip: string;
 }
 type Eip = ListedEip;
-
-export async function ensureBinary(): Promise<void> {
-  if (!existsSync(BINARY) && process.env.IPPOOL_DAEMON !== "deno") {
-    await sh([join(ROOT, "node_modules/.bin/bun"), "build.ts"], { cwd: ROOT });
-  }
-}
 
 export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoopResult> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
@@ -491,7 +483,6 @@ function summary(result: CrashLoopResult, seconds: string): string[] {
 if (import.meta.main) {
   const { trials, seed, hosts } = parseArgs(process.argv.slice(2));
   console.log(`crash loop: seed ${seed}, ${trials} trials${hosts ? ", with hosts" : ""}`);
-  await ensureBinary();
   const started = performance.now();
   const result = await runCrashLoop({ trials, seed, hosts });
   const seconds = ((performance.now() - started) / 1000).toFixed(1);

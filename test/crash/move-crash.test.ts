@@ -13,7 +13,7 @@ import { type Daemon, tempDir } from "../support/daemon.ts";
 import { sh } from "../support/processes.ts";
 import { Testbed } from "../support/testbed.ts";
 import { associationCounts, HostedAssociations, TESTBED } from "./associations.ts";
-import { ensureBinary, startInTestbed } from "./crash-loop.ts";
+import { startInTestbed } from "./crash-loop.ts";
 import { disagreements } from "./host-state.ts";
 
 let bed: Testbed;
@@ -22,7 +22,6 @@ let daemon: Daemon | undefined;
 const dir = tempDir("ippool-move-crash-");
 
 beforeAll(async () => {
-  await ensureBinary();
   bed = await Testbed.create(TESTBED);
   hosted = new HostedAssociations(bed, associationCounts());
 }, 60_000);

@@ -69,7 +69,7 @@ describe("the TCP listener", () => {
   test("in-flight requests finish before SIGTERM closes the store", async () => {
     const daemon = await started();
     const inflight = Array.from({ length: 100 }, (_, i) => daemon.post("/api/v1/ip/allocate", { vm_id: `term-${i}` }));
-    await Bun.sleep(5);
+    await Promise.race(inflight); // the first answered: the others are in flight or queued
     daemon.proc.kill("SIGTERM");
     const settled = await Promise.allSettled(inflight);
     expect(await daemon.proc.exited).toBe(0);
@@ -87,15 +87,15 @@ describe("logs", () => {
   test("one text line per request with method, path, status and duration", async () => {
     const daemon = await started();
     await daemon.json("/api/v1/ip/nobody");
-    await Bun.sleep(50);
-    expect(daemon.logs).toMatch(/INFO request method=GET path=\/api\/v1\/ip\/nobody status=404 ms=[\d.]+/);
+    expect(await daemon.waitForLog("path=/api/v1/ip/nobody")).toMatch(
+      /INFO request method=GET path=\/api\/v1\/ip\/nobody status=404 ms=[\d.]+/,
+    );
   });
 
   test("--log-format json writes JSON lines", async () => {
     const daemon = await started({ args: ["--log-format", "json"] });
     await daemon.json("/api/v1/health");
-    await Bun.sleep(50);
-    const lines = daemon.logs
+    const lines = (await daemon.waitForLog('"path":"/api/v1/health"'))
       .trim()
       .split("\n")
       .map((line) => JSON.parse(line));
@@ -108,7 +108,7 @@ describe("logs", () => {
     const plain = await started();
     const debug = await started({ args: ["--debug"] });
     for (const daemon of [plain, debug]) await daemon.json("/api/v1/health", { via: "unix" });
-    await Bun.sleep(50);
+    await Promise.all([plain, debug].map((daemon) => daemon.waitForLog("path=/api/v1/health")));
     expect(debug.logs).toMatch(/INFO request method=GET path=\/api\/v1\/health status=200 ms=[\d.]+ via=unix agent=/);
     expect(debug.logs).toContain("DEBUG configuration");
     expect(plain.logs).not.toContain("via=");

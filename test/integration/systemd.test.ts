@@ -69,7 +69,7 @@ describe("make install", () => {
     expect(unit).toContain("ExecStart=/usr/bin/ippool ");
     expect(unit).not.toContain("/usr/local/");
     const hook = readFileSync(join(destdir, "etc/libvirt/hooks/qemu"), "utf8");
-    expect(hook).toContain("bin=${IPPOOL_BIN:-/usr/bin/ippool}");
+    expect(hook).toContain("IPPOOL_BIN:-/usr/bin/ippool}");
     expect(hook).not.toContain("/usr/local/bin/ippool");
   });
 

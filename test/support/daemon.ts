@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
 import { ensureFreshBinary } from "./fresh-binary.ts";
-import { type CommandResult, sh } from "./processes.ts";
+import { type CommandResult, eventually, sh } from "./processes.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 export const BINARY = join(ROOT, "dist/ippool");
@@ -66,6 +66,15 @@ export class Daemon {
 
   /** Everything the daemon wrote to stdout and stderr so far. */
   get logs(): string {
+    return this.output;
+  }
+
+  /** Resolves with the logs once they match `pattern` (log lines arrive through a pipe, after the answer). */
+  async waitForLog(pattern: RegExp | string, timeoutMs = 5000): Promise<string> {
+    const matches = () => (typeof pattern === "string" ? this.output.includes(pattern) : pattern.test(this.output));
+    if (!(await eventually(async () => matches(), timeoutMs, 5))) {
+      throw new Error(`the daemon logged nothing matching ${pattern} within ${timeoutMs} ms:\n${this.output}`);
+    }
     return this.output;
   }
 

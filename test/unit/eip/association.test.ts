@@ -374,7 +374,7 @@ describe("moving an EIP (failover)", () => {
     await associations.associate(acme, eip.id, { instanceId: "web-1" });
     const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
     expect(moved).toMatchObject({ host: "hv2", instanceId: "web-2", privateIp: target.ip });
-    await Bun.sleep(1);
+    await associations.settled();
     expect(hosts.rulesOf("hv1")).toEqual({});
     expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(target.ip) });
     // The old instance is free for another EIP now.
@@ -390,11 +390,11 @@ describe("moving an EIP (failover)", () => {
     hosts.down.add("hv1");
     const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
     expect(moved.host).toBe("hv2");
-    await Bun.sleep(1);
+    await associations.settled();
     expect(hosts.rulesOf("hv1")).not.toEqual({});
     reconciler.start(0);
     hosts.reconnect("hv1");
-    await Bun.sleep(5);
+    await reconciler.settled();
     expect(hosts.rulesOf("hv1")).toEqual({});
     expect(logs().some((line) => line.includes("reconciled host") && line.includes("removed=1"))).toBe(true);
   });
@@ -462,7 +462,7 @@ describe("reconciliation", () => {
     // A move to web-1 that reached hv1 (and was announced there) but was never recorded: a crash.
     hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
     await reconciler.reconcileAll();
-    await Bun.sleep(5);
+    await reconciler.settled();
     expect(hosts.rulesOf("hv1")).toEqual({});
     expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(web2.ip) });
     expect(hosts.announced).toEqual([`hv2 ${formatIpv4(eip.publicIp)}`]);
@@ -472,7 +472,7 @@ describe("reconciliation", () => {
     const { eip } = await eips.allocate(acme, {});
     hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
     await reconciler.reconcileAll();
-    await Bun.sleep(5);
+    await reconciler.settled();
     expect(hosts.rulesOf("hv1")).toEqual({});
     expect(hosts.announced).toEqual([]);
   });
