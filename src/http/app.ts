@@ -18,6 +18,7 @@ import { declaredTooLarge, MAX_BODY_BYTES, readJsonBody } from "./body.ts";
 import { eipRoutes } from "./eip-routes.ts";
 import { errorResponse, toErrorResponse } from "./errors.ts";
 import { leakRoutes } from "./leak-routes.ts";
+import { AllowedMethods } from "./methods.ts";
 import { type Exposition, metricsRoutes } from "./metrics-routes.ts";
 import { poolRoutes } from "./pool-routes.ts";
 import { markRoute, routeOf } from "./route-template.ts";
@@ -91,17 +92,21 @@ export function createHandler(
   observer?: RequestObserver,
 ): FetchHandler {
   const handle = app.fetch;
+  const allowed = new AllowedMethods(app.routes);
   return async (received) => {
     const started = performance.now();
     const request = routable(received);
     markTransport(request, via);
+    const path = pathOf(request.url).split("?")[0] as string;
     const response = declaredTooLarge(request)
       ? errorResponse(
           413,
           { error: `request body is larger than ${MAX_BODY_BYTES} bytes`, code: "PAYLOAD_TOO_LARGE" },
           { connection: "close" },
         )
-      : await handle(request);
+      : allowed.shadowed(request.method, path)
+        ? methodNotAllowed(request.method, path, allowed)
+        : withMethodNotAllowed(await handle(request), request, path, allowed);
     const ms = performance.now() - started;
     observer?.request(request.method, routeOf(request), response.status, ms / 1000);
     if (logger.enabled("info")) logRequest(logger, request, response, ms, via);
@@ -112,20 +117,44 @@ export function createHandler(
 /**
  * Elysia looks for the path from index 11 of the URL ("http://" plus a host of 4 characters or
  * more); a shorter host, as in `curl --unix-socket S http://x/...` or `Host: a`, would lose the
- * path. Such requests get a plain host.
+ * path, and an HTTP/1.0 request without a Host header (HAProxy's default health check) reaches
+ * the handler as a bare path. Such requests get a plain host.
  */
 function routable(request: Request): Request {
   const url = request.url;
+  if (!url.startsWith("/")) {
+    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
+    if (pathStart >= 11 || pathStart < 0) return request;
+  }
+  return new Request(`http://localhost${pathOf(url)}`, request);
+}
+
+/** The path and query of a request URL (or of the bare path an HTTP/1.0 request without Host has). */
+function pathOf(url: string): string {
+  if (url.startsWith("/")) return url;
   const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-  if (pathStart >= 11 || pathStart < 0) return request;
-  return new Request(`http://localhost${url.slice(pathStart)}`, request);
+  return pathStart < 0 ? "/" : url.slice(pathStart);
+}
+
+/** An unknown route whose path another method serves: 405 with `Allow` instead of 404. */
+function withMethodNotAllowed(response: Response, request: Request, path: string, allowed: AllowedMethods): Response {
+  if (response.status !== 404 || routeOf(request) !== undefined || allowed.of(path).length === 0) return response;
+  return methodNotAllowed(request.method, path, allowed);
+}
+
+function methodNotAllowed(method: string, path: string, allowed: AllowedMethods): Response {
+  const methods = allowed.of(path);
+  return errorResponse(
+    405,
+    { error: `${method} is not allowed on ${path} (allowed: ${methods.join(", ")})`, code: "METHOD_NOT_ALLOWED" },
+    { allow: methods.join(",") },
+  );
 }
 
 function logRequest(logger: Logger, request: Request, response: Response, ms: number, via: string): void {
-  const url = request.url;
   const fields = {
     method: request.method,
-    path: url.slice(url.indexOf("/", url.indexOf("//") + 2)),
+    path: pathOf(request.url),
     status: response.status,
     ms: Math.round(ms * 100) / 100,
   };

@@ -45,14 +45,18 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
             ...(body.interfaces === undefined ? {} : { nics: body.interfaces.map(nicOf) }),
             ...(body.adopt === undefined ? {} : { adopt: body.adopt }),
           });
-          // The original answered 201 to repeats too; a repeat is 200 here (documented).
-          set.status = created ? 201 : 200;
+          // 201 every time, as the original answered (its clients check for it); a header tells a
+          // repeat apart for those who want to know, and original clients ignore it.
+          set.status = 201;
+          set.headers["x-ippool-created"] = created ? "true" : "false";
           return view(allocation);
         },
         {
           body: AllocateBody,
+          detail: {
+            description: "201 for a new allocation and for a repeat; X-Ippool-Created: true or false tells them apart",
+          },
           response: {
-            200: AllocationView,
             201: AllocationView,
             ...adminErrors(
               "INVALID_IP",

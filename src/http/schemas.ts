@@ -65,7 +65,8 @@ export const AllocateBody = Type.Object({
 export type AllocateBody = Static<typeof AllocateBody>;
 
 export const VmIdParams = Type.Object({ vm_id: VmId });
-export const IpParams = Type.Object({ ip: Ipv4 });
+/** Any text: the original answered `Invalid IP address` (400) to anything not an address of the pool. */
+export const IpParams = Type.Object({ ip: Type.String({ maxLength: 64, description: "an IPv4 address in a pool" }) });
 export const PoolParams = Type.Object({ name: PoolName });
 
 export const PoolQuery = Type.Object({ pool: Type.Optional(PoolName) });

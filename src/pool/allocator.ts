@@ -8,7 +8,7 @@ import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
 import { fail, type Outcome } from "../outcome.ts";
 import { clearBit, emptyPage, findClear, findSetCircular, PAGE_BITS, setBit, testBit } from "./bitmap.ts";
-import { AddressInUseError, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
+import { AddressInUseError, ORIGINAL_MESSAGES, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { AllocationRecord, PoolCounters, PoolStore } from "./store.ts";
 
@@ -190,7 +190,7 @@ function findFreeOrdinal(store: PoolStore, layout: PoolLayout, counters: PoolCou
   const bit = findClear(page, layout.reservedMask(startPage), start % PAGE_BITS, layout.bitsInPage(startPage));
   if (bit >= 0) return { ok: true, value: startPage * PAGE_BITS + bit };
   const next = findSetCircular(summaryOf(store, layout), startPage + 1, layout.pageCount);
-  if (next < 0) return fail(new PoolExhaustedError(`No available IPs in pool ${layout.name}`));
+  if (next < 0) return fail(new PoolExhaustedError(ORIGINAL_MESSAGES.exhausted));
   const nextPage = store.getPage(layout.name, next) ?? emptyPage();
   const nextBit = findClear(nextPage, layout.reservedMask(next), 0, layout.bitsInPage(next));
   if (nextBit < 0) throw new Error(`pool ${layout.name}: summary marks page ${next} free but it is full`);

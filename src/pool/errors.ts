@@ -1,5 +1,15 @@
 import { AppError } from "../errors.ts";
 
+/**
+ * The messages the original IP Pool API answered with (its handlers.rs): clients written for it
+ * may compare them, so the errors it could answer say exactly these.
+ */
+export const ORIGINAL_MESSAGES = {
+  exhausted: "No available IPs in pool",
+  notFound: "IP not found",
+  invalidIp: "Invalid IP address",
+} as const;
+
 /** No free address is left in the pool (the original API answers 503). */
 export class PoolExhaustedError extends AppError {
   readonly status = 503;

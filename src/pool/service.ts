@@ -5,7 +5,7 @@
  */
 import { type Nic, type PoolLink, sameLink } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
-import { formatIpv4, parseIpv4 } from "../net/ipv4.ts";
+import { formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
 import { type Outcome, unwrap } from "../outcome.ts";
 import {
   type Allocated,
@@ -16,7 +16,13 @@ import {
 } from "./allocator.ts";
 import { type AddressDelivery, NO_DELIVERY } from "./delivery.ts";
 import { type AddressDependents, NO_ADDRESS_DEPENDENTS } from "./dependents.ts";
-import { AllocationNotFoundError, DeliveryFailedError, PoolNotFoundError, VmOnOtherHostError } from "./errors.ts";
+import {
+  AllocationNotFoundError,
+  DeliveryFailedError,
+  ORIGINAL_MESSAGES,
+  PoolNotFoundError,
+  VmOnOtherHostError,
+} from "./errors.ts";
 import { failureReason, NO_POOL_EVENTS, type PoolEvents, type PoolKind } from "./events.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { AllocationRecord, PoolStore } from "./store.ts";
@@ -180,7 +186,7 @@ export class PoolService {
       const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
       return vmId === undefined || !record ? [] : [{ pool: layout.name, vmId, ...record }];
     });
-    if (held.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmIdOrName}`);
+    if (held.length === 0) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     const { fromHost } = options;
     const elsewhere = held.find((allocation) => fromHost !== undefined && !onHost(allocation, fromHost));
     if (elsewhere) {
@@ -189,7 +195,7 @@ export class PoolService {
       );
     }
     const released = await this.releaseHeld(held, (record) => fromHost === undefined || onHost(record, fromHost));
-    if (released.length === 0) throw new AllocationNotFoundError(`no allocation for vm ${vmIdOrName}`);
+    if (released.length === 0) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     return released;
   }
 
@@ -202,14 +208,16 @@ export class PoolService {
     return this.releaseHeld(allocations, () => true);
   }
 
+  /** An address that is not a dotted quad, or in no pool, is `Invalid IP address` (400), as in the original. */
   async releaseByIp(ipText: string): Promise<Allocation> {
-    const ip = parseIpv4(ipText);
-    const layout = this.layoutContaining(ip);
+    const ip = isIpv4(ipText) ? parseIpv4(ipText) : undefined;
+    const layout = ip === undefined ? undefined : this.layouts.find((l) => l.contains(ip));
+    if (ip === undefined || !layout) throw new InvalidIpError(ORIGINAL_MESSAGES.invalidIp);
     const vmId = this.store.vmAt(layout.name, ip);
     const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
     const [released] =
       vmId === undefined || !record ? [] : await this.releaseHeld([{ pool: layout.name, vmId, ...record }], () => true);
-    if (!released) throw new AllocationNotFoundError(`${ipText} is not allocated`);
+    if (!released) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     return released;
   }
 
@@ -244,7 +252,7 @@ export class PoolService {
   /** The vm's allocation in the named pool, or in the first pool (default first) that has one. */
   get(vmId: string, pool?: string): Allocation {
     const found = this.find(vmId, pool);
-    if (!found) throw new AllocationNotFoundError(`no allocation for vm ${vmId}`);
+    if (!found) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     return found;
   }
 
@@ -328,12 +336,6 @@ export class PoolService {
   private vmIdIn(layout: PoolLayout, vmIdOrName: string): string | undefined {
     if (this.store.getAllocation(layout.name, vmIdOrName)) return vmIdOrName;
     return this.store.vmNamed(layout.name, vmIdOrName);
-  }
-
-  private layoutContaining(ip: number): PoolLayout {
-    const layout = this.layouts.find((l) => l.contains(ip));
-    if (!layout) throw new InvalidIpError(`${formatIpv4(ip)} is not in any configured pool`);
-    return layout;
   }
 
   private searchOrder(): PoolLayout[] {

@@ -151,12 +151,17 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
           let status: number;
           // biome-ignore lint/suspicious/noExplicitAny: answers are checked field by field
           let body: any;
+          /** For an allocate: whether the daemon says it made a new allocation (201 answers both). */
+          let created = false;
           if (op === "alloc" || op === "alloc-ip") {
-            ({ status, body } = await d.post(
-              "/api/v1/ip/allocate",
-              wantIp ? { vm_id: vmId, ip: wantIp } : { vm_id: vmId },
-              random() < 0.5 ? "tcp" : "unix",
-            ));
+            const response = await d.fetch("/api/v1/ip/allocate", {
+              method: "POST",
+              body: JSON.stringify(wantIp ? { vm_id: vmId, ip: wantIp } : { vm_id: vmId }),
+              via: random() < 0.5 ? "tcp" : "unix",
+            });
+            status = response.status;
+            body = await response.json();
+            created = response.headers.get("x-ippool-created") === "true";
           } else if (op === "release") {
             ({ status, body } = await d.json(`/api/v1/ip/release/${vmId}`, { method: "DELETE" }));
           } else {
@@ -164,15 +169,15 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
           }
           result.acknowledged++;
           if (op === "alloc" || op === "alloc-ip") {
-            if (status === 200 || status === 201) {
+            if (status === 201) {
               if (wantIp && body.ip !== wantIp)
                 violation(`${vmId}: asked for ${wantIp}, answered ${status} ${body.ip}`);
-              if (status === 200 && before.kind === "held" && before.ip !== body.ip)
+              if (!created && before.kind === "held" && before.ip !== body.ip)
                 violation(`${vmId}: repeat answered ${body.ip}, acknowledged address was ${before.ip}`);
-              if (status === 200 && before.kind === "free")
-                violation(`${vmId}: answered 200 (repeat) but its acknowledged state is released`);
-              if (status === 201 && before.kind === "held")
-                violation(`${vmId}: answered 201 (new) but it already held ${before.ip}`);
+              if (!created && before.kind === "free")
+                violation(`${vmId}: answered a repeat but its acknowledged state is released`);
+              if (created && before.kind === "held")
+                violation(`${vmId}: answered a new allocation but it already held ${before.ip}`);
               entry.state = { kind: "held", ip: body.ip };
             } else if (status === 409 && body.code === "VM_HAS_OTHER_ADDRESS") {
               if (before.kind === "free")

@@ -43,12 +43,16 @@ describe("allocate", () => {
     expect(Date.parse(body.created_at)).toBeGreaterThan(0);
   });
 
-  test("a repeat for the same vm_id answers 200 with the same address", async () => {
-    const first = await allocate({ vm_id: "a-2" });
-    const repeat = await allocate({ vm_id: "a-2" }, "unix");
-    expect(first.status).toBe(201);
-    expect(repeat.status).toBe(200);
-    expect(repeat.body.ip).toBe(first.body.ip);
+  test("a repeat for the same vm_id answers 201 with the same address, as the original did; a header tells it apart", async () => {
+    const first = await daemon.fetch("/api/v1/ip/allocate", { method: "POST", body: JSON.stringify({ vm_id: "a-2" }) });
+    const repeat = await daemon.fetch("/api/v1/ip/allocate", {
+      method: "POST",
+      body: JSON.stringify({ vm_id: "a-2" }),
+      via: "unix",
+    });
+    expect([first.status, repeat.status]).toEqual([201, 201]);
+    expect([first.headers.get("x-ippool-created"), repeat.headers.get("x-ippool-created")]).toEqual(["true", "false"]);
+    expect(((await repeat.json()) as { ip: string }).ip).toBe(((await first.json()) as { ip: string }).ip);
   });
 
   test("a requested free address is granted", async () => {
@@ -95,7 +99,7 @@ describe("allocate", () => {
     const first = await allocate({ vm_id: "mig-1", host: "hv1" });
     expect(first.body.host).toBe("hv1");
     const moved = await allocate({ vm_id: "mig-1", host: "hv2" });
-    expect(moved.status).toBe(200);
+    expect(moved.status).toBe(201);
     expect(moved.body).toMatchObject({ ip: first.body.ip, host: "hv2" });
     expect((await daemon.json("/api/v1/ip/mig-1")).body.host).toBe("hv2");
     expect((await allocate({ vm_id: "mig-2", host: "Bad Host" })).status).toBe(422);

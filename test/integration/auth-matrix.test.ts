@@ -233,7 +233,7 @@ const POOL_ROUTES: Record<string, RouteRow> = {
   "DELETE /api/v1/ip/release-by-ip/{ip}": {
     call: { path: `/api/v1/ip/release-by-ip/${HELD_IP}` },
     allowed: { status: 200 },
-    invalid: bad("/api/v1/ip/release-by-ip/10.40.0.300"),
+    invalid: bad(`/api/v1/ip/release-by-ip/${"9".repeat(65)}`),
   },
   "GET /api/v1/ip/{vm_id}": {
     call: { path: `/api/v1/ip/${HELD_VM}` },

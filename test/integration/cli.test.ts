@@ -86,7 +86,7 @@ describe("pool commands over the socket", () => {
   test("a refused request exits 1 and prints the daemon's error code", async () => {
     const result = await ippool("show", "nobody", ...onSocket());
     expect(result.code).toBe(1);
-    expect(result.stderr).toBe("ippool: NOT_FOUND: no allocation for vm nobody\n");
+    expect(result.stderr).toBe("ippool: NOT_FOUND: IP not found\n");
   });
 
   test("an unreachable daemon exits 3", async () => {

@@ -103,7 +103,7 @@ describe("DHCP reservations", () => {
       vm_id: "0d6f2a8e-1111-4222-8333-444455556666",
       interfaces: [{ mac: "52:54:00:aa:00:02", network: "vmnet" }],
     });
-    expect(status).toBe(200);
+    expect(status).toBe(201);
     expect(file("network/vmnet", "52-54-00-aa-00-02")).toBe(`52:54:00:aa:00:02,${body.ip},web-server-n1\n`);
   });
 

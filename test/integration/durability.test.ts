@@ -35,11 +35,14 @@ describe("concurrency", () => {
     daemon = await Daemon.start({ pools: POOL });
     const d = daemon;
     const results = await Promise.all(
-      Array.from({ length: 50 }, () => d.post("/api/v1/ip/allocate", { vm_id: "same" })),
+      Array.from({ length: 50 }, () =>
+        d.fetch("/api/v1/ip/allocate", { method: "POST", body: JSON.stringify({ vm_id: "same" }) }),
+      ),
     );
-    expect(results.filter((r) => r.status === 201)).toHaveLength(1);
-    expect(results.filter((r) => r.status === 200)).toHaveLength(49);
-    expect(new Set(results.map((r) => r.body.ip)).size).toBe(1);
+    expect(results.every((r) => r.status === 201)).toBe(true);
+    expect(results.filter((r) => r.headers.get("x-ippool-created") === "true")).toHaveLength(1);
+    const ips = await Promise.all(results.map(async (r) => ((await r.json()) as { ip: string }).ip));
+    expect(new Set(ips).size).toBe(1);
   });
 
   test("parallel requests for one address grant it once and answer 409 to the rest", async () => {

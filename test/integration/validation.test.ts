@@ -70,7 +70,7 @@ describe("request bodies", () => {
 
   test("a null hostname is accepted as no hostname, as the original's Option did", async () => {
     const { status, body } = await daemon.post("/api/v1/ip/allocate", { vm_id: "existing", hostname: null });
-    expect(status).toBe(200);
+    expect(status).toBe(201);
     expect(body.hostname).toBe("keep");
   });
 

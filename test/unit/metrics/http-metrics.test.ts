@@ -72,7 +72,7 @@ describe("through the app", () => {
 
   test("each request counts under its route template and status", async () => {
     expect(await call("POST", "/api/v1/ip/allocate", JSON.stringify({ vm_id: "a" }))).toBe(201);
-    expect(await call("POST", "/api/v1/ip/allocate", JSON.stringify({ vm_id: "a" }))).toBe(200);
+    expect(await call("POST", "/api/v1/ip/allocate", JSON.stringify({ vm_id: "a" }))).toBe(201); // a repeat
     expect(await call("POST", "/api/v1/ip/allocate", "{not json")).toBe(400);
     expect(await call("POST", "/api/v1/ip/allocate", JSON.stringify({ vm: 1 }))).toBe(422);
     expect(await call("GET", "/api/v1/ip/a")).toBe(200);
@@ -90,8 +90,7 @@ describe("through the app", () => {
     const samples = parseExposition(await registry.metrics());
     const count = (method: string, route: string, status: number) =>
       sampleValue(samples, COUNT, { method, route, status: String(status) });
-    expect(count("POST", "/api/v1/ip/allocate", 201)).toBe(1);
-    expect(count("POST", "/api/v1/ip/allocate", 200)).toBe(1);
+    expect(count("POST", "/api/v1/ip/allocate", 201)).toBe(2);
     expect(count("POST", "/api/v1/ip/allocate", 400)).toBe(1);
     expect(count("POST", "/api/v1/ip/allocate", 422)).toBe(1);
     expect(count("GET", "/api/v1/ip/:vm_id", 200)).toBe(1);
