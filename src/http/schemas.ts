@@ -3,23 +3,30 @@ import { type Static, Type } from "@sinclair/typebox";
 import { INTERFACE_PATTERN, LIBVIRT_NETWORK_PATTERN, POOL_NAME_PATTERN } from "../config/schema.ts";
 
 const DOTTED_QUAD = "^(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)(\\.(25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)){3}$";
-/** Labels of letters, digits and inner hyphens, 63 at most each, 253 in all (RFC 1123). */
-const HOSTNAME =
-  "^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$";
-/** Printable ASCII without space or "/" (it is a path segment too). */
-const VM_ID = "^[\\x21-\\x2e\\x30-\\x7e]{1,128}$";
+/**
+ * Text as the original took it (any string), within bounds: no control characters, no unpaired
+ * UTF-16 surrogates (they could not be stored apart from U+FFFD, so two ids would be one).
+ */
+const ANY_TEXT = "^(?:[^\\x00-\\x1f\\x7f\\ud800-\\udfff]|[\\ud800-\\udbff][\\udc00-\\udfff])*$";
+/** At most 256 UTF-16 units: at most 768 bytes of UTF-8, well inside LMDB's key size with the pool name. */
+const MAX_ID_LENGTH = 256;
 
 export const Ipv4 = Type.String({ pattern: DOTTED_QUAD, maxLength: 15, description: "an IPv4 address (a.b.c.d)" });
 export const VmId = Type.String({
-  pattern: VM_ID,
+  pattern: ANY_TEXT,
   minLength: 1,
-  maxLength: 128,
-  description: "1 to 128 printable ASCII characters, no space or /",
+  maxLength: MAX_ID_LENGTH,
+  description: "any text of 1 to 256 characters without control characters, as the original took it",
 });
-export const Hostname = Type.String({ pattern: HOSTNAME, maxLength: 253, description: "an RFC 1123 host name" });
+/** Any text, as the original took it; a DNS name is derived from it where one is needed (DHCP). */
+export const Hostname = Type.String({
+  pattern: ANY_TEXT,
+  maxLength: 1024,
+  description: "the VM's host name: any text of up to 1024 characters without control characters",
+});
 /** A libvirt domain name: anything but control characters and "/" (libvirt refuses "/"). */
 export const VmName = Type.String({
-  pattern: "^[^\\x00-\\x1f\\x7f/]+$",
+  pattern: "^(?:[^\\x00-\\x1f\\x7f/\\ud800-\\udfff]|[\\ud800-\\udbff][\\udc00-\\udfff])+$",
   minLength: 1,
   maxLength: 255,
   description:

@@ -18,7 +18,7 @@ type AddressKey = [string, number];
 /** `[pool, project, state, id]`: one key per EIP, so counting a range counts EIPs in that state. */
 type EipStateKey = [string, string, string, string];
 
-/** vm_ids and EIP ids are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
+/** EIP ids and project names are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
 const AFTER_VM_IDS = "\uffff";
 
 export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
@@ -147,10 +147,8 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.allocations.removeSync([pool, vmId]);
   }
 
-  allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
-    return this.allocations
-      .getRange({ start: [pool, ""], end: [pool, AFTER_VM_IDS] })
-      .map(({ key, value }) => ({ vmId: key[1] as string, record: value }));
+  *allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
+    for (const { key, value } of keysOfPool(this.allocations, pool)) yield { vmId: key[1], record: value };
   }
 
   vmNamed(pool: string, name: string): string | undefined {
@@ -165,11 +163,8 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.nameIndex.removeSync([pool, name]);
   }
 
-  vmNames(pool: string): Iterable<{ name: string; vmId: string }> {
-    // Names are any text: keys are UTF-8, and U+10FFFF sorts after every character's encoding.
-    return this.nameIndex
-      .getRange({ start: [pool, ""], end: [pool, "\u{10FFFF}"] })
-      .map(({ key, value }) => ({ name: key[1], vmId: value }));
+  *vmNames(pool: string): Iterable<{ name: string; vmId: string }> {
+    for (const { key, value } of keysOfPool(this.nameIndex, pool)) yield { name: key[1], vmId: value };
   }
 
   vmAt(pool: string, ip: number): string | undefined {
@@ -283,6 +278,20 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
 
   idempotencyIndex(): Iterable<{ project: string; key: string; record: IdempotencyRecord }> {
     return this.idempotency.getRange().map(({ key, value }) => ({ project: key[0], key: key[1], record: value }));
+  }
+}
+
+/**
+ * The `[pool, text]` entries of one pool, in key order. vm_ids and names are any text, so no end
+ * key is certain to sort after all of them: the scan stops at the first key of another pool.
+ */
+function* keysOfPool<V>(
+  db: Database<V, [string, string]>,
+  pool: string,
+): Generator<{ key: [string, string]; value: V }> {
+  for (const entry of db.getRange({ start: [pool, ""] })) {
+    if (entry.key[0] !== pool) return;
+    yield entry;
   }
 }
 

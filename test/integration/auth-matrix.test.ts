@@ -213,7 +213,7 @@ const POOL_ROUTES: Record<string, RouteRow> = {
   "POST /api/v1/ip/allocate": {
     call: { path: "/api/v1/ip/allocate", body: { vm_id: "gated-vm" } },
     allowed: { status: 201 },
-    invalid: bad("/api/v1/ip/allocate", { vm_id: "a b" }),
+    invalid: bad("/api/v1/ip/allocate", { vm_id: "" }),
   },
   "GET /api/v1/ip/allocations": {
     call: { path: "/api/v1/ip/allocations" },
@@ -228,7 +228,7 @@ const POOL_ROUTES: Record<string, RouteRow> = {
   "DELETE /api/v1/ip/release/{vm_id}": {
     call: { path: `/api/v1/ip/release/${HELD_VM}` },
     allowed: { status: 200 },
-    invalid: bad("/api/v1/ip/release/a%20b"),
+    invalid: bad("/api/v1/ip/release/a%01b"),
   },
   "DELETE /api/v1/ip/release-by-ip/{ip}": {
     call: { path: `/api/v1/ip/release-by-ip/${HELD_IP}` },
@@ -238,7 +238,7 @@ const POOL_ROUTES: Record<string, RouteRow> = {
   "GET /api/v1/ip/{vm_id}": {
     call: { path: `/api/v1/ip/${HELD_VM}` },
     allowed: { status: 200 },
-    invalid: bad("/api/v1/ip/a%20b"),
+    invalid: bad("/api/v1/ip/a%01b"),
   },
   "GET /api/v1/pools": { call: { path: "/api/v1/pools" }, allowed: { status: 200 } },
   "GET /api/v1/pools/{name}": {

@@ -152,6 +152,26 @@ describe("the original's endpoints, with its flags (--port P --network 192.168.1
     expect((await stats()).usage).toBeCloseTo((1 / 253) * 100, 10);
   });
 
+  test("any text is a vm_id and a hostname, as the original's String fields (handlers.rs:17-22); lookups decode the path (axum's Path)", async () => {
+    const cases: [string, string][] = [
+      ["vm-ñandú", "my_vm"],
+      ["vm with space", ""],
+      ["a/b", "Web Server"],
+      ["v".repeat(200), "x"],
+      ["😀 emoji", "-web-"],
+    ];
+    for (const [vmId, hostname] of cases) {
+      const made = await allocate(vmId, hostname);
+      expect([vmId, made.status, made.body.vm_id, made.body.hostname]).toEqual([vmId, 201, vmId, hostname]);
+      const found = await call("GET", `/api/v1/ip/${encodeURIComponent(vmId)}`);
+      expect([vmId, found.status, found.body.ip]).toEqual([vmId, 200, made.body.ip]);
+    }
+    const released = await call("DELETE", `/api/v1/ip/release/${encodeURIComponent("a/b")}`);
+    expect([released.status, released.body.vm_id]).toEqual([200, "a/b"]);
+    const unknown = await call("GET", `/api/v1/ip/${encodeURIComponent("no one here")}`);
+    expect([unknown.status, unknown.body.error]).toEqual([404, "IP not found"]);
+  });
+
   test("a wrong method on a known path: 405 with Allow (axum's method router)", async () => {
     for (const [method, path, allow] of [
       ["PUT", "/api/v1/ip/allocate", "POST"],
