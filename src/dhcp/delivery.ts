@@ -5,7 +5,7 @@ import type { Allocation } from "../pool/allocator.ts";
 import type { AddressDelivery } from "../pool/delivery.ts";
 import { dnsLabel } from "./label.ts";
 import type { LibvirtLeases } from "./leases.ts";
-import { type Link, linkText, type Nic } from "./link.ts";
+import { type Link, linkText, type Nic, sameNic } from "./link.ts";
 import type { DhcpReservations, Reservation } from "./reservations.ts";
 
 export class DhcpDelivery implements AddressDelivery {
@@ -22,15 +22,8 @@ export class DhcpDelivery implements AddressDelivery {
   async deliver(allocation: Allocation, replaced?: Allocation): Promise<void> {
     const reservation = reservationOf(allocation);
     if (reservation) await this.reservations.reserve(reservation);
-    const old = replaced && reservationOf(replaced);
-    if (
-      old &&
-      (old.mac !== reservation?.mac ||
-        old.link.kind !== reservation.link.kind ||
-        old.link.name !== reservation.link.name)
-    ) {
-      await this.withdraw(replaced as Allocation);
-    }
+    // A repeat with another NIC (replaced, or moved to another link): its old reservation goes.
+    if (replaced?.nic !== undefined && !sameNic(replaced.nic, allocation.nic)) await this.withdraw(replaced);
   }
 
   async withdraw(allocation: Allocation): Promise<void> {

@@ -63,7 +63,7 @@ export class LocalDnsmasq implements DnsmasqControl {
       link.kind === "network"
         ? join(this.libvirtRunDir, `${link.name}.pid`)
         : join(this.dhcpDir, "bridge", `${link.name}.pid`);
-    const pid = Number(readOrEmpty(file).trim());
+    const pid = Number(readOrNull(file)?.trim());
     return Number.isInteger(pid) && pid > 1 ? pid : null;
   }
 
@@ -75,14 +75,15 @@ export class LocalDnsmasq implements DnsmasqControl {
 
 /** A running libvirt network's bridge, from the live XML libvirt keeps in its runtime directory. */
 export function networkBridge(libvirtRunDir: string, network: string): string | null {
-  const xml = readOrEmpty(join(libvirtRunDir, `${network}.xml`));
+  const xml = readOrNull(join(libvirtRunDir, `${network}.xml`)) ?? "";
   return /<bridge\s+name=['"]([A-Za-z0-9_.-]{1,15})['"]/.exec(xml)?.[1] ?? null;
 }
 
-export function readOrEmpty(path: string): string {
+/** A file's text, or null when it cannot be read (missing: the daemon or network is not running). */
+export function readOrNull(path: string): string | null {
   try {
     return readFileSync(path, "utf8");
   } catch {
-    return "";
+    return null;
   }
 }

@@ -6,7 +6,7 @@
  */
 import { join } from "node:path";
 import { isIpv4, parseIpv4 } from "../net/ipv4.ts";
-import { networkBridge, readOrEmpty } from "./dnsmasq.ts";
+import { networkBridge, readOrNull } from "./dnsmasq.ts";
 import type { Nic } from "./link.ts";
 
 interface LibvirtLease {
@@ -27,7 +27,7 @@ export class LibvirtLeases {
     if (bridge === null) return undefined;
     let leases: unknown;
     try {
-      leases = JSON.parse(readOrEmpty(join(this.libvirtLeaseDir, `${bridge}.status`)) || "[]");
+      leases = JSON.parse(readOrNull(join(this.libvirtLeaseDir, `${bridge}.status`)) || "[]");
     } catch {
       return undefined; // half written or not libvirt's: nothing to adopt
     }

@@ -33,4 +33,8 @@ export interface DhcpConfig {
 
 export const sameLink = (a: Link, b: Link): boolean => a.kind === b.kind && a.name === b.name;
 
+/** The same NIC: same MAC on the same link (both absent counts as the same). */
+export const sameNic = (a: Nic | undefined, b: Nic | undefined): boolean =>
+  a === b || (a !== undefined && b !== undefined && a.mac === b.mac && sameLink(a.link, b.link));
+
 export const linkText = (link: Link): string => `${link.kind} ${link.name}`;

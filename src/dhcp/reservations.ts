@@ -8,12 +8,12 @@
  * therefore removes the file, signals dnsmasq, and releases the lease with `dhcp_release`, so the
  * next VM given the address gets it.
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
-import type { DnsmasqControl } from "./dnsmasq.ts";
-import { type Link, linkText } from "./link.ts";
+import { type DnsmasqControl, readOrNull } from "./dnsmasq.ts";
+import { type Link, linkText, sameLink } from "./link.ts";
 
 export interface Reservation {
   readonly link: Link;
@@ -44,17 +44,18 @@ export class DhcpReservations {
   /**
    * Puts the reservation in effect: written to a dotfile, then renamed into place (dnsmasq sees it
    * whole). A file that held something else is replaced and dnsmasq reloaded: it keeps what it
-   * read from a changed file until it re-reads its configuration.
+   * read from a changed file until it re-reads its configuration. Answers whether it wrote.
    */
-  async reserve(reservation: Reservation): Promise<void> {
+  async reserve(reservation: Reservation): Promise<boolean> {
     const text = lineOf(reservation);
     const path = join(this.linkDir(reservation.link), fileOf(reservation.mac));
     const before = readOrNull(path);
-    if (before === text) return;
+    if (before === text) return false;
     const temporary = join(this.linkDir(reservation.link), `.${fileOf(reservation.mac)}.tmp`);
     writeFileSync(temporary, text, { mode: 0o644 });
     renameSync(temporary, path);
     if (before !== null) await this.dnsmasq.reload(reservation.link);
+    return true;
   }
 
   /** Takes the reservation back: file, dnsmasq's copy of it, and the lease it gave. */
@@ -72,30 +73,23 @@ export class DhcpReservations {
     let written = 0;
     let removed = 0;
     for (const link of links) {
-      const wanted = new Map(
-        desired.filter((r) => r.link.kind === link.kind && r.link.name === link.name).map((r) => [fileOf(r.mac), r]),
-      );
-      for (const file of readdirSync(this.linkDir(link))) {
-        const reservation = wanted.get(file);
-        if (reservation && readOrNull(join(this.linkDir(link), file)) === lineOf(reservation)) {
-          wanted.delete(file);
-          continue;
-        }
-        if (reservation) continue; // rewritten below
-        if (!MAC_FILE.test(file)) continue;
-        const stale = parseLine(readOrNull(join(this.linkDir(link), file)));
-        rmSync(join(this.linkDir(link), file), { force: true });
-        removed++;
-        if (stale) await this.dnsmasq.releaseLease(link, stale.ip, macOf(file));
-        this.logger.info("stale DHCP reservation removed", { link: linkText(link), mac: macOf(file) });
-      }
-      for (const reservation of wanted.values()) {
-        await this.reserve(reservation);
-        written++;
-      }
-      if (removed > 0) await this.dnsmasq.reload(link);
+      const wanted = new Map(desired.filter((r) => sameLink(r.link, link)).map((r) => [fileOf(r.mac), r]));
+      const stale = readdirSync(this.linkDir(link)).filter((file) => MAC_FILE.test(file) && !wanted.has(file));
+      for (const file of stale) await this.removeStale(link, file);
+      if (stale.length > 0) await this.dnsmasq.reload(link);
+      removed += stale.length;
+      for (const reservation of wanted.values()) if (await this.reserve(reservation)) written++;
     }
     return { written, removed };
+  }
+
+  /** A file no allocation stands for: removed, and the lease it may have given released. */
+  private async removeStale(link: Link, file: string): Promise<void> {
+    const path = join(this.linkDir(link), file);
+    const ip = readOrNull(path)?.split(",")[1]?.trim();
+    rmSync(path, { force: true });
+    if (ip) await this.dnsmasq.releaseLease(link, ip, macOf(file));
+    this.logger.info("stale DHCP reservation removed", { link: linkText(link), mac: macOf(file) });
   }
 
   private linkDir(link: Link): string {
@@ -106,17 +100,4 @@ export class DhcpReservations {
 function lineOf(reservation: Reservation): string {
   const fields = [reservation.mac, formatIpv4(reservation.ip), ...(reservation.label ? [reservation.label] : [])];
   return `${fields.join(",")}\n`;
-}
-
-function parseLine(text: string | null): { ip: string } | null {
-  const ip = text?.split(",")[1]?.trim();
-  return ip ? { ip } : null;
-}
-
-function readOrNull(path: string): string | null {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return null;
-  }
 }

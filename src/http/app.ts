@@ -97,7 +97,8 @@ export function createHandler(
     const started = performance.now();
     const request = routable(received);
     markTransport(request, via);
-    const path = pathOf(request.url).split("?")[0] as string;
+    const target = pathOf(request.url);
+    const path = target.split("?")[0] as string;
     const response = declaredTooLarge(request)
       ? errorResponse(
           413,
@@ -105,11 +106,11 @@ export function createHandler(
           { connection: "close" },
         )
       : allowed.shadowed(request.method, path)
-        ? methodNotAllowed(request.method, path, allowed)
+        ? methodNotAllowed(request.method, path, allowed.of(path))
         : withMethodNotAllowed(await handle(request), request, path, allowed);
     const ms = performance.now() - started;
     observer?.request(request.method, routeOf(request), response.status, ms / 1000);
-    if (logger.enabled("info")) logRequest(logger, request, response, ms, via);
+    if (logger.enabled("info")) logRequest(logger, request, target, response, ms, via);
     return response;
   };
 }
@@ -122,28 +123,30 @@ export function createHandler(
  */
 function routable(request: Request): Request {
   const url = request.url;
-  if (!url.startsWith("/")) {
-    const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-    if (pathStart >= 11 || pathStart < 0) return request;
-  }
-  return new Request(`http://localhost${pathOf(url)}`, request);
+  const start = pathStart(url);
+  if (start >= 11 || start < 0) return request;
+  return new Request(`http://localhost${url.slice(start)}`, request);
 }
 
-/** The path and query of a request URL (or of the bare path an HTTP/1.0 request without Host has). */
+/** Where the path begins in a request URL: after scheme and host, or at 0 for a bare path. */
+function pathStart(url: string): number {
+  return url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
+}
+
+/** The path and query of a request URL. */
 function pathOf(url: string): string {
-  if (url.startsWith("/")) return url;
-  const pathStart = url.indexOf("/", url.indexOf("//") + 2);
-  return pathStart < 0 ? "/" : url.slice(pathStart);
+  const start = pathStart(url);
+  return start < 0 ? "/" : url.slice(start);
 }
 
 /** An unknown route whose path another method serves: 405 with `Allow` instead of 404. */
 function withMethodNotAllowed(response: Response, request: Request, path: string, allowed: AllowedMethods): Response {
-  if (response.status !== 404 || routeOf(request) !== undefined || allowed.of(path).length === 0) return response;
-  return methodNotAllowed(request.method, path, allowed);
+  if (response.status !== 404 || routeOf(request) !== undefined) return response;
+  const methods = allowed.of(path);
+  return methods.length === 0 ? response : methodNotAllowed(request.method, path, methods);
 }
 
-function methodNotAllowed(method: string, path: string, allowed: AllowedMethods): Response {
-  const methods = allowed.of(path);
+function methodNotAllowed(method: string, path: string, methods: readonly string[]): Response {
   return errorResponse(
     405,
     { error: `${method} is not allowed on ${path} (allowed: ${methods.join(", ")})`, code: "METHOD_NOT_ALLOWED" },
@@ -151,10 +154,17 @@ function methodNotAllowed(method: string, path: string, allowed: AllowedMethods)
   );
 }
 
-function logRequest(logger: Logger, request: Request, response: Response, ms: number, via: string): void {
+function logRequest(
+  logger: Logger,
+  request: Request,
+  target: string,
+  response: Response,
+  ms: number,
+  via: string,
+): void {
   const fields = {
     method: request.method,
-    path: pathOf(request.url),
+    path: target,
     status: response.status,
     ms: Math.round(ms * 100) / 100,
   };

@@ -8,7 +8,12 @@ export interface RouteEntry {
 }
 
 export class AllowedMethods {
-  private readonly routes: { readonly method: string; readonly pattern: RegExp; readonly params: number }[];
+  private readonly routes: {
+    readonly method: string;
+    readonly pattern: RegExp;
+    readonly params: number;
+    readonly path: string;
+  }[];
   /** Paths without parameters and their methods: such a path is never a parameter's value. */
   private readonly fixed = new Map<string, Set<string>>();
 
@@ -19,11 +24,11 @@ export class AllowedMethods {
         method: route.method.toUpperCase(),
         pattern: templatePattern(route.path),
         params: route.path.split("/").filter((segment) => segment.startsWith(":")).length,
+        path: route.path,
       }));
-    for (const route of routes) {
-      if (route.path.includes(":") || route.path.includes("*") || route.method === "ALL") continue;
-      const methods = this.fixed.get(route.path) ?? new Set<string>();
-      this.fixed.set(route.path, methods.add(route.method.toUpperCase()));
+    for (const route of this.routes) {
+      if (route.params > 0) continue;
+      this.fixed.set(route.path, (this.fixed.get(route.path) ?? new Set<string>()).add(route.method));
     }
   }
 

@@ -3,7 +3,7 @@
  * and validates everything first and writes only when it cannot fail, so an error never
  * leaves a half-applied change behind in a shared (group-committed) transaction.
  */
-import { type Nic, sameLink } from "../dhcp/link.ts";
+import { type Nic, sameNic } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
 import { fail, type Outcome } from "../outcome.ts";
@@ -122,8 +122,7 @@ export function releaseInTransaction(store: PoolStore, layout: PoolLayout, vmId:
   markFree(store, layout, layout.ordinalOf(record.ip));
   store.removeAllocation(layout.name, vmId);
   store.removeAddress(layout.name, record.ip);
-  if (record.name !== undefined && store.vmNamed(layout.name, record.name) === vmId)
-    store.removeName(layout.name, record.name);
+  dropName(store, layout, record.name, vmId);
   store.putCounters(layout.name, { cursor: counters.cursor, allocated: counters.allocated - 1 });
   return { pool: layout.name, vmId, ...record };
 }
@@ -151,16 +150,15 @@ function updatedOnRepeat(
   };
   store.putAllocation(layout.name, request.vmId, record);
   if (name !== existing.name && name !== undefined) {
-    if (existing.name !== undefined && store.vmNamed(layout.name, existing.name) === request.vmId) {
-      store.removeName(layout.name, existing.name);
-    }
+    dropName(store, layout, existing.name, request.vmId);
     store.putName(layout.name, name, request.vmId);
   }
   return record;
 }
 
-function sameNic(a: Nic | undefined, b: Nic | undefined): boolean {
-  return a === b || (a !== undefined && b !== undefined && a.mac === b.mac && sameLink(a.link, b.link));
+/** Takes `name` off the name index if it still stands for this VM (a newer VM may have taken it). */
+function dropName(store: PoolStore, layout: PoolLayout, name: string | undefined, vmId: string): void {
+  if (name !== undefined && store.vmNamed(layout.name, name) === vmId) store.removeName(layout.name, name);
 }
 
 function checkRequested(store: PoolStore, layout: PoolLayout, ip: number): Outcome<number> {

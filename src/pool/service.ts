@@ -181,11 +181,9 @@ export class PoolService {
    */
   async release(vmIdOrName: string, pool?: string, options: ReleaseOptions = {}): Promise<Allocation[]> {
     const layouts = pool === undefined ? this.layouts : [this.layout(pool)];
-    const held = layouts.flatMap((layout) => {
-      const vmId = this.vmIdIn(layout, vmIdOrName);
-      const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
-      return vmId === undefined || !record ? [] : [{ pool: layout.name, vmId, ...record }];
-    });
+    const held = layouts.flatMap(
+      (layout) => this.allocationOf(layout, vmIdOrName) ?? this.allocationNamed(layout, vmIdOrName) ?? [],
+    );
     if (held.length === 0) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     const { fromHost } = options;
     const elsewhere = held.find((allocation) => fromHost !== undefined && !onHost(allocation, fromHost));
@@ -214,9 +212,8 @@ export class PoolService {
     const layout = ip === undefined ? undefined : this.layouts.find((l) => l.contains(ip));
     if (ip === undefined || !layout) throw new InvalidIpError(ORIGINAL_MESSAGES.invalidIp);
     const vmId = this.store.vmAt(layout.name, ip);
-    const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
-    const [released] =
-      vmId === undefined || !record ? [] : await this.releaseHeld([{ pool: layout.name, vmId, ...record }], () => true);
+    const held = vmId === undefined ? undefined : this.allocationOf(layout, vmId);
+    const [released] = held ? await this.releaseHeld([held], () => true) : [];
     if (!released) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     return released;
   }
@@ -259,14 +256,10 @@ export class PoolService {
   /** By vm_id in every pool (default first), then by name: a name never hides another VM's vm_id. */
   find(vmIdOrName: string, pool?: string): Allocation | undefined {
     const layouts = pool === undefined ? this.searchOrder() : [this.layout(pool)];
-    for (const lookup of [
-      (id: string) => id,
-      (name: string, layout: PoolLayout) => this.store.vmNamed(layout.name, name),
-    ]) {
+    for (const lookup of [this.allocationOf, this.allocationNamed]) {
       for (const layout of layouts) {
-        const vmId = lookup(vmIdOrName, layout);
-        const record = vmId === undefined ? undefined : this.store.getAllocation(layout.name, vmId);
-        if (vmId !== undefined && record) return { pool: layout.name, vmId, ...record };
+        const found = lookup.call(this, layout, vmIdOrName);
+        if (found) return found;
       }
     }
     return undefined;
@@ -332,10 +325,15 @@ export class PoolService {
     return this.layouts.map((layout) => poolUsage(this.store, layout, "vm"));
   }
 
-  /** The vm_id that `vmIdOrName` stands for in this pool: itself if it holds an allocation there, else whose name it is. */
-  private vmIdIn(layout: PoolLayout, vmIdOrName: string): string | undefined {
-    if (this.store.getAllocation(layout.name, vmIdOrName)) return vmIdOrName;
-    return this.store.vmNamed(layout.name, vmIdOrName);
+  private allocationOf(layout: PoolLayout, vmId: string): Allocation | undefined {
+    const record = this.store.getAllocation(layout.name, vmId);
+    return record && { pool: layout.name, vmId, ...record };
+  }
+
+  /** The allocation of the VM that carries `name` in this pool. */
+  private allocationNamed(layout: PoolLayout, name: string): Allocation | undefined {
+    const vmId = this.store.vmNamed(layout.name, name);
+    return vmId === undefined ? undefined : this.allocationOf(layout, vmId);
   }
 
   private searchOrder(): PoolLayout[] {

@@ -71,6 +71,14 @@ describe("DhcpReservations", () => {
     expect(asked).toEqual(["release default 10.0.0.9 52:54:00:00:00:09", "reload default"]);
   });
 
+  test("sync tells only the dnsmasq of a link that had stale files to forget them", async () => {
+    const bridge: Link = { kind: "bridge", name: "br0" };
+    reservations.prepare([bridge]);
+    writeFileSync(join(dir, "network/default/52-54-00-00-00-09"), "52:54:00:00:00:09,10.0.0.9,old\n");
+    expect(await reservations.sync([net, bridge], [])).toEqual({ written: 0, removed: 1 });
+    expect(asked.filter((line) => line.startsWith("reload"))).toEqual(["reload default"]);
+  });
+
   test("sync rewrites a file whose address no longer matches the allocation", async () => {
     writeFileSync(join(dir, "network/default/52-54-00-00-00-01"), "52:54:00:00:00:01,10.0.0.77,web\n");
     expect(await reservations.sync([net], [web])).toEqual({ written: 1, removed: 0 });
