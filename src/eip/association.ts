@@ -101,7 +101,7 @@ export class EipAssociations implements AddressDependents {
           `${request.instanceId}'s address was released while it was being associated`,
         );
       }
-      const target = await this.place(request.instanceId, allocation);
+      const target = await this.place(request.instanceId, allocation, instance.host);
       const updated: EipRecord = {
         ...eip,
         state: "associated",
@@ -204,18 +204,27 @@ export class EipAssociations implements AddressDependents {
    * one (found by vm_id or name), else the UUID libvirt reports, so a name and a UUID of one VM
    * are one instance everywhere (locks, the one-EIP-per-instance rule, the record).
    */
-  private async identify(instanceId: string): Promise<{ vmId: string; allocation?: Allocation }> {
+  private async identify(instanceId: string): Promise<{ vmId: string; allocation?: Allocation; host?: string }> {
     const allocation = this.pools.find(instanceId);
     if (allocation) return { vmId: allocation.vmId, allocation };
     const found = await this.hosts.locate(instanceId);
     if (!found) throw new InstanceNotFoundError(`no configured host has an instance ${instanceId}`);
     const uuid = await this.hosts.instanceUuid(found.host, instanceId);
-    return { vmId: uuid ?? instanceId };
+    return { vmId: uuid ?? instanceId, host: found.host };
   }
 
-  /** Where the instance runs and its private address: ippool's own allocation first, then libvirt. */
-  private async place(instanceId: string, allocation: Allocation | undefined): Promise<InstancePlacement> {
-    let host = allocation?.host !== undefined && this.hosts.has(allocation.host) ? allocation.host : undefined;
+  /**
+   * Where the instance runs and its private address: ippool's own allocation first, then libvirt.
+   * The host it was last seen on (`seenOn`: the allocation's, or where `identify` found it) is asked
+   * first; only if it no longer has the instance are all hosts asked again.
+   */
+  private async place(
+    instanceId: string,
+    allocation: Allocation | undefined,
+    seenOn: string | undefined,
+  ): Promise<InstancePlacement> {
+    const known = allocation?.host ?? seenOn;
+    let host = known !== undefined && this.hosts.has(known) ? known : undefined;
     let state = host === undefined ? null : await this.hosts.instanceState(host, instanceId);
     if (host === undefined || state === null) {
       const found = await this.hosts.locate(instanceId);

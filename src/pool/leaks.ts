@@ -136,9 +136,10 @@ export class LeakDetector {
   }
 
   /**
-   * The periodic collection: releases leaked allocations that a hypervisor host reported (those
-   * with a `host`: a libvirt hook's), never one made for something else through the API. This is
-   * how an undefined domain's address is released: libvirt has no undefine hook.
+   * The periodic collection: reports every leak (the gauge counts them all, as a check does) and
+   * releases those a hypervisor host reported (with a `host`: a libvirt hook's), never one made for
+   * something else through the API. This is how an undefined domain's address is released:
+   * libvirt has no undefine hook.
    */
   collect(): Promise<LeakReport> {
     return this.run(true, undefined, (allocation) => allocation.host !== undefined);
@@ -162,14 +163,14 @@ export class LeakDetector {
   private async run(
     release: boolean,
     pool: string | undefined,
-    eligible: (allocation: Allocation) => boolean = () => true,
+    releasable: (allocation: Allocation) => boolean = () => true,
   ): Promise<LeakReport> {
     const events = this.options.events ?? NO_LEAK_EVENTS;
     const checkedAt = (this.options.now ?? Date.now)();
     const pools = pool === undefined ? this.pools.layouts.map((layout) => layout.name) : [this.pools.layout(pool).name];
     // Allocations first, then the hosts: a VM whose allocation is in this snapshot and that
     // exists is listed by its host; an allocation made later is not judged at all.
-    const allocations = [...this.pools.allAllocations(pool)].filter(eligible);
+    const allocations = [...this.pools.allAllocations(pool)];
     const answers = await Promise.all(this.hosts.hostNames().map((host) => this.ask(host)));
     const decision = decideLeaks(allocations, answers, this.gracePeriodS * 1000, checkedAt);
     const base = {
@@ -193,7 +194,8 @@ export class LeakDetector {
     const leaks = decision.leaks;
     events.checked(pools, countByPool(leaks.map((leak) => leak.allocation)));
     if (!release) return { ...base, leaks };
-    const released = leaks.length === 0 ? [] : await this.pools.releaseUnchanged(leaks.map((leak) => leak.allocation));
+    const chosen = leaks.map((leak) => leak.allocation).filter(releasable);
+    const released = chosen.length === 0 ? [] : await this.pools.releaseUnchanged(chosen);
     for (const [pool, count] of countByPool(released)) events.released(pool, count);
     for (const allocation of released) {
       this.options.logger?.info("released leaked allocation", {

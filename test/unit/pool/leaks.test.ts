@@ -212,7 +212,10 @@ describe("LeakDetector over a real store", () => {
   test("collect releases only leaks a hypervisor host reported (an undefined domain's), never an API-made allocation", async () => {
     await seed();
     const report = await detector().collect();
+    expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
     expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
+    const samples = parseExposition(await registry.metrics());
+    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
     expect(pools.find("ghost", "lab")).toBeDefined();
     expect(pools.find("web-1")).toBeDefined();
   });
