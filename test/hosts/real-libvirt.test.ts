@@ -54,8 +54,16 @@ function restoreFiles(): void {
 }
 
 /** What the hook reads: the daemon's socket, this host's name in [[hosts]], refuse a start it cannot record. */
-function hookEnv(socket = daemon.socket): string {
-  return `IPPOOL_SOCKET=${socket}\nIPPOOL_HOST=hv1\nIPPOOL_HOOK_REQUIRED=1\nIPPOOL_HOOK_LOG=stderr\n`;
+function hookEnv(options: { socket?: string; required?: boolean; timeoutS?: number } = {}): string {
+  const { socket = daemon.socket, required = true, timeoutS } = options;
+  return [
+    `IPPOOL_SOCKET=${socket}`,
+    "IPPOOL_HOST=hv1",
+    `IPPOOL_HOOK_REQUIRED=${required ? 1 : 0}`,
+    "IPPOOL_HOOK_LOG=stderr",
+    ...(timeoutS === undefined ? [] : [`IPPOOL_HOOK_TIMEOUT=${timeoutS}`]),
+    "",
+  ].join("\n");
 }
 
 function daemonConfig(): string {
@@ -182,6 +190,13 @@ async function startAndWait(name: string): Promise<{ ip: string; ms: number }> {
   return { ip, ms: performance.now() - started };
 }
 
+/** A hard reset (the guest reboots in the same QEMU: no hook runs); answers the addresses it was given since. */
+async function resetAndWait(name: string): Promise<(string | undefined)[]> {
+  await lv.virsh(["reset", name]);
+  expect(await eventually(async () => boundAddresses(name).length > 0, 30_000)).toBe(true);
+  return boundAddresses(name);
+}
+
 const spec = (name: string, mac: string, nic: DomainSpec["nic"], uuid?: string): DomainSpec => ({
   name,
   mac,
@@ -247,9 +262,7 @@ describe("a VM on a real libvirt host gets the address ippool gives it", () => {
     // Restored from memory: the guest still holds its address and answers on it.
     expect(await eventually(async () => (await lv.probeEcho(ip)) === "ping", 10_000)).toBe(true);
 
-    await lv.virsh(["reset", G1.name]);
-    expect(await eventually(async () => boundAddresses(G1.name).length > 0, 30_000)).toBe(true);
-    expect(boundAddresses(G1.name)).toEqual([ip]);
+    expect(await resetAndWait(G1.name)).toEqual([ip]);
 
     await lv.managedSaveDomain(G1.name);
     expect((await allocationOf(G1.name))?.ip).toBe(ip);
@@ -319,7 +332,7 @@ describe("a VM on a real libvirt host gets the address ippool gives it", () => {
   test("hook.env is obeyed: a socket named there that does not answer refuses the start", async () => {
     const { ip } = (await allocationOf(G2.name)) as { ip: string };
     await lv.destroyDomain(G2.name);
-    replaceFile(HOOK_ENV, hookEnv("/nonexistent/ippool.sock"));
+    replaceFile(HOOK_ENV, hookEnv({ socket: "/nonexistent/ippool.sock" }));
     try {
       const refused = await lv.virsh(["start", G2.name], { allowFail: true });
       expect(refused.code).not.toBe(0);
@@ -338,10 +351,7 @@ describe("a VM running before ippool knew it", () => {
   test("is recorded at libvirtd's restart (reconnect) with the address it holds, and keeps it", async () => {
     // Started while the hook could not reach ippool (and let VMs start anyway), with an address an
     // operator had reserved by hand: ippool has no record of it.
-    replaceFile(
-      HOOK_ENV,
-      hookEnv("/nonexistent/ippool.sock").replace("IPPOOL_HOOK_REQUIRED=1", "IPPOOL_HOOK_REQUIRED=0"),
-    );
+    replaceFile(HOOK_ENV, hookEnv({ socket: "/nonexistent/ippool.sock", required: false }));
     const handmade = join(tmp, "dhcp/network", NETWORK, "52-54-00-7b-01-06");
     try {
       writeFileSync(handmade, `${G6.mac},10.123.0.150,${G6.name}\n`, { mode: 0o644 });
@@ -355,9 +365,7 @@ describe("a VM running before ippool knew it", () => {
     await lv.restart(); // libvirtd calls the hook with reconnect for each running domain
     expect(await eventually(async () => (await allocationOf(G6.name)) !== null, 15_000)).toBe(true);
     expect(await allocationOf(G6.name)).toMatchObject({ vm_id: G6.uuid, ip: "10.123.0.150", host: "hv1" });
-    await lv.virsh(["reset", G6.name]);
-    expect(await eventually(async () => boundAddresses(G6.name).length > 0, 30_000)).toBe(true);
-    expect(boundAddresses(G6.name)).toEqual(["10.123.0.150"]);
+    expect(await resetAndWait(G6.name)).toEqual(["10.123.0.150"]);
   }, 90_000);
 });
 
@@ -365,10 +373,7 @@ describe("while the daemon is frozen", () => {
   const G7 = spec("ipp-g7", "52:54:00:7b:01:07", { network: NETWORK }, "6a1f3c5e-0007-4a7b-9c0d-1e2f3a4b5c07");
 
   test("a VM start waits the hook's timeout and goes on; what the daemon does later is harmless", async () => {
-    replaceFile(
-      HOOK_ENV,
-      `${hookEnv().replace("IPPOOL_HOOK_REQUIRED=1", "IPPOOL_HOOK_REQUIRED=0")}IPPOOL_HOOK_TIMEOUT=2\n`,
-    );
+    replaceFile(HOOK_ENV, hookEnv({ required: false, timeoutS: 2 }));
     await lv.defineDomain(G7);
     process.kill(daemon.proc.pid, "SIGSTOP");
     let startMs: number;

@@ -43,6 +43,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { formatIpv4, parseCidr } from "../../src/net/ipv4.ts";
 import { type GuestImage, guestImage } from "./guest-image.ts";
 import { type CommandResult, killTree, sh, shSync, waitFor } from "./processes.ts";
 
@@ -762,20 +763,18 @@ interface Subnet {
   host(n: number): string;
 }
 
-/** `10.x.y.0/24` only: test traffic must stay inside namespaces this fixture creates. */
-export function parseSubnet(cidr: string): Subnet {
-  const m = /^(\d+)\.(\d+)\.(\d+)\.(\d+)\/(\d+)$/.exec(cidr);
-  if (!m) throw new Error(`bad subnet ${cidr}`);
-  const octets = m.slice(1, 5).map(Number);
-  const prefix = Number(m[5]);
-  if (octets[0] !== 10 || octets.some((o) => o > 255) || prefix < 8 || prefix > 30) {
-    throw new Error(`test subnets must be inside 10.0.0.0/8 with a prefix of 8–30, not ${cidr}`);
+/** Subnets inside 10.0.0.0/8 only: test traffic must stay inside namespaces this fixture creates. */
+export function parseSubnet(text: string): Subnet {
+  const cidr = parseCidr(text);
+  if (cidr.base >>> 24 !== 10 || cidr.prefix < 8 || cidr.prefix > 30) {
+    throw new Error(`test subnets must be inside 10.0.0.0/8 with a prefix of 8–30, not ${text}`);
   }
-  const toNum = (o: number[]) => o.reduce((acc, x) => acc * 256 + x, 0);
-  const toStr = (n: number) => [24, 16, 8, 0].map((s) => Math.floor(n / 2 ** s) % 256).join(".");
-  const mask = 2 ** 32 - 2 ** (32 - prefix);
-  const base = toNum(octets) - (toNum(octets) % 2 ** (32 - prefix));
-  return { network: toStr(base), prefix, netmask: toStr(mask), host: (n) => toStr(base + n) };
+  return {
+    network: formatIpv4(cidr.base),
+    prefix: cidr.prefix,
+    netmask: formatIpv4(2 ** 32 - cidr.size),
+    host: (n) => formatIpv4(cidr.base + n),
+  };
 }
 
 function attr(s: string): string {
