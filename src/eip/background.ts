@@ -1,7 +1,7 @@
 /**
  * Work started without being awaited (the old host's clean-up after a move, a re-announcement,
- * reconciliation on connect): tracked, so shutdown and tests can wait for it to end rather than
- * guess how long it takes.
+ * reconciliation on connect): tracked, so a caller that must know it has ended (the tests) can
+ * wait for it rather than guess how long it takes.
  */
 export class BackgroundWork {
   private readonly pending = new Set<Promise<unknown>>();
