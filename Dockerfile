@@ -1,15 +1,16 @@
 # ippool as a container image: stage 1 compiles dist/ippool with the Bun pinned in package.json,
 # stage 2 is a slim Debian with only that executable, run as the unprivileged user ippool (10001).
 #
-# BASE is a plain Debian bookworm root filesystem. `make image-test` (hooks/image-test) makes one
-# with `debootstrap --variant=minbase bookworm` + `podman import` as localhost/ippool-base:bookworm
-# and builds with:
+# BASE is a plain Debian bookworm root filesystem: by default Docker Hub's debian:bookworm-slim, so
+# that the original README's `docker build -t ippool:latest .` works where that registry is
+# reachable (it is not on this project's build machines: not tried). `make image-test`
+# (hooks/image-test) makes one with `debootstrap --variant=minbase bookworm` + `podman import` as
+# localhost/ippool-base:bookworm and builds with:
 #   podman build --isolation chroot --format docker --build-arg BASE=localhost/ippool-base:bookworm .
-# Any Debian bookworm image should serve (e.g. debian:bookworm-slim, where a registry is reachable;
-# not tried here); the run stage needs glibc, libstdc++6 and libgcc-s1 (lmdb's embedded addon links
-# them), which every image with apt has. `--format docker` keeps the HEALTHCHECK (the OCI image
-# format has no field for it).
-ARG BASE=localhost/ippool-base:bookworm
+# The run stage needs glibc, libstdc++6 and libgcc-s1 (lmdb's embedded addon links them), which
+# every image with apt has. `--format docker` keeps the HEALTHCHECK (the OCI image format has no
+# field for it).
+ARG BASE=docker.io/library/debian:bookworm-slim
 
 # --- stage 1: build ------------------------------------------------------------------------------
 FROM ${BASE} AS build
@@ -49,7 +50,11 @@ RUN groupadd --gid 10001 ippool \
       --shell /usr/sbin/nologin ippool \
  && install -d -o ippool -g ippool -m 0750 /var/lib/ippool /run/ippool /var/cache/ippool
 COPY --from=build /build/dist/ippool /usr/local/bin/ippool
-ENV TMPDIR=/var/cache/ippool
+# The listener (0.0.0.0:8080), socket, data directory, default pool and the open pool API (the
+# original's, logged as a warning at start) come from this file, not from CMD: a `docker run` line
+# with arguments after the image name replaces CMD, and the original's README has such lines.
+COPY docs/ippool.container.toml /etc/ippool/ippool.toml
+ENV TMPDIR=/var/cache/ippool IPPOOL_CONFIG=/etc/ippool/ippool.toml
 USER 10001:10001
 WORKDIR /var/lib/ippool
 EXPOSE 8080
@@ -59,5 +64,6 @@ VOLUME /var/lib/ippool
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
   CMD ["/usr/local/bin/ippool", "health", "--socket", "/run/ippool/ippool.sock"]
 STOPSIGNAL SIGTERM
+# As the original's image: arguments after the image name are the daemon's flags.
 ENTRYPOINT ["/usr/local/bin/ippool"]
-CMD ["--listen", "0.0.0.0:8080", "--socket", "/run/ippool/ippool.sock", "--data-dir", "/var/lib/ippool"]
+CMD []

@@ -10,6 +10,7 @@ import { bashCompletion } from "./cli/completion.ts";
 import { parseCommand } from "./cli/flags.ts";
 import { runFsck } from "./cli/fsck.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
+import { overridesFromEnv } from "./config/env.ts";
 import { ConfigError } from "./config/errors.ts";
 import { loadConfig } from "./config/load.ts";
 import { serve } from "./daemon/serve.ts";
@@ -26,7 +27,7 @@ async function main(argv: readonly string[]): Promise<void> {
   const { command, overrides } = parseCommand(argv);
   if (command === "help") return void process.stdout.write(HELP);
   if (command === "version") return void process.stdout.write(`ippool ${VERSION}\n`);
-  const config = loadConfig(overrides);
+  const config = loadConfig({ ...overridesFromEnv(process.env), ...overrides });
   if (command === "fsck") process.exit(await runFsck(config));
   await serve(config);
 }

@@ -12,10 +12,11 @@ trap 'rm -f "$log"' EXIT
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 status=0
+failed_runs=()
 run() {
   echo "== $*"
   "$@" 2>&1 | tee -a "$log"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { status=1; failed_runs+=("$*"); }
 }
 run "$BUN" test test/unit
 run "$BUN" test test/integration
@@ -25,10 +26,14 @@ run env CRASH_SEED=20261122 "$BUN" test test/crash
 run env FUZZ_SEED=20261122 "$BUN" test test/fuzz
 run "$BUN" test test/hosts
 run env IPPOOL_DAEMON=deno "$BUN" test test/integration/smoke.test.ts
+# The container image, built and run with podman, the original README's `docker run` lines among
+# its checks (its own pass/fail: it is a script, not a bun suite).
+run bash hooks/image-test
 
 passed=$(grep -E '^ *[0-9]+ pass$' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -E '^ *[0-9]+ fail$' "$log" | awk '{s+=$1} END {print s+0}')
 [ "$passed" -gt 0 ] || status=1
 [ "$failed" -eq 0 ] || status=1
 echo "tests: $passed passed, $failed failed"
+for failed_run in "${failed_runs[@]}"; do echo "failed: $failed_run"; done
 exit "$status"

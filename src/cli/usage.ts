@@ -34,7 +34,8 @@ Client options:
   Exit codes: 0 ok, 1 refused (the error code is printed), 2 usage, 3 daemon unreachable.
 
 Daemon options:
-  -c, --config <PATH>        TOML configuration file (default: the embedded default)
+  -c, --config <PATH>        TOML configuration file (default: env IPPOOL_CONFIG, else the
+                             embedded default)
   -p, --port <PORT>          TCP port; the host stays that of server.listen (default 127.0.0.1)
       --listen <HOST:PORT>   TCP listener; "" turns TCP off
   -n, --network <A.B.C>      replace the pools with one /24 pool A.B.C.0/24 named "default"
@@ -42,6 +43,6 @@ Daemon options:
       --socket <PATH>        Unix socket; "" turns it off
       --data-dir <PATH>      where the LMDB store lives
       --log-format <FMT>     text (default) or json
-  -d, --debug                debug logging
+  -d, --debug                debug logging (also env RUST_LOG=debug, as in the original)
   -h, --help                 print this help
 `;

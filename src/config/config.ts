@@ -41,6 +41,8 @@ export interface Config {
   readonly dataDir: string;
   /** Hex SHA-256 of the key the pool API needs over a non-loopback TCP listener. */
   readonly adminKeySha256: string | null;
+  /** The pool API needs no key on any TCP address (`server.open_pool_api`); warned of at start. */
+  readonly openPoolApi: boolean;
   readonly logFormat: LogFormat;
   readonly logLevel: LogLevel;
   readonly pools: readonly PoolDefinition[];

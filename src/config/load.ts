@@ -4,11 +4,11 @@
  */
 import { readFileSync } from "node:fs";
 import { parse, TomlError } from "smol-toml";
-import { type Config, EMBEDDED_DEFAULT } from "./config.ts";
+import { type Config, EMBEDDED_DEFAULT, type LogLevel } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { validateConfig } from "./validate.ts";
 
-/** Command-line settings that override the file; see `cli/serve-flags.ts`. */
+/** Settings that override the file: the command line's (`cli/flags.ts`) over the environment's (`env.ts`). */
 export interface Overrides {
   readonly configPath?: string;
   readonly listen?: string;
@@ -19,6 +19,8 @@ export interface Overrides {
   readonly socket?: string;
   readonly dataDir?: string;
   readonly debug?: boolean;
+  /** From RUST_LOG; `debug` (the flag) wins over it. */
+  readonly logLevel?: LogLevel;
   readonly logFormat?: string;
 }
 
@@ -61,6 +63,7 @@ function applyOverrides(document: Record<string, unknown>, flags: Overrides): Re
   if (flags.port !== undefined) server.listen = `${hostOf(server.listen)}:${flags.port}`;
   if (flags.socket !== undefined) server.socket = flags.socket;
   if (flags.dataDir !== undefined) server.data_dir = flags.dataDir;
+  if (flags.logLevel !== undefined) server.log_level = flags.logLevel;
   if (flags.debug) server.log_level = "debug";
   if (flags.logFormat !== undefined) server.log_format = flags.logFormat;
   let pools = document.pools;

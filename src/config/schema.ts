@@ -54,6 +54,11 @@ export const ServerSection = Type.Object(
     admin_key_sha256: Type.Optional(
       Type.String({ pattern: "^[0-9a-fA-F]{64}$", description: "the hex SHA-256 of the admin key" }),
     ),
+    open_pool_api: Type.Optional(
+      Type.Boolean({
+        description: "answer the pool API over TCP without the admin key on every address, as the original did",
+      }),
+    ),
     log_format: Type.Optional(Type.Union([Type.Literal("text"), Type.Literal("json")])),
     log_level: Type.Optional(
       Type.Union([Type.Literal("debug"), Type.Literal("info"), Type.Literal("warn"), Type.Literal("error")]),

@@ -75,11 +75,15 @@ export function validateConfig(document: unknown): Config {
   const listen = parseListen(server.listen ?? "127.0.0.1:8080");
   const socket = server.socket === "" ? null : (server.socket ?? "/run/ippool/ippool.sock");
   if (!listen && !socket) throw new ConfigError('server.listen and server.socket are both "": nothing to serve on');
+  if (server.open_pool_api && server.admin_key_sha256 !== undefined) {
+    throw new ConfigError("server.open_pool_api: an open pool API takes no admin key; drop one of the two settings");
+  }
   return Object.freeze({
     listen,
     socket,
     dataDir: server.data_dir ?? "/var/lib/ippool",
     adminKeySha256: server.admin_key_sha256?.toLowerCase() ?? null,
+    openPoolApi: server.open_pool_api ?? false,
     logFormat: server.log_format ?? "text",
     logLevel: server.log_level ?? "info",
     pools: Object.freeze(pools),

@@ -91,10 +91,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   });
   if (config.hosts.length > 0) leaks.start(config.leakCollectIntervalS);
   const projects = new ProjectDirectory(config.projects);
-  const adminGate = new AdminGate(config.adminKeySha256, config.listen !== null && !isLoopback(config.listen.hostname));
-  if (adminGate.required && config.adminKeySha256 === null) {
-    logger.warn("TCP listens beyond loopback and server.admin_key_sha256 is not set: the pool API refuses TCP calls");
-  }
+  const adminGate = poolApiDoor(config, logger);
   const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
   const servedPools = [...new Set(config.dhcp.links.map((link) => link.pool))];
   const syncReservations = () =>
@@ -103,4 +100,22 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
       servedPools.flatMap((pool) => [...pools.allAllocations(pool)]),
     );
   return { store, hosts, reconciler, leaks, syncReservations, app, requests: metrics.requests };
+}
+
+/**
+ * The pool API's TCP door, and a warning at start when it is not the safe default: shut with no
+ * key to open it, or open to anyone by `server.open_pool_api` (the original's way, chosen on purpose).
+ */
+function poolApiDoor(config: Config, logger: Logger): AdminGate {
+  const { listen } = config;
+  const beyondLoopback = listen !== null && !isLoopback(listen.hostname);
+  if (beyondLoopback && config.openPoolApi) {
+    logger.warn("pool API open", {
+      listen: `${listen.hostname}:${listen.port}`,
+      reason: "server.open_pool_api = true: anyone who reaches this listener can allocate and release addresses",
+    });
+  } else if (beyondLoopback && config.adminKeySha256 === null) {
+    logger.warn("TCP listens beyond loopback and server.admin_key_sha256 is not set: the pool API refuses TCP calls");
+  }
+  return new AdminGate(config.adminKeySha256, beyondLoopback && !config.openPoolApi);
 }

@@ -65,7 +65,7 @@ function baseDocument(): Doc {
 }
 
 const KEYS: Record<string, readonly string[]> = {
-  server: ["listen", "socket", "data_dir", "admin_key_sha256", "log_format", "log_level"],
+  server: ["listen", "socket", "data_dir", "admin_key_sha256", "open_pool_api", "log_format", "log_level"],
   pools: ["name", "cidr", "gateway", "reserved", "strategy", "default"],
   eip_pools: ["name", "cidr", "reserved", "default"],
   projects: ["name", "api_key_sha256", "quota"],
@@ -190,7 +190,8 @@ function targeted(key: string): fc.Arbitrary<unknown> {
       return fc.oneof(fc.integer({ min: -10, max: 2_000_000 }), fc.constantFrom(0, 1, 99, 100, 65_535, 65_536, 1.5));
     case "default":
     case "sudo":
-      return fc.boolean();
+    case "open_pool_api":
+      return fc.oneof(fc.boolean(), fc.constantFrom("true", 1));
     default:
       return fc.string({ maxLength: 12 });
   }

@@ -33,6 +33,10 @@ export interface DaemonOptions {
   readonly tcp?: boolean;
   /** argv run in front of the daemon, e.g. a testbed's `ip netns exec <ns>`. */
   readonly prefix?: readonly string[];
+  /** Added to the test's environment. */
+  readonly env?: Readonly<Record<string, string>>;
+  /** Name the config file in IPPOOL_CONFIG, as the container image does, instead of `--config`. */
+  readonly configFromEnv?: boolean;
 }
 
 export class Daemon {
@@ -51,14 +55,13 @@ export class Daemon {
     const socket = join(dir, "ippool.sock");
     const configPath = join(dir, "ippool.toml");
     writeFileSync(configPath, configText(dir, socket, options));
-    const proc = Bun.spawn(
-      [...(options.prefix ?? []), ...daemonCommand(), "--config", configPath, ...(options.args ?? [])],
-      {
-        stdin: "ignore",
-        stdout: "pipe",
-        stderr: "pipe",
-      },
-    );
+    const configArgs = options.configFromEnv ? [] : ["--config", configPath];
+    const proc = Bun.spawn([...(options.prefix ?? []), ...daemonCommand(), ...configArgs, ...(options.args ?? [])], {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, ...options.env, ...(options.configFromEnv ? { IPPOOL_CONFIG: configPath } : {}) },
+    });
     const daemon = new Daemon(proc, dir, socket, configPath);
     await daemon.waitStarted();
     return daemon;
@@ -150,7 +153,7 @@ function configText(dir: string, socket: string, options: DaemonOptions): string
   return `[server]\nlisten = "${listen}"\nsocket = "${socket}"\ndata_dir = "${dir}"\n\n${pools}`;
 }
 
-/** Runs the executable to completion (for startup failures and `fsck`). */
-export function runToExit(args: readonly string[]): Promise<CommandResult> {
-  return sh([...daemonCommand(), ...args], { allowFail: true });
+/** Runs the executable to completion (for startup failures and `fsck`), `env` added to the test's. */
+export function runToExit(args: readonly string[], env: Readonly<Record<string, string>> = {}): Promise<CommandResult> {
+  return sh([...daemonCommand(), ...args], { allowFail: true, env: { ...process.env, ...env } });
 }

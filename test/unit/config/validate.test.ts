@@ -255,6 +255,20 @@ describe("validateConfig server and shape", () => {
   test("an empty data_dir is refused", () => {
     expect(invalid({ server: { data_dir: "" }, pools: [pool()] })).toStartWith("server.data_dir:");
   });
+
+  test("the pool API is gated unless open_pool_api says otherwise", () => {
+    expect(validateConfig({ pools: [pool()] }).openPoolApi).toBe(false);
+    expect(validateConfig({ server: { open_pool_api: true }, pools: [pool()] }).openPoolApi).toBe(true);
+  });
+
+  test("open_pool_api together with an admin key is refused: which one is meant is unclear", () => {
+    const server = { open_pool_api: true, admin_key_sha256: "a".repeat(64) };
+    expect(invalid({ server, pools: [pool()] })).toStartWith("server.open_pool_api:");
+  });
+
+  test('open_pool_api = "yes" is refused as not a boolean', () => {
+    expect(invalid({ server: { open_pool_api: "yes" }, pools: [pool()] })).toStartWith("server.open_pool_api:");
+  });
 });
 
 describe("validateConfig [leaks]", () => {
@@ -403,6 +417,13 @@ describe("applyOverrides via loadConfig", () => {
 
   test('--listen "" with the socket off is refused', () => {
     expect(configError(() => loadConfig({ listen: "", socket: "" })).message).toContain("nothing to serve on");
+  });
+
+  test("a level from RUST_LOG replaces the file's; --debug wins over it", () => {
+    const path = tomlFile("warn.toml", `[server]\nlog_level = "warn"\n\n[[pools]]\nname = "a"\ncidr = "10.0.0.0/24"\n`);
+    expect(loadConfig({ configPath: path }).logLevel).toBe("warn");
+    expect(loadConfig({ configPath: path, logLevel: "error" }).logLevel).toBe("error");
+    expect(loadConfig({ configPath: path, logLevel: "error", debug: true }).logLevel).toBe("debug");
   });
 
   test("an unknown --log-format is refused as server.log_format", () => {
