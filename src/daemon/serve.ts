@@ -6,6 +6,7 @@ import type { Config } from "../config/config.ts";
 import { createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
+import { lockDataDir } from "./data-dir-lock.ts";
 import { ListenError } from "./errors.ts";
 import { wireServices } from "./services.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
@@ -27,6 +28,7 @@ async function start(config: Config, logger: Logger): Promise<void> {
     socket: config.socket ?? "",
     default_pool: config.defaultPool,
   });
+  lockDataDir(runtime, config.dataDir);
   const { store, hosts, reconciler, leaks, syncReservations, app, requests } = wireServices(
     config,
     logger,

@@ -1,4 +1,11 @@
-import type { FetchHandler, Listener, Runtime } from "./types.ts";
+import {
+  type FetchHandler,
+  type Listener,
+  LOCK_EX_NB,
+  LOCK_FILE_MODE,
+  LOCK_OPEN_FLAGS,
+  type Runtime,
+} from "./types.ts";
 
 interface DenoHttpServer {
   readonly addr: { port?: number };
@@ -20,7 +27,15 @@ declare const Deno: {
   ): DenoHttpServer;
   addSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
   createHttpClient(options: { proxy: { transport: "unix"; path: string } }): unknown;
+  dlopen(path: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: LibcSymbols };
+  UnsafePointerView: new (pointer: unknown) => { getInt32(): number };
 };
+
+interface LibcSymbols {
+  open(path: Uint8Array, flags: number, mode: number): number;
+  flock(fd: number, operation: number): number;
+  __errno_location(): unknown;
+}
 
 function listener(server: DenoHttpServer, port: number | null): Listener {
   return { port, stop: () => server.shutdown() };
@@ -46,5 +61,17 @@ export const denoRuntime: Runtime = {
   fetchUnix(socketPath, url, init) {
     const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
     return fetch(url, { ...init, client } as RequestInit);
+  },
+  tryLockExclusive(path) {
+    // As in bun.ts: flock(2) from libc, the descriptor kept open for the process's life.
+    const { symbols } = Deno.dlopen("libc.so.6", {
+      open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
+      flock: { parameters: ["i32", "i32"], result: "i32" },
+      __errno_location: { parameters: [], result: "pointer" },
+    });
+    const errno = () => new Deno.UnsafePointerView(symbols.__errno_location()).getInt32();
+    const fd = symbols.open(new TextEncoder().encode(`${path}\0`), LOCK_OPEN_FLAGS, LOCK_FILE_MODE);
+    if (fd < 0) return errno();
+    return symbols.flock(fd, LOCK_EX_NB) === 0 ? 0 : errno();
   },
 };

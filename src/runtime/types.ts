@@ -16,7 +16,17 @@ export interface Runtime {
   onSignal(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
   /** An HTTP request to a server on a Unix socket (the client side of `ippool <command>`). */
   fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response>;
+  /**
+   * Opens (creating, mode 0640) `path` and takes an exclusive flock(2) on it without waiting, held
+   * until the process ends: 0 when taken, else the errno (EWOULDBLOCK: another process holds it).
+   */
+  tryLockExclusive(path: string): number;
 }
+
+/** open(2) and flock(2) flags, the same on x86_64 and aarch64 Linux. */
+export const LOCK_OPEN_FLAGS = 0o2 | 0o100 | 0o2000000; // O_RDWR | O_CREAT | O_CLOEXEC
+export const LOCK_FILE_MODE = 0o640;
+export const LOCK_EX_NB = 2 | 4; // LOCK_EX | LOCK_NB
 
 /**
  * What the listener itself accepts: any declared length, so that the API refuses an oversized

@@ -1,6 +1,6 @@
 /** Starting and stopping: listeners, the socket file, signals, logs. */
 import { afterEach, describe, expect, test } from "bun:test";
-import { existsSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
@@ -50,6 +50,49 @@ describe("the Unix socket", () => {
     expect(second.code).toBe(1);
     expect(second.stderr).toContain("another daemon is answering");
     expect((await first.json("/api/v1/health", { via: "unix" })).status).toBe(200);
+  });
+});
+
+describe("one daemon per data directory", () => {
+  const twoPools = '[[pools]]\nname = "a"\ncidr = "10.1.0.0/24"\n\n[[pools]]\nname = "b"\ncidr = "10.2.0.0/24"\n';
+
+  /** A second daemon's config on `dir`: its own socket, no TCP, and only pool "a". */
+  function secondConfig(dir: string): string {
+    const path = join(dir, "second.toml");
+    const socket = join(dir, "second.sock");
+    writeFileSync(
+      path,
+      `[server]\nlisten = ""\nsocket = "${socket}"\ndata_dir = "${dir}"\n[[pools]]\nname = "a"\ncidr = "10.1.0.0/24"\n`,
+    );
+    return path;
+  }
+
+  test("a second daemon with another config refuses to start, naming the first's pid, and changes nothing", async () => {
+    const first = await started({ pools: twoPools });
+    expect((await first.post("/api/v1/ip/allocate", { vm_id: "vm-b", pool: "b" })).status).toBe(201);
+    const second = await runToExit(["--config", secondConfig(first.dir)]);
+    expect(second.code).toBe(1);
+    expect(second.stderr.trim().split("\n")).toEqual([
+      `ippool: error: data directory ${first.dir} is in use by another ippool daemon (pid ${first.proc.pid}): stop it first, or give this one its own --data-dir`,
+    ]);
+    // Pool "b", which the second config lacks, is intact and still in service.
+    expect((await first.json("/api/v1/ip/vm-b?pool=b")).body.ip).toBe("10.2.0.2");
+    expect((await first.post("/api/v1/ip/allocate", { vm_id: "vm-b2", pool: "b" })).status).toBe(201);
+  });
+
+  test("the lock dies with its daemon: after kill -9 the next one starts on the directory", async () => {
+    const first = await started({ pools: twoPools });
+    await first.kill9();
+    const next = await started({ dir: first.dir, pools: twoPools });
+    expect((await next.json("/api/v1/health")).status).toBe(200);
+    expect(readFileSync(join(first.dir, "daemon.lock"), "utf8")).toBe(`${next.proc.pid}\n`);
+  });
+
+  test("fsck reads a directory a daemon holds without taking its lock", async () => {
+    const first = await started({ pools: twoPools });
+    const check = await runToExit(["fsck", "--config", first.configPath]);
+    expect(check.code).toBe(0);
+    expect((await first.json("/api/v1/health")).status).toBe(200);
   });
 });
 

@@ -17,6 +17,8 @@ const NOT_ANSWERED_OVER_HTTP = new Set([
   "HostConfigError", // refuses the start (a ConfigError)
   "StoreOpenError", // refuses the start
   "ListenError", // refuses the start
+  "DataDirInUseError", // refuses the start
+  "DataDirLockError", // refuses the start
   "DaemonUnreachableError", // the client's own failure (exit 3)
   "InvalidCommandArgumentError", // the API's schemas admit only what host commands accept
 ]);
