@@ -126,7 +126,8 @@ export class ExecChannels {
         stream.stderr.on("data", (chunk: Buffer) => stderr.push(chunk));
         stream.on("exit", (status: number | null, signalName?: string) => {
           code = status ?? -1;
-          if (signalName) signal = signalName;
+          // ssh2 prefixes the protocol's signal name ("KILL" arrives as "SIGKILL"); ExecResult has the bare name.
+          if (signalName) signal = signalName.replace(/^SIG/, "");
         });
         stream.on("close", () => {
           // A channel closed without an exit status: the connection went while the command ran.

@@ -174,6 +174,13 @@ describe("results", () => {
     ]);
     expect(reported.every((r) => typeof r.seconds === "number" && r.seconds >= 0)).toBe(true);
   });
+  test("a command killed by a signal has code -1 and the signal's name; run() names the signal once", async () => {
+    const server = await serverWith(() => ({ stderr: "", code: 0, signal: "KILL" }));
+    const connection = await connected(server);
+    expect(await connection.exec(["virsh", "list"])).toEqual({ stdout: "", stderr: "", code: -1, signal: "KILL" });
+    const error = await rejection(connection.run(["virsh", "list"]));
+    expect((error as Error).message).toBe("host hv1: `virsh list` was killed by SIGKILL");
+  });
 });
 
 describe("timeouts", () => {
