@@ -1,9 +1,10 @@
 /** One hypervisor host: its SSH connection, its libvirt checks and its NAT driver. */
 import type { HostDefinition } from "../config/config.ts";
 import type { HostCommandEvents } from "./events.ts";
+import type { HostLogger } from "./host-logger.ts";
 import { Libvirt } from "./libvirt.ts";
 import { type CommandRunner, NatDriver } from "./nat.ts";
-import { type HostLogger, SshConnection, type SshConnectionOptions } from "./ssh-connection.ts";
+import { SshConnection, type SshConnectionOptions } from "./ssh-connection.ts";
 
 /** Connection settings that are not in the config (defaults suit production; tests shorten them). */
 export type ConnectionTuning = Pick<

@@ -9,10 +9,12 @@ export {
   InvalidCommandArgumentError,
 } from "./errors.ts";
 export { type CommandFailure, commandName, type HostCommandEvents } from "./events.ts";
+export type { ExecOptions, ExecResult } from "./exec-channels.ts";
 export { hostKeyFingerprint } from "./fingerprint.ts";
 export { type ConnectionTuning, Host } from "./host.ts";
+export type { HostLogger } from "./host-logger.ts";
 export { type Domain, type InstanceState, Libvirt, parseDomainList } from "./libvirt.ts";
 export { type CommandRunner, type ConvergeResult, NatDriver, type NatState } from "./nat.ts";
 export type { Association, ChangedAssociation, RemovedAssociation } from "./reconcile-diff.ts";
 export { type FoundInstance, HostRegistry, type HostRegistryOptions, readPrivateKey } from "./registry.ts";
-export { type ExecOptions, type ExecResult, type HostLogger, SshConnection } from "./ssh-connection.ts";
+export { SshConnection } from "./ssh-connection.ts";

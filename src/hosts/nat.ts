@@ -9,6 +9,8 @@
 import { type Cidr, cidrContains, parseIpv4 } from "../net/ipv4.ts";
 import { validInterface, validIpv4 } from "./command.ts";
 import { HostCommandFailedError, HostCommandTimeoutError, HostUnavailableError } from "./errors.ts";
+import type { ExecOptions, ExecResult } from "./exec-channels.ts";
+import type { HostLogger } from "./host-logger.ts";
 import {
   type ElementChanges,
   EMPTY_TABLE,
@@ -19,7 +21,6 @@ import {
   TABLE,
 } from "./nft.ts";
 import { type Association, isEmptyPlan, type NatPlan, planConvergence } from "./reconcile-diff.ts";
-import type { ExecOptions, ExecResult, HostLogger } from "./ssh-connection.ts";
 
 /** What the driver needs from a connection (an `SshConnection`, or a fake in tests). */
 export interface CommandRunner {

@@ -9,8 +9,8 @@ import { validDomain } from "./command.ts";
 import { HostConfigError, HostUnavailableError } from "./errors.ts";
 import type { HostCommandEvents } from "./events.ts";
 import { type ConnectionTuning, Host } from "./host.ts";
+import type { HostLogger } from "./host-logger.ts";
 import type { InstanceState } from "./libvirt.ts";
-import type { HostLogger } from "./ssh-connection.ts";
 
 export interface FoundInstance {
   readonly host: Host;

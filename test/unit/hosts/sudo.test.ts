@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import type { ExecOptions, ExecResult } from "../../../src/hosts/exec-channels.ts";
 import { withSudo } from "../../../src/hosts/host.ts";
 import type { CommandRunner } from "../../../src/hosts/nat.ts";
-import type { ExecOptions, ExecResult } from "../../../src/hosts/ssh-connection.ts";
 
 /** Records what it is asked to run. */
 function recorder(): CommandRunner & { calls: (readonly string[])[] } {
