@@ -71,12 +71,13 @@ export class ExecChannels {
    */
   async run(command: ChannelCommand): Promise<ExecResult> {
     const { shown, timeoutMs } = command;
-    const release = await this.slots.acquire(timeoutMs, () => this.timedOut(shown, timeoutMs));
+    // The deadline counts from the call: time spent waiting for the first connection is spent.
+    const remaining = () => Math.max(1, timeoutMs - (performance.now() - command.started));
+    const release = await this.slots.acquire(remaining(), () => this.timedOut(shown, timeoutMs));
     try {
       const client = this.connection.client;
       if (!this.connection.connected || !client) throw this.connection.unavailable("not connected");
-      const remaining = Math.max(1, timeoutMs - (performance.now() - command.started));
-      return await this.runChannel(client, command, remaining);
+      return await this.runChannel(client, command, remaining());
     } finally {
       release();
     }
