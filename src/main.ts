@@ -28,7 +28,7 @@ async function main(argv: readonly string[]): Promise<void> {
   if (command === "help") return void process.stdout.write(HELP);
   if (command === "version") return void process.stdout.write(`ippool ${VERSION}\n`);
   const config = loadConfig({ ...overridesFromEnv(process.env), ...overrides });
-  if (command === "fsck") process.exit(await runFsck(config));
+  if (command === "fsck") process.exit(await runFsck(config, await currentRuntime()));
   await serve(config);
 }
 

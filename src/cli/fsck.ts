@@ -4,10 +4,15 @@ import { checkEips } from "../eip/fsck.ts";
 import { publicPoolLayouts } from "../eip/service.ts";
 import { checkPool, type PoolReport } from "../pool/fsck.ts";
 import { PoolLayout } from "../pool/layout.ts";
-import { LmdbStore } from "../store/lmdb.ts";
+import type { Runtime } from "../runtime/index.ts";
+import { holdDataDirForReading } from "../store/data-dir-lock.ts";
+import { openStoreReadOnly } from "../store/read-only.ts";
 
-export async function runFsck(config: Config): Promise<number> {
-  const store = new LmdbStore(config.dataDir);
+/** Only reads: nothing in the data directory is created or changed (see store/read-only.ts). */
+export async function runFsck(config: Config, runtime: Runtime): Promise<number> {
+  const hold = holdDataDirForReading(runtime, config.dataDir);
+  const opened = openStoreReadOnly(config.dataDir, hold === "daemon");
+  const { store } = opened;
   const publicPools = publicPoolLayouts(config.eipPools);
   const reports: PoolReport[] = [
     ...config.pools.map((definition) => checkPool(store, new PoolLayout(definition))),
@@ -19,6 +24,6 @@ export async function runFsck(config: Config): Promise<number> {
     for (const problem of report.problems) process.stdout.write(`${report.pool}: ${problem}\n`);
     process.stdout.write(`${report.pool}: ${report.allocations} allocations, ${report.problems.length} problems\n`);
   }
-  await store.close();
+  await opened.close();
   return problems === 0 ? 0 : 1;
 }

@@ -6,7 +6,7 @@ import type { Config } from "../config/config.ts";
 import { createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
-import { lockDataDir } from "./data-dir-lock.ts";
+import { lockDataDir } from "../store/data-dir-lock.ts";
 import { ListenError } from "./errors.ts";
 import { wireServices } from "./services.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";

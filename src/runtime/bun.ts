@@ -1,7 +1,7 @@
 import { dlopen, FFIType, read } from "bun:ffi";
 import type { Server } from "bun";
 import type { FetchHandler, Listener, Runtime } from "./types.ts";
-import { LISTENER_MAX_BODY, LOCK_EX_NB, LOCK_FILE_MODE, LOCK_OPEN_FLAGS } from "./types.ts";
+import { LISTENER_MAX_BODY, lockCall } from "./types.ts";
 
 /**
  * How long a connection may sit after an answer before its next request head has arrived whole;
@@ -39,7 +39,7 @@ export const bunRuntime: Runtime = {
   fetchUnix(socketPath, url, init) {
     return fetch(url, { ...init, unix: socketPath });
   },
-  tryLockExclusive(path) {
+  tryLock(path, kind) {
     // Neither Bun nor node:fs has flock(2); libc has. The descriptor is never closed: the lock
     // lasts as long as the process.
     const { symbols } = dlopen("libc.so.6", {
@@ -49,9 +49,10 @@ export const bunRuntime: Runtime = {
     });
     const errno = () =>
       read.i32(symbols.__errno_location() as NonNullable<ReturnType<typeof symbols.__errno_location>>, 0);
-    const fd = symbols.open(Buffer.from(`${path}\0`), LOCK_OPEN_FLAGS, LOCK_FILE_MODE);
+    const { openFlags, mode, operation } = lockCall(kind);
+    const fd = symbols.open(Buffer.from(`${path}\0`), openFlags, mode);
     if (fd < 0) return errno();
-    return symbols.flock(fd, LOCK_EX_NB) === 0 ? 0 : errno();
+    return symbols.flock(fd, operation) === 0 ? 0 : errno();
   },
 };
 

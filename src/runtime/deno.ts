@@ -1,11 +1,4 @@
-import {
-  type FetchHandler,
-  type Listener,
-  LOCK_EX_NB,
-  LOCK_FILE_MODE,
-  LOCK_OPEN_FLAGS,
-  type Runtime,
-} from "./types.ts";
+import { type FetchHandler, type Listener, lockCall, type Runtime } from "./types.ts";
 
 interface DenoHttpServer {
   readonly addr: { port?: number };
@@ -62,7 +55,7 @@ export const denoRuntime: Runtime = {
     const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
     return fetch(url, { ...init, client } as RequestInit);
   },
-  tryLockExclusive(path) {
+  tryLock(path, kind) {
     // As in bun.ts: flock(2) from libc, the descriptor kept open for the process's life.
     const { symbols } = Deno.dlopen("libc.so.6", {
       open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
@@ -70,8 +63,9 @@ export const denoRuntime: Runtime = {
       __errno_location: { parameters: [], result: "pointer" },
     });
     const errno = () => new Deno.UnsafePointerView(symbols.__errno_location()).getInt32();
-    const fd = symbols.open(new TextEncoder().encode(`${path}\0`), LOCK_OPEN_FLAGS, LOCK_FILE_MODE);
+    const { openFlags, mode, operation } = lockCall(kind);
+    const fd = symbols.open(new TextEncoder().encode(`${path}\0`), openFlags, mode);
     if (fd < 0) return errno();
-    return symbols.flock(fd, LOCK_EX_NB) === 0 ? 0 : errno();
+    return symbols.flock(fd, operation) === 0 ? 0 : errno();
   },
 };

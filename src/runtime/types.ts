@@ -17,16 +17,26 @@ export interface Runtime {
   /** An HTTP request to a server on a Unix socket (the client side of `ippool <command>`). */
   fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response>;
   /**
-   * Opens (creating, mode 0640) `path` and takes an exclusive flock(2) on it without waiting, held
-   * until the process ends: 0 when taken, else the errno (EWOULDBLOCK: another process holds it).
+   * Takes a flock(2) on `path` without waiting, held until the process ends: exclusive on a file
+   * it creates if needed (mode 0640), or shared on an existing file, which it only opens for
+   * reading. Returns 0 when taken, else the errno (EWOULDBLOCK: another process holds it).
    */
-  tryLockExclusive(path: string): number;
+  tryLock(path: string, kind: LockKind): number;
 }
 
-/** open(2) and flock(2) flags, the same on x86_64 and aarch64 Linux. */
-export const LOCK_OPEN_FLAGS = 0o2 | 0o100 | 0o2000000; // O_RDWR | O_CREAT | O_CLOEXEC
-export const LOCK_FILE_MODE = 0o640;
-export const LOCK_EX_NB = 2 | 4; // LOCK_EX | LOCK_NB
+export type LockKind = "exclusive" | "shared";
+
+/** open(2) and flock(2) arguments for a lock of `kind`, the same on x86_64 and aarch64 Linux. */
+export function lockCall(kind: LockKind): { openFlags: number; mode: number; operation: number } {
+  const O_RDONLY = 0;
+  const O_RDWR = 0o2;
+  const O_CREAT = 0o100;
+  const O_CLOEXEC = 0o2000000;
+  const [LOCK_SH, LOCK_EX, LOCK_NB] = [1, 2, 4];
+  return kind === "exclusive"
+    ? { openFlags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o640, operation: LOCK_EX | LOCK_NB }
+    : { openFlags: O_RDONLY | O_CLOEXEC, mode: 0, operation: LOCK_SH | LOCK_NB };
+}
 
 /**
  * What the listener itself accepts: any declared length, so that the API refuses an oversized

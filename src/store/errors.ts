@@ -5,3 +5,15 @@ export class StoreOpenError extends AppError {
   readonly status = 500;
   readonly code = "STORE_OPEN_FAILED";
 }
+
+/** Another daemon holds the data directory's lock. */
+export class DataDirInUseError extends AppError {
+  readonly status = 409;
+  readonly code = "DATA_DIR_IN_USE";
+}
+
+/** The data directory's lock file cannot be opened or locked (permissions, a read-only mount). */
+export class DataDirLockError extends AppError {
+  readonly status = 500;
+  readonly code = "DATA_DIR_LOCK_FAILED";
+}

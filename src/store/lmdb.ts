@@ -18,6 +18,9 @@ type AddressKey = [string, number];
 /** `[pool, project, state, id]`: one key per EIP, so counting a range counts EIPs in that state. */
 type EipStateKey = [string, string, string, string];
 
+/** The LMDB file in the data directory; LMDB keeps its lock file beside it as `ippool.mdb-lock`. */
+export const STORE_FILE = "ippool.mdb";
+
 /** EIP ids and project names are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
 const AFTER_VM_IDS = "\uffff";
 
@@ -36,11 +39,21 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   private readonly eipByInstance: Database<string, string>;
   private readonly eipStates: Database<string, EipStateKey>;
 
-  constructor(dataDir: string) {
+  /**
+   * Opens (creating, unless `readOnly`) the store in `dataDir`. Read-only, nothing is created and
+   * the store file is only read: see `read-only.ts` for where its LMDB lock file is.
+   */
+  constructor(dataDir: string, { readOnly = false }: { readonly readOnly?: boolean } = {}) {
     try {
-      mkdirSync(dataDir, { recursive: true, mode: 0o750 });
+      if (!readOnly) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
       // separateFlushed: each commit promise carries its own flush promise (see write()).
-      this.root = open({ path: join(dataDir, "ippool.mdb"), maxDbs: 16, mapSize: 2 ** 30, separateFlushed: true });
+      this.root = open({
+        path: join(dataDir, STORE_FILE),
+        maxDbs: 16,
+        mapSize: 2 ** 30,
+        separateFlushed: true,
+        readOnly,
+      });
     } catch (error) {
       throw new StoreOpenError(`cannot open data directory ${dataDir}: ${(error as Error).message}`);
     }
