@@ -1,6 +1,6 @@
 /**
- * A real store in a temporary directory with one VM pool and one public (EIP) pool reconciled
- * into it, and the pool and EIP services over them: the common ground of the service-level suites.
+ * A real store in a temporary directory with one VM pool and one public (EIP) pool adopted
+ * by it, and the pool and EIP services over them: the common ground of the service-level suites.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,7 +9,7 @@ import { EipService, eipPoolKey } from "../../src/eip/service.ts";
 import { parseCidr } from "../../src/net/ipv4.ts";
 import { PoolLayout } from "../../src/pool/layout.ts";
 import { PoolService } from "../../src/pool/service.ts";
-import { reconcilePools } from "../../src/pool/startup.ts";
+import { adoptPoolLayouts } from "../../src/pool/startup.ts";
 import { LmdbStore } from "../../src/store/lmdb.ts";
 
 export interface StoreFixture {
@@ -36,7 +36,7 @@ export function storeFixture(vmCidr = "192.168.100.0/24"): StoreFixture {
     reserved: [],
     strategy: "next-fit",
   });
-  reconcilePools(store, [vm, publicPool]);
+  adoptPoolLayouts(store, [vm, publicPool]);
   return {
     dir,
     store,

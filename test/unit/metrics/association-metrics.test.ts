@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
-import type { ConvergeResult, HostGateway } from "../../../src/eip/hosts.ts";
+import type { ConvergeCounts, HostGateway } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
 import { EipReconciler } from "../../../src/eip/reconcile.ts";
 import type { EipService } from "../../../src/eip/service.ts";
@@ -83,7 +83,7 @@ class Unreachable extends AppError {
 /** One host, "hv1", running "web-1"; `down` makes every call fail as unreachable. */
 class StubHosts implements HostGateway {
   down = false;
-  drift: ConvergeResult = { added: 0, removed: 0, changed: 0 };
+  drift: ConvergeCounts = { added: 0, removed: 0, changed: 0 };
   private reach() {
     if (this.down) throw new Unreachable("hv1 is down");
   }

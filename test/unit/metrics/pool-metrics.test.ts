@@ -13,7 +13,7 @@ import { poolMetrics } from "../../../src/metrics/pool-metrics.ts";
 import { parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
 import { PoolLayout } from "../../../src/pool/layout.ts";
 import { PoolService, type PoolUsage } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
 
@@ -103,7 +103,7 @@ describe("the pool services report to it", () => {
       reserved: [],
       strategy: "next-fit",
     });
-    reconcilePools(store, [vm, publicPool]);
+    adoptPoolLayouts(store, [vm, publicPool]);
     const events = poolMetrics(registry, {
       pools: [
         { pool: "vms", kind: "vm" },

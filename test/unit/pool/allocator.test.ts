@@ -10,7 +10,7 @@ import { PoolStateConflictError } from "../../../src/pool/errors.ts";
 import { checkPool } from "../../../src/pool/fsck.ts";
 import { type PoolDefinition, PoolLayout, type Strategy } from "../../../src/pool/layout.ts";
 import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { LmdbStore } from "../../../src/store/lmdb.ts";
 
 interface PoolOptions {
@@ -51,7 +51,7 @@ afterEach(async () => {
 /** A started service over the current store. */
 function serve(layouts: readonly PoolLayout[], defaultPool = (layouts[0] as PoolLayout).name): PoolService {
   const service = new PoolService(store, layouts, defaultPool);
-  reconcilePools(store, layouts);
+  adoptPoolLayouts(store, layouts);
   return service;
 }
 
@@ -743,7 +743,7 @@ describe("checkPool", () => {
   });
 });
 
-describe("startup reconciliation", () => {
+describe("adopting the configured layouts at start", () => {
   test("restarting on the same store with the same layout keeps allocations and the cursor", async () => {
     const layouts = () => [layout("lab", "10.0.0.0/24"), layout("big", "10.1.0.0/19")];
     let service = serve(layouts());
@@ -766,7 +766,7 @@ describe("startup reconciliation", () => {
     await service.allocate({ vmId: "vm-1" });
     await reopenStore();
     const moved = new PoolService(store, [layout("lab", "10.0.8.0/24")], "lab");
-    const error = await rejection(() => reconcilePools(store, moved.layouts));
+    const error = await rejection(() => adoptPoolLayouts(store, moved.layouts));
     expect(error).toBeInstanceOf(PoolStateConflictError);
     expect(error.code).toBe("POOL_STATE_CONFLICT");
     expect(error.message).toContain("10.0.0.0/24");
@@ -776,7 +776,7 @@ describe("startup reconciliation", () => {
   test("a refused start changes nothing: the old configuration still starts with its allocations", async () => {
     const service = serve([layout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1" });
-    await rejection(() => reconcilePools(store, [layout("lab", "10.0.0.0/23")]));
+    await rejection(() => adoptPoolLayouts(store, [layout("lab", "10.0.0.0/23")]));
     const restored = serve([layout("lab", "10.0.0.0/24")]);
     expect(formatIpv4(restored.get("vm-1").ip)).toBe("10.0.0.2");
     expect(restored.stats().allocated).toBe(1);
@@ -799,7 +799,7 @@ describe("startup reconciliation", () => {
     fill(service, "lab", 5); // .2-.6
     await reopenStore();
     const error = await rejection(() =>
-      reconcilePools(store, [layout("lab", "10.0.0.0/24", { reserved: ["10.0.0.5-10.0.0.20"] })]),
+      adoptPoolLayouts(store, [layout("lab", "10.0.0.0/24", { reserved: ["10.0.0.5-10.0.0.20"] })]),
     );
     expect(error).toBeInstanceOf(PoolStateConflictError);
     expect(error.code).toBe("POOL_STATE_CONFLICT");
@@ -810,7 +810,9 @@ describe("startup reconciliation", () => {
   test("moving the gateway onto an allocated address is POOL_STATE_CONFLICT", async () => {
     const service = serve([layout("lab", "10.0.0.0/24")]);
     fill(service, "lab", 5);
-    const error = await rejection(() => reconcilePools(store, [layout("lab", "10.0.0.0/24", { gateway: "10.0.0.4" })]));
+    const error = await rejection(() =>
+      adoptPoolLayouts(store, [layout("lab", "10.0.0.0/24", { gateway: "10.0.0.4" })]),
+    );
     expect(error.code).toBe("POOL_STATE_CONFLICT");
   });
 
@@ -840,7 +842,7 @@ describe("startup reconciliation", () => {
     const service = serve([layout("keep", "10.0.0.0/24"), layout("gone", "10.0.1.0/24")]);
     await service.allocate({ vmId: "vm-1", pool: "gone" });
     await reopenStore();
-    const error = await rejection(() => reconcilePools(store, [layout("keep", "10.0.0.0/24")]));
+    const error = await rejection(() => adoptPoolLayouts(store, [layout("keep", "10.0.0.0/24")]));
     expect(error).toBeInstanceOf(PoolStateConflictError);
     expect(error.code).toBe("POOL_STATE_CONFLICT");
     expect(error.message).toContain("gone");

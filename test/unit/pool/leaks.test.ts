@@ -23,7 +23,7 @@ import {
   NO_HOSTS_REASON,
 } from "../../../src/pool/leaks.ts";
 import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
 
@@ -160,7 +160,7 @@ describe("LeakDetector over a real store", () => {
   beforeEach(() => {
     dir = mkdtempSync(join(tmpdir(), "ippool-leaks-test-"));
     store = new LmdbStore(dir);
-    reconcilePools(store, layouts);
+    adoptPoolLayouts(store, layouts);
     registry = new Registry();
     const events = poolMetrics(registry, {
       pools: layouts.map((l) => ({ pool: l.name, kind: "vm" as const })),
