@@ -1,7 +1,8 @@
 /**
- * Does checking a wrong API key take measurably different time from checking the right one
- * (SPEC §7: "comparison is constant-time")? Two measurements, printed as a short report; nothing
- * is asserted (timing on a shared machine is noisy, and `make test` has no timing thresholds).
+ * Does checking a wrong API key take measurably different time from checking the right one (keys
+ * are "compared in constant time", README "Elastic IPs"; `src/auth/keys.ts`)? Two measurements,
+ * printed as a short report; nothing is asserted (timing on a shared machine is noisy, and
+ * `make test` has no timing thresholds).
  *
  *   (a) In process, the functions the HTTP layer calls: `keyMatches` (SHA-256 of the presented key,
  *       `timingSafeEqual` against the stored hash), `ProjectDirectory.authenticate` (EIP routes) and

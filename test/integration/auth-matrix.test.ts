@@ -1,5 +1,6 @@
 /**
- * SPEC §7 as a table, against the compiled daemon over TCP and the Unix socket: every EIP route ×
+ * Who may call what (README: "Who may call the pool API" and "Elastic IPs") as a table, against
+ * the compiled daemon over TCP and the Unix socket: every EIP route ×
  * every way of presenting (or not presenting) a project key, and every pool route on a TCP
  * listener that is not loopback × the same for the admin key. The routes are read from the
  * daemon's own /openapi.json, so a route added without a row here fails the coverage test.
@@ -497,7 +498,7 @@ describe("the routes of /openapi.json", () => {
   });
 });
 
-describe("EIP routes: the key decides the project (SPEC §3, §7)", () => {
+describe("EIP routes: the key decides the project", () => {
   afterEach(() => main.restore());
   for (const route of eipRoutes) {
     const row = rowOf(EIP_ROUTES, route);
@@ -514,7 +515,7 @@ describe("EIP routes: the key decides the project (SPEC §3, §7)", () => {
   }
 });
 
-describe("pool routes on a non-loopback TCP listener: the admin key (SPEC §7)", () => {
+describe("pool routes on a non-loopback TCP listener: the admin key", () => {
   afterEach(() => main.restore());
   for (const route of poolRoutes) {
     const row = rowOf(POOL_ROUTES, route);
