@@ -12,7 +12,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { exchange } from "../fuzz/http-fuzz.ts";
-import { eipPoolsToml, projectsToml, sha256Hex } from "../support/config-toml.ts";
+import { configToml, sha256Hex } from "../support/config-toml.ts";
 import { Daemon, tempDir } from "../support/daemon.ts";
 
 const ACME = "acme-7d1f0c2a9b3e4d5f";
@@ -23,22 +23,15 @@ const HELD_VM = "held-vm";
 const HELD_IP = "10.40.0.10";
 
 function config(dir: string, listen: string, adminKey: boolean): string {
-  return `[server]
-listen = "${listen}"
-socket = "${dir}/ippool.sock"
-data_dir = "${dir}"
-${adminKey ? `admin_key_sha256 = "${sha256Hex(ADMIN)}"` : ""}
-
-[[pools]]
-name = "vms"
-cidr = "10.40.0.0/24"
-
-${eipPoolsToml({ public: "100.64.0.0/24" })}
-${projectsToml([
-  { name: "acme", apiKey: ACME },
-  { name: "globex", apiKey: GLOBEX },
-])}
-`;
+  return configToml({
+    server: { listen, socket: `${dir}/ippool.sock`, dataDir: dir, ...(adminKey ? { adminKey: ADMIN } : {}) },
+    pools: [{ name: "vms", cidr: "10.40.0.0/24" }],
+    eipPools: { public: "100.64.0.0/24" },
+    projects: [
+      { name: "acme", apiKey: ACME },
+      { name: "globex", apiKey: GLOBEX },
+    ],
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -95,7 +88,7 @@ class Scene {
 
   static async start(listen: string, adminKey: boolean): Promise<Scene> {
     const dir = tempDir();
-    const scene = new Scene(await Daemon.start({ dir, pools: config(dir, listen, adminKey) }));
+    const scene = new Scene(await Daemon.start({ dir, config: config(dir, listen, adminKey) }));
     try {
       await scene.reset();
     } catch (error) {
