@@ -42,7 +42,7 @@ export class TempStore {
 /**
  * A fresh `TempStore` for every test of the calling scope (file or describe), disposed of after
  * it. `opened` is told each store as it opens (before the scope's own beforeEach runs, and again
- * after a `reopen`), so a suite keeps its own `store` variable.
+ * after a `reopen`): a suite keeps it in its own `store` variable, or builds its services over it.
  */
 export function storePerTest(opened: (store: LmdbStore) => void): {
   readonly dir: string;

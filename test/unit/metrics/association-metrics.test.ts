@@ -40,18 +40,10 @@ describe("associationMetrics", () => {
     expect(sampleValue(samples, `${name}_sum`, { operation: "associate" })).toBeCloseTo(3.04);
     expect(sampleValue(samples, `${name}_bucket`, { operation: "associate", le: "0.05" })).toBe(1);
     expect(sampleValue(samples, `${name}_bucket`, { operation: "associate", le: "+Inf" })).toBe(2);
-    expect(
-      sampleValue(samples, "ippool_eip_association_failures_total", {
-        operation: "associate",
-        code: "HOST_UNAVAILABLE",
-      }),
-    ).toBe(1);
-    expect(
-      sampleValue(samples, "ippool_eip_association_failures_total", {
-        operation: "disassociate",
-        code: "NOT_ASSOCIATED",
-      }),
-    ).toBe(1);
+    const failures = (operation: string, code: string) =>
+      sampleValue(samples, "ippool_eip_association_failures_total", { operation, code });
+    expect(failures("associate", "HOST_UNAVAILABLE")).toBe(1);
+    expect(failures("disassociate", "NOT_ASSOCIATED")).toBe(1);
   });
 });
 

@@ -2,7 +2,7 @@
  * Pool metrics: the gauges read the source at each scrape; the counters count what the services
  * report after the commit. The second half runs the real services over a real store.
  */
-import { beforeEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipService } from "../../../src/eip/service.ts";
@@ -10,7 +10,6 @@ import { poolMetrics } from "../../../src/metrics/pool-metrics.ts";
 import { parseIpv4 } from "../../../src/net/ipv4.ts";
 import { PoolService, type PoolUsage } from "../../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
-import type { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
 import { poolLayout, publicPoolLayout, storePerTest } from "../../support/store-fixture.ts";
 
@@ -74,16 +73,12 @@ describe("poolMetrics", () => {
 });
 
 describe("the pool services report to it", () => {
-  let store: LmdbStore;
-  storePerTest((opened) => {
-    store = opened;
-  });
   let registry: Registry;
   let pools: PoolService;
   let eips: EipService;
   const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 2 };
 
-  beforeEach(() => {
+  storePerTest((store) => {
     registry = new Registry();
     // A /29: network, broadcast, gateway and one reservation leave 4 usable addresses.
     const vm = poolLayout("vms", "10.0.0.0/29", { reserved: ["10.0.0.6"] });

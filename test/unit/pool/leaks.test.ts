@@ -2,7 +2,7 @@
  * Leak detection: the pure decision (which allocations are leaks, given every host's domains, the
  * grace period and hosts that did not answer), then the service over a real store with fake hosts.
  */
-import { beforeEach, describe, expect, test } from "bun:test";
+import { describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import { leakMetrics } from "../../../src/metrics/leak-metrics.ts";
 import { poolMetrics } from "../../../src/metrics/pool-metrics.ts";
@@ -20,7 +20,6 @@ import {
 } from "../../../src/pool/leaks.ts";
 import { PoolService } from "../../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
-import type { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
 import { poolLayout, storePerTest } from "../../support/store-fixture.ts";
 
@@ -123,10 +122,6 @@ describe("decideLeaks", () => {
 });
 
 describe("LeakDetector over a real store", () => {
-  let store: LmdbStore;
-  storePerTest((opened) => {
-    store = opened;
-  });
   let pools: PoolService;
   let registry: Registry;
   let leakEvents: LeakEvents;
@@ -141,7 +136,7 @@ describe("LeakDetector over a real store", () => {
   };
   const layouts = [poolLayout("vms", "10.0.0.0/24"), poolLayout("lab", "10.1.0.0/24")];
 
-  beforeEach(() => {
+  storePerTest((store) => {
     adoptPoolLayouts(store, layouts);
     registry = new Registry();
     const events = poolMetrics(registry, {
