@@ -1,7 +1,7 @@
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
-import { eipPoolsToml, projectsToml } from "../test/support/config-toml.ts";
+import { configToml } from "../test/support/config-toml.ts";
 import { Daemon } from "../test/support/daemon.ts";
 import { Testbed } from "../test/support/testbed.ts";
 
@@ -77,19 +77,15 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
 }
 
 function config(bed: Testbed): string {
-  return `
-[[pools]]
-name = "vms"
-cidr = "192.168.100.0/24"
-gateway = "192.168.100.1"
-
-[[pools]]
-name = "bulkvms"
-cidr = "${BULK_VM_CIDR}"
-
-${eipPoolsToml({ public: bed.eipCidr, bulkeips: BULK_EIP_CIDR })}
-${projectsToml([{ name: PROJECT, apiKey: `bench-${bed.id}`, quota: BULK + 100 }])}
-${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 })}`;
+  return configToml({
+    pools: [
+      { name: "vms", cidr: "192.168.100.0/24", gateway: "192.168.100.1" },
+      { name: "bulkvms", cidr: BULK_VM_CIDR },
+    ],
+    eipPools: { public: bed.eipCidr, bulkeips: BULK_EIP_CIDR },
+    projects: [{ name: PROJECT, apiKey: `bench-${bed.id}`, quota: BULK + 100 }],
+    hosts: bed.hostSpecs({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 }),
+  });
 }
 
 async function main(): Promise<void> {
@@ -103,7 +99,7 @@ async function main(): Promise<void> {
   try {
     // Data on disk, as in production (every answer waits for the LMDB flush).
     const dir = mkdtempSync("/var/tmp/ippool-bench-failover.");
-    daemon = await Daemon.start({ pools: config(bed), prefix: bed.daemonNetnsPrefix(), dir });
+    daemon = await Daemon.start({ config: config(bed), prefix: bed.daemonNetnsPrefix(), dir });
     const d = daemon;
     await waitUntil(
       async () => bed.hosts.every((h) => d.logs.includes(`host connected host=${h.name}`)),

@@ -7,7 +7,7 @@ import { parseArgs } from "node:util";
 import { loadConfig } from "../src/config/load.ts";
 import { PoolLayout } from "../src/pool/layout.ts";
 import { PoolService } from "../src/pool/service.ts";
-import { reconcilePools } from "../src/pool/startup.ts";
+import { adoptPoolLayouts } from "../src/pool/startup.ts";
 import { LmdbStore } from "../src/store/lmdb.ts";
 
 const { values } = parseArgs({
@@ -30,7 +30,7 @@ const service = new PoolService(
   config.pools.map((definition) => new PoolLayout(definition)),
   config.defaultPool,
 );
-reconcilePools(store, service.layouts);
+adoptPoolLayouts(store, service.layouts);
 const pool = values.pool ?? config.defaultPool;
 const layout = service.layout(pool);
 const target = Math.floor((layout.usableCount * percent) / 100);

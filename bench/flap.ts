@@ -2,7 +2,7 @@ import { closeSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writ
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { Subprocess } from "bun";
-import { eipPoolsToml, projectsToml } from "../test/support/config-toml.ts";
+import { configToml } from "../test/support/config-toml.ts";
 import { BINARY } from "../test/support/daemon.ts";
 import { EipTrickle, FLAP_MODES, type FlapMode, Flapper, type FlapTransition } from "../test/support/flapping.ts";
 import { parseExposition, type Sample, samplesOf } from "../test/support/prometheus.ts";
@@ -114,26 +114,17 @@ async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what:
 }
 
 function config(bed: Testbed, dir: string): string {
-  return `
-[server]
-listen = "127.0.0.1:0"
-socket = "${join(dir, "ippool.sock")}"
-data_dir = "${dir}"
-
-[reconcile]
-interval_s = ${RECONCILE_S}
-
-[[pools]]
-name = "vms"
-cidr = "10.0.0.0/16"
-
-[[pools]]
-name = "eipvms"
-cidr = "192.168.96.0/24"
-
-${eipPoolsToml({ public: bed.eipCidr })}
-${projectsToml([{ name: PROJECT, apiKey: `bench-${bed.id}` }])}
-${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 2000 })}`;
+  return configToml({
+    server: { listen: "127.0.0.1:0", socket: join(dir, "ippool.sock"), dataDir: dir },
+    reconcileIntervalS: RECONCILE_S,
+    pools: [
+      { name: "vms", cidr: "10.0.0.0/16" },
+      { name: "eipvms", cidr: "192.168.96.0/24" },
+    ],
+    eipPools: { public: bed.eipCidr },
+    projects: [{ name: PROJECT, apiKey: `bench-${bed.id}` }],
+    hosts: bed.hostSpecs({ connectTimeoutMs: 1000, commandTimeoutMs: 2000 }),
+  });
 }
 
 /** The compiled daemon in the daemon namespace, its log in a file (a pipe read by this process would cost CPU under load). */

@@ -1,7 +1,8 @@
 /**
- * Does checking a wrong API key take measurably different time from checking the right one
- * (SPEC §7: "comparison is constant-time")? Two measurements, printed as a short report; nothing
- * is asserted (timing on a shared machine is noisy, and `make test` has no timing thresholds).
+ * Does checking a wrong API key take measurably different time from checking the right one (keys
+ * are "compared in constant time", README "Elastic IPs"; `src/auth/keys.ts`)? Two measurements,
+ * printed as a short report; nothing is asserted (timing on a shared machine is noisy, and
+ * `make test` has no timing thresholds).
  *
  *   (a) In process, the functions the HTTP layer calls: `keyMatches` (SHA-256 of the presented key,
  *       `timingSafeEqual` against the stored hash), `ProjectDirectory.authenticate` (EIP routes) and
@@ -27,8 +28,9 @@ import { parseArgs } from "node:util";
 import { AdminGate } from "../src/auth/admin.ts";
 import { keyMatches, sha256 } from "../src/auth/keys.ts";
 import { ProjectDirectory } from "../src/auth/projects.ts";
-import { eipPoolsToml, projectsToml } from "../test/support/config-toml.ts";
+import { configToml } from "../test/support/config-toml.ts";
 import { Daemon } from "../test/support/daemon.ts";
+import { seededRandom } from "../test/support/seeded-random.ts";
 
 const { values } = parseArgs({
   options: {
@@ -74,18 +76,6 @@ function wrongVariants(right: string): Variant[] {
 interface Variant {
   readonly name: string;
   readonly key: string;
-}
-
-/** A seeded generator (mulberry32), so an order can be replayed with --seed. */
-function random(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
 }
 
 /** `count` of each of `variants` indexes, in one shuffled order. */
@@ -308,17 +298,14 @@ interface HttpVariant extends Variant {
   readonly path: string;
 }
 
-const CONFIG = `
-[[pools]]
-name = "vms"
-cidr = "10.40.0.0/24"
-
-${eipPoolsToml({ public: "100.64.0.0/24" })}
-${projectsToml([
-  { name: "acme", apiKey: ACME },
-  { name: "globex", apiKey: GLOBEX },
-])}
-`;
+const CONFIG = configToml({
+  pools: [{ name: "vms", cidr: "10.40.0.0/24" }],
+  eipPools: { public: "100.64.0.0/24" },
+  projects: [
+    { name: "acme", apiKey: ACME },
+    { name: "globex", apiKey: GLOBEX },
+  ],
+});
 
 /** Sequential keep-alive requests, interleaved; samples in µs per variant (client-side round trip). */
 async function timeOverHttp(base: string, variants: HttpVariant[], next: () => number): Promise<Float64Array[]> {
@@ -339,7 +326,7 @@ async function timeOverHttp(base: string, variants: HttpVariant[], next: () => n
 }
 
 async function overHttp(next: () => number): Promise<void> {
-  const daemon = await Daemon.start({ pools: CONFIG });
+  const daemon = await Daemon.start({ config: CONFIG });
   try {
     const list = "/elastic-ips";
     const wrong: HttpVariant[] = [
@@ -390,7 +377,7 @@ async function overHttp(next: () => number): Promise<void> {
 
 // ---------------------------------------------------------------------------------------------
 
-const next = random(SEED);
+const next = seededRandom(SEED); // so an order can be replayed with --seed
 console.log(
   `key-timing: ${cpus().length} cores, load average ${loadavg()
     .map((l) => l.toFixed(2))

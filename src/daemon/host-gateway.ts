@@ -2,7 +2,7 @@
  * Adapts the SSH host layer (`src/hosts`) to what the EIP service (`eip/hosts.ts`) and the leak
  * check (`pool/leaks.ts`) ask of hosts: addresses as numbers there, as dotted quads on the wire.
  */
-import type { Association, Convergence, HostGateway } from "../eip/hosts.ts";
+import type { Convergence, HostGateway, HostMapping } from "../eip/hosts.ts";
 import { type Host, type HostRegistry, HostUnavailableError } from "../hosts/index.ts";
 import { type Cidr, formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
 import type { Domain, DomainDirectory } from "../pool/leaks.ts";
@@ -43,7 +43,7 @@ export class SshHostGateway implements HostGateway, DomainDirectory {
     return (await this.host(host).libvirt.instanceAddresses(instanceId)).filter(isIpv4).map(parseIpv4);
   }
 
-  apply(host: string, association: Association): Promise<void> {
+  apply(host: string, association: HostMapping): Promise<void> {
     return this.host(host).nat.applyAssociation(wire(association));
   }
 
@@ -51,7 +51,7 @@ export class SshHostGateway implements HostGateway, DomainDirectory {
     return this.host(host).nat.removeAssociation(formatIpv4(eip));
   }
 
-  async converge(host: string, desired: readonly Association[]): Promise<Convergence> {
+  async converge(host: string, desired: readonly HostMapping[]): Promise<Convergence> {
     const result = await this.host(host).nat.converge(desired.map(wire), this.eipRanges);
     return {
       added: result.added.length,
@@ -76,6 +76,6 @@ export class SshHostGateway implements HostGateway, DomainDirectory {
   }
 }
 
-function wire(association: Association): { eip: string; privateIp: string } {
+function wire(association: HostMapping): { eip: string; privateIp: string } {
   return { eip: formatIpv4(association.eip), privateIp: formatIpv4(association.privateIp) };
 }

@@ -1,7 +1,7 @@
 /**
  * The daemon's composition root: the store, the services over it, the hosts, metrics and the
- * HTTP app, wired together from the configuration. Startup reconciliation of the pools happens
- * here, before anything can serve a request.
+ * HTTP app, wired together from the configuration. The stored pools adopt the configured layouts
+ * here (`adoptPoolLayouts`), before anything can serve a request.
  */
 import { AdminGate, isLoopback } from "../auth/admin.ts";
 import { ProjectDirectory } from "../auth/projects.ts";
@@ -21,7 +21,7 @@ import { createDaemonMetrics } from "../metrics/index.ts";
 import { PoolLayout } from "../pool/layout.ts";
 import { LeakDetector } from "../pool/leaks.ts";
 import { PoolService } from "../pool/service.ts";
-import { reconcilePools } from "../pool/startup.ts";
+import { adoptPoolLayouts } from "../pool/startup.ts";
 import { LmdbStore } from "../store/lmdb.ts";
 import { VERSION } from "../version.ts";
 import { SshHostGateway } from "./host-gateway.ts";
@@ -61,7 +61,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   });
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
   const eipPools = publicPoolLayouts(config.eipPools);
-  reconcilePools(store, [...layouts, ...eipPools.values()]);
+  adoptPoolLayouts(store, [...layouts, ...eipPools.values()]);
   const indexed = store.ensureEipStateIndex();
   if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
   const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);

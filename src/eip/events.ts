@@ -2,7 +2,7 @@
  * What associations and reconciliation report as they finish, for metrics. The EIP code knows
  * nothing of how these are recorded (`src/metrics/` implements them).
  */
-import type { ConvergeResult } from "./hosts.ts";
+import type { ConvergeCounts } from "./hosts.ts";
 
 export type AssociationOperation = "associate" | "disassociate";
 
@@ -15,7 +15,7 @@ export interface AssociationEvents {
 
 export interface ReconciliationEvents {
   /** A host was converged after `seconds`; `corrections` is the drift it fixed. */
-  succeeded(host: string, seconds: number, corrections: ConvergeResult): void;
+  succeeded(host: string, seconds: number, corrections: ConvergeCounts): void;
   /** A reconciliation run on a host failed (host unreachable, a command failed). */
   failed(host: string): void;
 }

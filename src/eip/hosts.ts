@@ -4,19 +4,21 @@
  * errors: `HOST_UNAVAILABLE` (cannot reach the host) and `HOST_COMMAND_FAILED` (502 both).
  */
 
-export interface Association {
+/** An EIP and the private address a host forwards it to (the host layer's `Association`, as uint32). */
+export interface HostMapping {
   readonly eip: number;
   readonly privateIp: number;
 }
 
-export interface ConvergeResult {
+/** How many associations converging a host added, removed and changed (the drift it corrected). */
+export interface ConvergeCounts {
   readonly added: number;
   readonly removed: number;
   readonly changed: number;
 }
 
 /** What converging a host did: the counts, and the EIPs it took off the host (stale associations). */
-export interface Convergence extends ConvergeResult {
+export interface Convergence extends ConvergeCounts {
   readonly removedEips: readonly number[];
 }
 
@@ -32,11 +34,11 @@ export interface HostGateway {
   /** IPv4 addresses libvirt reports for the instance (may be empty). */
   instanceAddresses(host: string, instanceId: string): Promise<number[]>;
   /** Installs the association on the host (idempotent). */
-  apply(host: string, association: Association): Promise<void>;
+  apply(host: string, association: HostMapping): Promise<void>;
   /** Removes whatever the host has for this EIP (idempotent). */
   remove(host: string, eip: number): Promise<void>;
   /** Makes the host's ippool rules exactly `desired`, in one transaction. */
-  converge(host: string, desired: readonly Association[]): Promise<Convergence>;
+  converge(host: string, desired: readonly HostMapping[]): Promise<Convergence>;
   /** Announces (gratuitous ARP) that the host holds the EIP; not awaited, failures only logged. */
   announce(host: string, eip: number): void;
   /** Calls `listener` each time a host's connection comes up (first connect and every reconnect). */

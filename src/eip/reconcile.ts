@@ -9,7 +9,7 @@
 import type { Logger } from "../log/logger.ts";
 import { BackgroundWork } from "./background.ts";
 import { NO_RECONCILIATION_EVENTS, type ReconciliationEvents } from "./events.ts";
-import type { Association, HostGateway } from "./hosts.ts";
+import type { HostGateway, HostMapping } from "./hosts.ts";
 import type { KeyedLocks } from "./locks.ts";
 import type { EipStore } from "./store.ts";
 
@@ -118,8 +118,8 @@ export class EipReconciler {
     });
   }
 
-  private desired(host: string): Association[] {
-    const desired: Association[] = [];
+  private desired(host: string): HostMapping[] {
+    const desired: HostMapping[] = [];
     for (const eip of this.store.allEips()) {
       if (eip.state === "associated" && eip.host === host && eip.privateIp !== undefined) {
         desired.push({ eip: eip.publicIp, privateIp: eip.privateIp });

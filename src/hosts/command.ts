@@ -57,10 +57,6 @@ export function validLibvirtUri(value: string): string {
   return value;
 }
 
-export function isValidDomain(value: string): boolean {
-  return typeof value === "string" && (DOMAIN_NAME.test(value) || UUID.test(value));
-}
-
 function invalid(what: string, value: unknown): InvalidCommandArgumentError {
   const shown =
     typeof value === "string" ? JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}…` : value) : String(value);

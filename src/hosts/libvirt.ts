@@ -16,7 +16,7 @@ export type InstanceState =
   | (string & {});
 
 /** A libvirt domain as `virsh list` names it. */
-export interface Domain {
+export interface LibvirtDomain {
   readonly name: string;
   /** Lower-case, with dashes, as virsh prints it. */
   readonly uuid: string;
@@ -80,7 +80,7 @@ export class Libvirt {
    * `HostCommandFailedError` when virsh fails (or prints a line it cannot read): an incomplete
    * list must never pass for a complete one.
    */
-  async listDomains(): Promise<Domain[]> {
+  async listDomains(): Promise<LibvirtDomain[]> {
     const argv = ["virsh", "-c", this.uri, "list", "--all", "--uuid", "--name"];
     const result = await this.host.exec(argv);
     if (result.code !== 0) throw this.host.commandFailed(argv, result);
@@ -114,8 +114,8 @@ const UUID_LINE = /^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
  * The domains in `virsh list --all --uuid --name` output: one `UUID NAME` line each (blank lines
  * skipped). Any other line is returned instead, as a string: what it stood for is unknown.
  */
-export function parseDomainList(output: string): Domain[] | string {
-  const domains: Domain[] = [];
+export function parseDomainList(output: string): LibvirtDomain[] | string {
+  const domains: LibvirtDomain[] = [];
   for (const raw of output.split("\n")) {
     const line = raw.trim();
     if (line === "") continue;

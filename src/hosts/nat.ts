@@ -20,7 +20,7 @@ import {
   parseNftTable,
   TABLE,
 } from "./nft.ts";
-import { type Association, isEmptyPlan, type NatPlan, planConvergence } from "./reconcile-diff.ts";
+import { type Association, isEmptyPlan, type NatPlan, planConvergence } from "./nft-plan.ts";
 
 /** What the driver needs from a connection (an `SshConnection`, or a fake in tests). */
 export interface CommandRunner {

@@ -10,7 +10,7 @@
  * No other table is ever read or written.
  */
 import { validIpv4 } from "./command.ts";
-import type { Association } from "./reconcile-diff.ts";
+import type { Association } from "./nft-plan.ts";
 
 export const TABLE = "ippool";
 

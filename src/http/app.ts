@@ -29,7 +29,7 @@ export interface Services {
   readonly eips: EipService;
   readonly associations: EipAssociations;
   readonly projects: ProjectDirectory;
-  /** The pool API's admin key check for TCP (SPEC §7). */
+  /** The pool API's admin key check on a TCP listener that is not loopback (README, "Who may call the pool API"). */
   readonly adminGate: AdminGate;
   /** Served at `/api/v1/leaks`. */
   readonly leaks: LeakDetector;

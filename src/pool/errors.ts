@@ -40,7 +40,7 @@ export class VmHasOtherAddressError extends AppError {
   readonly code = "VM_HAS_OTHER_ADDRESS";
 }
 
-/** The stored state cannot be reconciled with the configuration; the daemon must not start. */
+/** The stored pools cannot adopt the configured layouts without losing allocations; the daemon must not start. */
 export class PoolStateConflictError extends AppError {
   readonly status = 500;
   readonly code = "POOL_STATE_CONFLICT";

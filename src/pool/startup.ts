@@ -10,13 +10,14 @@ import { PoolStateConflictError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { PoolStore } from "./store.ts";
 
-export function reconcilePools(store: PoolStore, layouts: readonly PoolLayout[]): void {
+/** Adopts the configured layouts in one transaction, or throws `PoolStateConflictError` and changes nothing. */
+export function adoptPoolLayouts(store: PoolStore, layouts: readonly PoolLayout[]): void {
   store.writeSync(() => {
     const configured = new Set(layouts.map((l) => l.name));
     for (const name of store.poolNames()) {
       if (!configured.has(name)) dropUnconfiguredPool(store, name);
     }
-    for (const layout of layouts) reconcilePool(store, layout);
+    for (const layout of layouts) adoptPoolLayout(store, layout);
   });
 }
 
@@ -30,7 +31,7 @@ function dropUnconfiguredPool(store: PoolStore, name: string): void {
   store.removePool(name);
 }
 
-function reconcilePool(store: PoolStore, layout: PoolLayout): void {
+function adoptPoolLayout(store: PoolStore, layout: PoolLayout): void {
   const stamp = store.getStamp(layout.name);
   if (stamp?.fingerprint === layout.fingerprint) return;
   if (!stamp) {

@@ -11,6 +11,8 @@
  * ippool` maps and EIP /32s are exactly the recorded associations of its VMs; and each associated
  * EIP, probed from the uplink, reaches its VM.
  */
+
+import type { ConfigSpec } from "../support/config-toml.ts";
 import type { Daemon } from "../support/daemon.ts";
 import type { Testbed, TestbedOptions, TestbedVm } from "../support/testbed.ts";
 import { disagreements, hostMetrics } from "./host-state.ts";
@@ -113,18 +115,14 @@ export class HostedAssociations {
     readonly counts: AssociationCounts,
   ) {}
 
-  /** TOML for the daemon beside its pools: the guests' pool, one-second reconciliation, the hosts. */
-  configToml(): string {
-    return `
-[[pools]]
-name = "guests"
-cidr = "192.168.100.0/24"
-gateway = "192.168.100.1"
-
-[reconcile]
-interval_s = 1
-
-${this.bed.hostsToml({ connectTimeoutMs: 3000, commandTimeoutMs: 15_000 })}`;
+  /** The loop's own config with what this half adds: the guests' pool, one-second reconciliation, the hosts. */
+  config(own: ConfigSpec): ConfigSpec {
+    return {
+      ...own,
+      pools: [...(own.pools ?? []), { name: "guests", cidr: "192.168.100.0/24", gateway: "192.168.100.1" }],
+      reconcileIntervalS: 1,
+      hosts: this.bed.hostSpecs({ connectTimeoutMs: 3000, commandTimeoutMs: 15_000 }),
+    };
   }
 
   private vms(): TestbedVm[] {

@@ -1,7 +1,8 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { type ConfigSpec, configToml } from "../support/config-toml.ts";
 import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
+import { seededRandom } from "../support/seeded-random.ts";
 import { Testbed } from "../support/testbed.ts";
 import {
   type AssociationCounts,
@@ -12,14 +13,12 @@ import {
 } from "./associations.ts";
 
 const API_KEY = "crash-loop-key";
-const poolsToml = (eipCidr: string) => `[[pools]]
-name = "vms"
-cidr = "10.30.0.0/23"
-gateway = "10.30.0.1"
-
-${eipPoolsToml({ public: eipCidr })}
-${projectsToml([{ name: "crash", apiKey: API_KEY, quota: 1000 }])}
-`;
+/** The loop's pool, EIP pool and project (with hosts, the testbed half adds its own). */
+const crashConfig = (eipCidr: string): ConfigSpec => ({
+  pools: [{ name: "vms", cidr: "10.30.0.0/23", gateway: "10.30.0.1" }],
+  eipPools: { public: eipCidr },
+  projects: [{ name: "crash", apiKey: API_KEY, quota: 1000 }],
+});
 const VM_IDS = Array.from({ length: 64 }, (_, i) => `crash-vm-${i}`);
 /** Requested addresses come from a small range, so requests collide with each other and with next-fit. */
 const REQUESTED = Array.from({ length: 40 }, (_, i) => `10.30.1.${i + 2}`);
@@ -52,18 +51,6 @@ export interface CrashLoopResult {
   readonly messages: string[];
 }
 
-/** mulberry32: small, seedable, good enough to pick operations and kill moments. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** What the model knows of a vm_id or EIP: held at an address, not held, or unknown (in flight at a kill). */
 type Known = { kind: "held"; ip: string } | { kind: "free" } | { kind: "unknown" };
 
@@ -87,7 +74,7 @@ type Eip = ListedEip;
 
 export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoopResult> {
   const log = options.log ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const random = prng(options.seed);
+  const random = seededRandom(options.seed);
   const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)] as T;
   const result: CrashLoopResult = {
     seed: options.seed,
@@ -322,7 +309,7 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
 
   /** Starts the daemon on the run's directory; with hosts, in the daemon namespace, once its hosts are reconciled. */
   async function start(): Promise<Daemon> {
-    if (!hosted) return Daemon.start({ pools: poolsToml("100.64.0.0/24"), dir });
+    if (!hosted) return Daemon.start({ config: configToml(crashConfig("100.64.0.0/24")), dir });
     return startInTestbed(hosted, dir);
   }
 
@@ -441,9 +428,11 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
 export async function startInTestbed(hosted: HostedAssociations, dir: string): Promise<Daemon> {
   const { bed } = hosted;
   const socket = join(dir, "ippool.sock");
-  const server = `[server]\nlisten = "127.0.0.1:${NETNS_TCP_PORT}"\nsocket = "${socket}"\ndata_dir = "${dir}"\n\n`;
   const started = await Daemon.start({
-    pools: server + poolsToml(bed.eipCidr) + hosted.configToml(),
+    config: configToml({
+      server: { listen: `127.0.0.1:${NETNS_TCP_PORT}`, socket, dataDir: dir },
+      ...hosted.config(crashConfig(bed.eipCidr)),
+    }),
     dir,
     prefix: bed.daemonNetnsPrefix(),
   });

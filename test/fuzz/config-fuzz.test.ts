@@ -1,5 +1,5 @@
 /**
- * Config fuzzing (issue 5): broken TOML files and values never start a daemon with a wrong pool;
+ * Config fuzzing: broken TOML files and values never start a daemon with a wrong pool;
  * each gives a one-line error naming the key.
  *
  * In process, CONFIG_FUZZ_CASES documents (default 3000) from CONFIG_FUZZ_SEED (a fixed default,

@@ -1,5 +1,5 @@
 /**
- * The quick HTTP fuzz run for `make test` (issue 5): FUZZ_REQUESTS requests (default 3000) from
+ * The quick HTTP fuzz run for `make test`: FUZZ_REQUESTS requests (default 3000) from
  * FUZZ_SEED (random unless set; printed so a failure reproduces). The long run is the script:
  *   node_modules/.bin/bun test/fuzz/http-fuzz.ts --requests 100000
  */

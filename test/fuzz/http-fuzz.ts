@@ -1,28 +1,23 @@
 import { connect } from "node:net";
 import fc from "fast-check";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 
 export const ACME_KEY = "acme-fuzz-key";
 export const GLOBEX_KEY = "globex-fuzz-key";
 
 /** A VM pool, two EIP pools and two projects with known API keys; no hosts. */
-export const FUZZ_POOLS = `
-[[pools]]
-name = "vms"
-cidr = "192.168.100.0/24"
-gateway = "192.168.100.1"
-
-[[pools]]
-name = "small"
-cidr = "10.9.0.0/29"
-
-${eipPoolsToml({ public: "100.64.0.0/24", spare: "100.65.0.0/30" })}
-${projectsToml([
-  { name: "acme", apiKey: ACME_KEY, quota: 3 },
-  { name: "globex", apiKey: GLOBEX_KEY, quota: 4 },
-])}
-`;
+export const FUZZ_CONFIG = configToml({
+  pools: [
+    { name: "vms", cidr: "192.168.100.0/24", gateway: "192.168.100.1" },
+    { name: "small", cidr: "10.9.0.0/29" },
+  ],
+  eipPools: { public: "100.64.0.0/24", spare: "100.65.0.0/30" },
+  projects: [
+    { name: "acme", apiKey: ACME_KEY, quota: 3 },
+    { name: "globex", apiKey: GLOBEX_KEY, quota: 4 },
+  ],
+});
 
 // ---------------------------------------------------------------------------------------------
 // Raw HTTP over node:net
@@ -690,7 +685,7 @@ function versionRejected(status: number, bytes: Buffer): boolean {
   return status === 505 && !/^[A-Za-z]+ [\x21-\x7e]+ HTTP\/1\.[01]\r$/.test(line);
 }
 
-/** Runs the fuzzer against a started daemon (configured with FUZZ_POOLS). */
+/** Runs the fuzzer against a started daemon (configured with FUZZ_CONFIG). */
 export async function fuzzDaemon(daemon: Daemon, options: FuzzOptions): Promise<FuzzReport> {
   const { requests, seed, batch = 100, log = () => {} } = options;
   const target = targetOf(daemon);
@@ -809,9 +804,9 @@ export async function fuzzDaemon(daemon: Daemon, options: FuzzOptions): Promise<
   return { seed, requests: sent, failures, seconds: (performance.now() - started) / 1000, outcomes };
 }
 
-/** Starts a daemon on FUZZ_POOLS, fuzzes it, and disposes of it. */
+/** Starts a daemon on FUZZ_CONFIG, fuzzes it, and disposes of it. */
 export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
-  const daemon = await Daemon.start({ pools: FUZZ_POOLS });
+  const daemon = await Daemon.start({ config: FUZZ_CONFIG });
   try {
     const report = await fuzzDaemon(daemon, options);
     if (/unhandled error/.test(daemon.logs)) {

@@ -6,7 +6,7 @@
  * the project, or with the project's API key.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 import { eventually } from "../support/processes.ts";
 import { parseExposition, promtool, samplesOf, sampleValue } from "../support/prometheus.ts";
@@ -17,24 +17,18 @@ let bed: Testbed;
 let daemon: Daemon;
 
 function config(): string {
-  const hosts = bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 });
-  // hv3's public interface does not exist: every NAT change there fails on the host.
-  const broken = hosts.replace(/(name = "hv3"[\s\S]*?public_interface = )"[^"]*"/, '$1"nosuch0"');
-  return `
-[reconcile]
-interval_s = 1
-
-[[pools]]
-name = "vms"
-cidr = "192.168.100.0/24"
-gateway = "192.168.100.1"
-
-${eipPoolsToml({ public: bed.eipCidr })}
-${projectsToml([
-  { name: "acme", apiKey: KEY, quota: 10 },
-  { name: "globex", apiKey: "globex" },
-])}
-${broken}`;
+  const hosts = bed.hostSpecs({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 });
+  return configToml({
+    reconcileIntervalS: 1,
+    pools: [{ name: "vms", cidr: "192.168.100.0/24", gateway: "192.168.100.1" }],
+    eipPools: { public: bed.eipCidr },
+    projects: [
+      { name: "acme", apiKey: KEY, quota: 10 },
+      { name: "globex", apiKey: "globex" },
+    ],
+    // hv3's public interface does not exist: every NAT change there fails on the host.
+    hosts: hosts.map((host) => (host.name === "hv3" ? { ...host, publicInterface: "nosuch0" } : host)),
+  });
 }
 
 beforeAll(async () => {
@@ -45,7 +39,7 @@ beforeAll(async () => {
       { name: "hv3", vms: [{ name: "web-5" }] },
     ],
   });
-  daemon = await Daemon.start({ pools: config(), prefix: bed.daemonNetnsPrefix() });
+  daemon = await Daemon.start({ config: config(), prefix: bed.daemonNetnsPrefix() });
   // The daemon answers before its SSH connections are up; wait for all three.
   const connected = async () => bed.hosts.every((h) => daemon.logs.includes(`host connected host=${h.name}`));
   expect(await eventually(connected, 10_000)).toBe(true);

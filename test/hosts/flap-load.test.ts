@@ -9,7 +9,7 @@
  * measured by bench/flap.ts, not here.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon, runToExit } from "../support/daemon.ts";
 import { type EipAnswer, EipTrickle, FLAP_MODES, type FlapMode, takeHost } from "../support/flapping.ts";
 import { eventually } from "../support/processes.ts";
@@ -38,21 +38,16 @@ beforeAll(async () => {
   });
   daemon = await Daemon.start({
     prefix: bed.daemonNetnsPrefix(),
-    pools: `
-[reconcile]
-interval_s = 1
-
-[[pools]]
-name = "vms"
-cidr = "10.30.0.0/16"
-
-[[pools]]
-name = "eipvms"
-cidr = "192.168.96.0/24"
-
-${eipPoolsToml({ public: bed.eipCidr })}
-${projectsToml([{ name: "acme", apiKey: "flap-load" }])}
-${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 2000 })}`,
+    config: configToml({
+      reconcileIntervalS: 1,
+      pools: [
+        { name: "vms", cidr: "10.30.0.0/16" },
+        { name: "eipvms", cidr: "192.168.96.0/24" },
+      ],
+      eipPools: { public: bed.eipCidr },
+      projects: [{ name: "acme", apiKey: "flap-load" }],
+      hosts: bed.hostSpecs({ connectTimeoutMs: 1000, commandTimeoutMs: 2000 }),
+    }),
   });
   const port = new URL(daemon.baseUrl).port;
   const forward = await bed.forwardFromTestProcess("127.0.0.1", Number(port));

@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
+import { configToml } from "../support/config-toml.ts";
 import { BINARY, Daemon } from "../support/daemon.ts";
 import { eventually, sh } from "../support/processes.ts";
 import { parseExposition, promtool, sampleValue } from "../support/prometheus.ts";
@@ -26,15 +27,11 @@ beforeAll(async () => {
   });
   daemon = await Daemon.start({
     prefix: bed.daemonNetnsPrefix(),
-    pools: `
-[leaks]
-grace_period_s = ${GRACE_S}
-
-[[pools]]
-name = "vms"
-cidr = "10.99.0.0/24"
-
-${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 })}`,
+    config: configToml({
+      leaks: { gracePeriodS: GRACE_S },
+      pools: [{ name: "vms", cidr: "10.99.0.0/24" }],
+      hosts: bed.hostSpecs({ connectTimeoutMs: 1000, commandTimeoutMs: 3000 }),
+    }),
   });
   const connected = async () => bed.hosts.every((h) => daemon.logs.includes(`host connected host=${h.name}`));
   expect(await eventually(connected, 10_000)).toBe(true);

@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 import { type DomainSpec, RealLibvirt } from "../support/libvirtd.ts";
 import { eventually, sh, shSync } from "../support/processes.ts";
@@ -67,45 +67,32 @@ function hookEnv(options: { socket?: string; required?: boolean; timeoutS?: numb
 }
 
 function daemonConfig(): string {
-  return `[server]
-listen = ""
-socket = "${join(tmp, "ippool.sock")}"
-data_dir = "${join(tmp, "data")}"
-
-[[pools]]
-name = "vms"
-cidr = "10.123.0.0/24"
-gateway = "10.123.0.1"
-networks = ["${NETWORK}"]
-
-[[pools]]
-name = "ops"
-cidr = "10.124.0.0/24"
-gateway = "10.124.0.1"
-bridges = ["${OPS_BRIDGE}"]
-
-[dhcp]
-dir = "${join(tmp, "dhcp")}"
-
-[leaks]
-grace_period_s = 5
-collect_interval_s = 1
-
-[[hosts]]
-name = "hv1"
-address = "${sshd.address}"
-port = ${sshd.port}
-user = "root"
-private_key = "${sshd.privateKey}"
-host_key = "${sshd.hostKey}"
-libvirt_uri = "qemu:///system"
-public_interface = "${PUBLIC_IF}"
-
-${eipPoolsToml({ public: EIP_POOL })}
-${projectsToml([
-  { name: "acme", apiKey: API_KEY },
-  { name: "globex", apiKey: OTHER_KEY },
-])}`;
+  return configToml({
+    server: { listen: "", socket: join(tmp, "ippool.sock"), dataDir: join(tmp, "data") },
+    leaks: { gracePeriodS: 5, collectIntervalS: 1 },
+    pools: [
+      { name: "vms", cidr: "10.123.0.0/24", gateway: "10.123.0.1", networks: [NETWORK] },
+      { name: "ops", cidr: "10.124.0.0/24", gateway: "10.124.0.1", bridges: [OPS_BRIDGE] },
+    ],
+    dhcp: { dir: join(tmp, "dhcp") },
+    eipPools: { public: EIP_POOL },
+    projects: [
+      { name: "acme", apiKey: API_KEY },
+      { name: "globex", apiKey: OTHER_KEY },
+    ],
+    hosts: [
+      {
+        name: "hv1",
+        address: sshd.address,
+        port: sshd.port,
+        user: "root",
+        privateKeyPath: sshd.privateKey,
+        hostKey: sshd.hostKey,
+        libvirtUri: "qemu:///system",
+        publicInterface: PUBLIC_IF,
+      },
+    ],
+  });
 }
 
 /** The uplink: a namespace on the far side of the host's public interface, routing the EIP pool to it. */
@@ -150,7 +137,7 @@ beforeAll(async () => {
   });
   await buildUplink();
   sshd = await startSshd(lv.netns, join(tmp, "sshd"));
-  daemon = await Daemon.start({ dir: tmp, pools: daemonConfig(), prefix: lv.inNetns([]) });
+  daemon = await Daemon.start({ dir: tmp, config: daemonConfig(), prefix: lv.inNetns([]) });
   replaceFile(HOOK_ENV, hookEnv());
   // libvirtd reads its hooks only when it starts.
   await lv.restart();

@@ -15,7 +15,7 @@
  * the measured latencies and convergence times.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 import { eventually } from "../support/processes.ts";
 import { parseExposition, sampleValue } from "../support/prometheus.ts";
@@ -43,7 +43,7 @@ beforeAll(async () => {
       { name: HEALTHY, vms: [{ name: "b1" }, { name: "b2" }, { name: "b3" }, { name: "b4" }] },
     ],
   });
-  daemon = await Daemon.start({ pools: config(), prefix: bed.daemonNetnsPrefix() });
+  daemon = await Daemon.start({ config: config(), prefix: bed.daemonNetnsPrefix() });
   const connected = async () => bed.hosts.every((h) => daemon.logs.includes(`host connected host=${h.name}`));
   expect(await eventually(connected, 10_000)).toBe(true);
   // As the libvirt hook records them; b3 without its host, so finding it asks every host.
@@ -65,18 +65,13 @@ afterAll(async () => {
 });
 
 function config(): string {
-  return `
-[reconcile]
-interval_s = 1
-
-[[pools]]
-name = "vms"
-cidr = "192.168.100.0/24"
-gateway = "192.168.100.1"
-
-${eipPoolsToml({ public: bed.eipCidr })}
-${projectsToml([{ name: "acme", apiKey: "acme-key", quota: 20 }])}
-${bed.hostsToml({ connectTimeoutMs: 1000, commandTimeoutMs: COMMAND_TIMEOUT_MS })}`;
+  return configToml({
+    reconcileIntervalS: 1,
+    pools: [{ name: "vms", cidr: "192.168.100.0/24", gateway: "192.168.100.1" }],
+    eipPools: { public: bed.eipCidr },
+    projects: [{ name: "acme", apiKey: "acme-key", quota: 20 }],
+    hosts: bed.hostSpecs({ connectTimeoutMs: 1000, commandTimeoutMs: COMMAND_TIMEOUT_MS }),
+  });
 }
 
 // ---- talking to the daemon ---------------------------------------------------------------------

@@ -1,32 +1,18 @@
 /** Every IP Pool API endpoint and its error paths, over TCP and the Unix socket. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { poolsToml } from "../support/config-toml.ts";
 import { Daemon } from "../support/daemon.ts";
 
-const POOLS = `
-[[pools]]
-name = "vms"
-cidr = "172.16.0.0/24"
-gateway = "172.16.0.1"
-reserved = ["172.16.0.2-172.16.0.9", "172.16.0.100"]
-
-[[pools]]
-name = "small"
-cidr = "10.9.0.0/29"
-gateway = "10.9.0.1"
-strategy = "lowest"
-
-[[pools]]
-name = "p2p"
-cidr = "10.8.0.0/31"
-
-[[pools]]
-name = "host"
-cidr = "10.7.0.5/32"
-`;
+const POOLS = poolsToml([
+  { name: "vms", cidr: "172.16.0.0/24", gateway: "172.16.0.1", reserved: ["172.16.0.2-172.16.0.9", "172.16.0.100"] },
+  { name: "small", cidr: "10.9.0.0/29", gateway: "10.9.0.1", strategy: "lowest" },
+  { name: "p2p", cidr: "10.8.0.0/31" },
+  { name: "host", cidr: "10.7.0.5/32" },
+]);
 
 let daemon: Daemon;
 beforeAll(async () => {
-  daemon = await Daemon.start({ pools: POOLS });
+  daemon = await Daemon.start({ config: POOLS });
 });
 afterAll(async () => {
   await daemon.dispose();

@@ -1,5 +1,6 @@
 /**
- * SPEC §7 as a table, against the compiled daemon over TCP and the Unix socket: every EIP route ×
+ * Who may call what (README: "Who may call the pool API" and "Elastic IPs") as a table, against
+ * the compiled daemon over TCP and the Unix socket: every EIP route ×
  * every way of presenting (or not presenting) a project key, and every pool route on a TCP
  * listener that is not loopback × the same for the admin key. The routes are read from the
  * daemon's own /openapi.json, so a route added without a row here fails the coverage test.
@@ -11,7 +12,7 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { exchange } from "../fuzz/http-fuzz.ts";
-import { eipPoolsToml, projectsToml, sha256Hex } from "../support/config-toml.ts";
+import { configToml, sha256Hex } from "../support/config-toml.ts";
 import { Daemon, tempDir } from "../support/daemon.ts";
 
 const ACME = "acme-7d1f0c2a9b3e4d5f";
@@ -22,22 +23,15 @@ const HELD_VM = "held-vm";
 const HELD_IP = "10.40.0.10";
 
 function config(dir: string, listen: string, adminKey: boolean): string {
-  return `[server]
-listen = "${listen}"
-socket = "${dir}/ippool.sock"
-data_dir = "${dir}"
-${adminKey ? `admin_key_sha256 = "${sha256Hex(ADMIN)}"` : ""}
-
-[[pools]]
-name = "vms"
-cidr = "10.40.0.0/24"
-
-${eipPoolsToml({ public: "100.64.0.0/24" })}
-${projectsToml([
-  { name: "acme", apiKey: ACME },
-  { name: "globex", apiKey: GLOBEX },
-])}
-`;
+  return configToml({
+    server: { listen, socket: `${dir}/ippool.sock`, dataDir: dir, ...(adminKey ? { adminKey: ADMIN } : {}) },
+    pools: [{ name: "vms", cidr: "10.40.0.0/24" }],
+    eipPools: { public: "100.64.0.0/24" },
+    projects: [
+      { name: "acme", apiKey: ACME },
+      { name: "globex", apiKey: GLOBEX },
+    ],
+  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -94,7 +88,7 @@ class Scene {
 
   static async start(listen: string, adminKey: boolean): Promise<Scene> {
     const dir = tempDir();
-    const scene = new Scene(await Daemon.start({ dir, pools: config(dir, listen, adminKey) }));
+    const scene = new Scene(await Daemon.start({ dir, config: config(dir, listen, adminKey) }));
     try {
       await scene.reset();
     } catch (error) {
@@ -497,7 +491,7 @@ describe("the routes of /openapi.json", () => {
   });
 });
 
-describe("EIP routes: the key decides the project (SPEC §3, §7)", () => {
+describe("EIP routes: the key decides the project", () => {
   afterEach(() => main.restore());
   for (const route of eipRoutes) {
     const row = rowOf(EIP_ROUTES, route);
@@ -514,7 +508,7 @@ describe("EIP routes: the key decides the project (SPEC §3, §7)", () => {
   }
 });
 
-describe("pool routes on a non-loopback TCP listener: the admin key (SPEC §7)", () => {
+describe("pool routes on a non-loopback TCP listener: the admin key", () => {
   afterEach(() => main.restore());
   for (const route of poolRoutes) {
     const row = rowOf(POOL_ROUTES, route);

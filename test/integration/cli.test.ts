@@ -1,6 +1,6 @@
 /** The executable as a client: commands over the socket and over TCP, output and exit codes. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { BINARY, Daemon } from "../support/daemon.ts";
 import { sh } from "../support/processes.ts";
 
@@ -9,15 +9,11 @@ let daemon: Daemon;
 
 beforeAll(async () => {
   daemon = await Daemon.start({
-    pools: `
-[[pools]]
-name = "vms"
-cidr = "10.30.0.0/24"
-gateway = "10.30.0.1"
-
-${eipPoolsToml({ public: "100.64.0.0/24" })}
-${projectsToml([{ name: "acme", apiKey: KEY }])}
-`,
+    config: configToml({
+      pools: [{ name: "vms", cidr: "10.30.0.0/24", gateway: "10.30.0.1" }],
+      eipPools: { public: "100.64.0.0/24" },
+      projects: [{ name: "acme", apiKey: KEY }],
+    }),
   });
 });
 afterAll(async () => {

@@ -2,6 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { serverToml } from "../support/config-toml.ts";
 import { Daemon, daemonCommand, runToExit, tempDir } from "../support/daemon.ts";
 
 const dirs: string[] = [];
@@ -12,7 +13,7 @@ afterAll(() => {
 async function startWith(toml: string, dir = tempDir()) {
   dirs.push(dir);
   const path = join(dir, "ippool.toml");
-  writeFileSync(path, `[server]\nlisten = "127.0.0.1:0"\nsocket = ""\ndata_dir = "${dir}"\n\n${toml}`);
+  writeFileSync(path, `${serverToml({ listen: "127.0.0.1:0", socket: "", dataDir: dir })}\n${toml}`);
   return runToExit(["--config", path]);
 }
 
@@ -79,7 +80,7 @@ describe("a config that contradicts the stored state refuses to start", () => {
   async function withAllocation(poolToml: string, ip?: string): Promise<string> {
     const dir = tempDir();
     dirs.push(dir);
-    const daemon = await Daemon.start({ dir, pools: poolToml });
+    const daemon = await Daemon.start({ dir, config: poolToml });
     expect((await daemon.post("/api/v1/ip/allocate", { vm_id: "held", ...(ip ? { ip } : {}) })).status).toBe(201);
     expect(await daemon.stop()).toBe(0);
     return dir;
@@ -109,9 +110,9 @@ describe("a config that contradicts the stored state refuses to start", () => {
   test("changing the CIDR of an empty pool is accepted", async () => {
     const dir = tempDir();
     dirs.push(dir);
-    const first = await Daemon.start({ dir, pools: pool("vms", "10.0.0.0/24") });
+    const first = await Daemon.start({ dir, config: pool("vms", "10.0.0.0/24") });
     expect(await first.stop()).toBe(0);
-    const second = await Daemon.start({ dir, pools: pool("vms", "10.5.0.0/16") });
+    const second = await Daemon.start({ dir, config: pool("vms", "10.5.0.0/16") });
     const { body } = await second.post("/api/v1/ip/allocate", { vm_id: "new" });
     expect(body.network).toBe("10.5.0.0/16");
     expect(await second.stop()).toBe(0);
@@ -120,7 +121,7 @@ describe("a config that contradicts the stored state refuses to start", () => {
   test("a pool as large as /8 starts and allocates", async () => {
     const dir = tempDir();
     dirs.push(dir);
-    const daemon = await Daemon.start({ dir, pools: pool("huge", "10.0.0.0/8") });
+    const daemon = await Daemon.start({ dir, config: pool("huge", "10.0.0.0/8") });
     const { body } = await daemon.post("/api/v1/ip/allocate", { vm_id: "first", ip: "10.255.255.254" });
     expect(body.ip).toBe("10.255.255.254");
     expect((await daemon.json("/api/v1/ip/stats")).body).toMatchObject({ total: 16777213, allocated: 1 });

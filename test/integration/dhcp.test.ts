@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon, tempDir } from "../support/daemon.ts";
 import { eventually } from "../support/processes.ts";
 
@@ -42,24 +43,13 @@ beforeAll(async () => {
   mkdirSync(join(dir, "daemon"));
   daemon = await Daemon.start({
     dir: join(dir, "daemon"),
-    pools: `
-[[pools]]
-name = "vms"
-cidr = "10.77.0.0/24"
-gateway = "10.77.0.1"
-networks = ["vmnet"]
-bridges = ["br-ops"]
-
-[[pools]]
-name = "other"
-cidr = "10.78.0.0/24"
-gateway = "10.78.0.1"
-
-[dhcp]
-dir = "${join(dir, "dhcp")}"
-libvirt_run_dir = "${runDir}"
-libvirt_lease_dir = "${runDir}"
-`,
+    config: configToml({
+      pools: [
+        { name: "vms", cidr: "10.77.0.0/24", gateway: "10.77.0.1", networks: ["vmnet"], bridges: ["br-ops"] },
+        { name: "other", cidr: "10.78.0.0/24", gateway: "10.78.0.1" },
+      ],
+      dhcp: { dir: join(dir, "dhcp"), libvirtRunDir: runDir, libvirtLeaseDir: runDir },
+    }),
   });
 });
 

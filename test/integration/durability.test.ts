@@ -3,9 +3,10 @@
  * and kill -9 in the middle of a burst, checked through the API and with `ippool fsck`.
  */
 import { afterEach, describe, expect, test } from "bun:test";
+import { poolsToml } from "../support/config-toml.ts";
 import { Daemon, runToExit } from "../support/daemon.ts";
 
-const POOL = '[[pools]]\nname = "vms"\ncidr = "10.20.0.0/20"\ngateway = "10.20.0.1"\n';
+const POOL = poolsToml([{ name: "vms", cidr: "10.20.0.0/20", gateway: "10.20.0.1" }]);
 let daemon: Daemon | undefined;
 
 afterEach(async () => {
@@ -19,7 +20,7 @@ async function fsck(d: Daemon) {
 
 describe("concurrency", () => {
   test("500 parallel allocations over TCP and the socket all get distinct addresses", async () => {
-    daemon = await Daemon.start({ pools: POOL });
+    daemon = await Daemon.start({ config: POOL });
     const d = daemon;
     const results = await Promise.all(
       Array.from({ length: 500 }, (_, i) =>
@@ -32,7 +33,7 @@ describe("concurrency", () => {
   });
 
   test("parallel repeats of one vm_id create exactly one allocation", async () => {
-    daemon = await Daemon.start({ pools: POOL });
+    daemon = await Daemon.start({ config: POOL });
     const d = daemon;
     const results = await Promise.all(
       Array.from({ length: 50 }, () =>
@@ -46,7 +47,7 @@ describe("concurrency", () => {
   });
 
   test("parallel requests for one address grant it once and answer 409 to the rest", async () => {
-    daemon = await Daemon.start({ pools: POOL });
+    daemon = await Daemon.start({ config: POOL });
     const d = daemon;
     const results = await Promise.all(
       Array.from({ length: 20 }, (_, i) => d.post("/api/v1/ip/allocate", { vm_id: `want-${i}`, ip: "10.20.3.3" })),
@@ -56,7 +57,7 @@ describe("concurrency", () => {
   });
 
   test("mixed parallel allocations and releases leave bitmap and records in agreement", async () => {
-    daemon = await Daemon.start({ pools: POOL });
+    daemon = await Daemon.start({ config: POOL });
     const d = daemon;
     await Promise.all(Array.from({ length: 200 }, (_, i) => d.post("/api/v1/ip/allocate", { vm_id: `mix-${i}` })));
     await Promise.all(
@@ -75,7 +76,7 @@ describe("concurrency", () => {
 
 describe("kill -9", () => {
   test("during a burst of parallel allocations loses nothing acknowledged and duplicates nothing", async () => {
-    daemon = await Daemon.start({ pools: POOL });
+    daemon = await Daemon.start({ config: POOL });
     const dir = daemon.dir;
     const d = daemon;
     const acknowledged = new Map<string, string>();
@@ -93,7 +94,7 @@ describe("kill -9", () => {
     expect(acknowledged.size).toBeGreaterThanOrEqual(200);
     expect(acknowledged.size).toBeLessThan(1500);
 
-    daemon = await Daemon.start({ pools: POOL, dir });
+    daemon = await Daemon.start({ config: POOL, dir });
     const list = (await daemon.json("/api/v1/ip/allocations")).body as { vm_id: string; ip: string }[];
     const stored = new Map(list.map((a) => [a.vm_id, a.ip]));
     for (const [vm, ip] of acknowledged) expect(`${vm} ${stored.get(vm)}`).toBe(`${vm} ${ip}`);

@@ -1,37 +1,23 @@
 /** The Elastic IP API without hosts: allocation, idempotency, quota, isolation, auth, release. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHash } from "node:crypto";
+import { configToml, sha256Hex } from "../support/config-toml.ts";
 import { Daemon, runToExit } from "../support/daemon.ts";
 
-const sha256 = (key: string) => createHash("sha256").update(key).digest("hex");
 const ACME = "acme-secret-key";
 const GLOBEX = "globex-secret-key";
-const POOLS = `
-[[pools]]
-name = "vms"
-cidr = "192.168.100.0/24"
-
-[[eip_pools]]
-name = "public"
-cidr = "100.64.0.0/24"
-
-[[eip_pools]]
-name = "spare"
-cidr = "100.65.0.0/28"
-
-[[projects]]
-name = "acme"
-api_key_sha256 = "${sha256(ACME)}"
-quota = 3
-
-[[projects]]
-name = "globex"
-api_key_sha256 = "${sha256(GLOBEX).toUpperCase()}"
-`;
+const CONFIG = configToml({
+  pools: [{ name: "vms", cidr: "192.168.100.0/24" }],
+  eipPools: { public: "100.64.0.0/24", spare: "100.65.0.0/28" },
+  projects: [
+    { name: "acme", apiKey: ACME, quota: 3 },
+    // The file may spell a hash in upper case.
+    { name: "globex", apiKey: GLOBEX, apiKeySha256: sha256Hex(GLOBEX).toUpperCase() },
+  ],
+});
 
 let daemon: Daemon;
 beforeAll(async () => {
-  daemon = await Daemon.start({ pools: POOLS });
+  daemon = await Daemon.start({ config: CONFIG });
 });
 afterAll(async () => {
   await daemon.dispose();
@@ -211,7 +197,7 @@ describe("persistence", () => {
   test("EIPs survive a restart", async () => {
     const { body: eip } = await call("POST", "/elastic-ips", acme, { idempotency_key: "keep" });
     expect(await daemon.stop()).toBe(0);
-    daemon = await Daemon.start({ pools: POOLS, dir: daemon.dir });
+    daemon = await Daemon.start({ config: CONFIG, dir: daemon.dir });
     expect((await call("GET", `/elastic-ips/${eip.id}`, acme)).body).toEqual(eip);
     expect((await call("POST", "/elastic-ips", acme, { idempotency_key: "keep" })).body.id).toBe(eip.id);
     await releaseAll(acme);
@@ -231,7 +217,7 @@ describe("persistence", () => {
         "elastic IP indexes: 2 allocations, 0 problems",
       ]),
     );
-    daemon = await Daemon.start({ pools: POOLS, dir: daemon.dir });
+    daemon = await Daemon.start({ config: CONFIG, dir: daemon.dir });
     await releaseAll(acme);
     await releaseAll(globex);
   });

@@ -27,7 +27,7 @@ afterEach(async () => {
 
 async function startImage(args: readonly string[], env: Record<string, string> = {}): Promise<Daemon> {
   const dir = tempDir();
-  daemon = await Daemon.start({ dir, pools: imageConfig(dir), configFromEnv: true, args, env });
+  daemon = await Daemon.start({ dir, config: imageConfig(dir), configFromEnv: true, args, env });
   return daemon;
 }
 
@@ -74,7 +74,7 @@ describe("the image's config file with the original's docker run arguments", () 
   test("without open_pool_api the same listener refuses the pool API without the admin key", async () => {
     const dir = tempDir();
     const closed = imageConfig(dir).replace("open_pool_api = true", "");
-    daemon = await Daemon.start({ dir, pools: closed, configFromEnv: true, args: ["--port", "0"] });
+    daemon = await Daemon.start({ dir, config: closed, configFromEnv: true, args: ["--port", "0"] });
     const refused = await daemon.post("/api/v1/ip/allocate", { vm_id: "vm-1" });
     expect(refused).toEqual({ status: 401, body: expect.objectContaining({ code: "UNAUTHORIZED" }) });
     expect(daemon.logs).not.toContain("pool API open");

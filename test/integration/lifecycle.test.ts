@@ -3,6 +3,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
+import { configToml, poolsToml } from "../support/config-toml.ts";
 import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
 
 const cleanup: (() => Promise<void> | void)[] = [];
@@ -44,7 +45,10 @@ describe("the Unix socket", () => {
     const config = join(dir, "second.toml");
     writeFileSync(
       config,
-      `[server]\nlisten = ""\nsocket = "${first.socket}"\ndata_dir = "${dir}"\n[[pools]]\nname = "a"\ncidr = "10.1.0.0/24"\n`,
+      configToml({
+        server: { listen: "", socket: first.socket, dataDir: dir },
+        pools: [{ name: "a", cidr: "10.1.0.0/24" }],
+      }),
     );
     const second = await runToExit(["--config", config]);
     expect(second.code).toBe(1);
@@ -54,7 +58,10 @@ describe("the Unix socket", () => {
 });
 
 describe("one daemon per data directory", () => {
-  const twoPools = '[[pools]]\nname = "a"\ncidr = "10.1.0.0/24"\n\n[[pools]]\nname = "b"\ncidr = "10.2.0.0/24"\n';
+  const twoPools = poolsToml([
+    { name: "a", cidr: "10.1.0.0/24" },
+    { name: "b", cidr: "10.2.0.0/24" },
+  ]);
 
   /** A second daemon's config on `dir`: its own socket, no TCP, and only pool "a". */
   function secondConfig(dir: string): string {
@@ -62,13 +69,13 @@ describe("one daemon per data directory", () => {
     const socket = join(dir, "second.sock");
     writeFileSync(
       path,
-      `[server]\nlisten = ""\nsocket = "${socket}"\ndata_dir = "${dir}"\n[[pools]]\nname = "a"\ncidr = "10.1.0.0/24"\n`,
+      configToml({ server: { listen: "", socket, dataDir: dir }, pools: [{ name: "a", cidr: "10.1.0.0/24" }] }),
     );
     return path;
   }
 
   test("a second daemon with another config refuses to start, naming the first's pid, and changes nothing", async () => {
-    const first = await started({ pools: twoPools });
+    const first = await started({ config: twoPools });
     expect((await first.post("/api/v1/ip/allocate", { vm_id: "vm-b", pool: "b" })).status).toBe(201);
     const second = await runToExit(["--config", secondConfig(first.dir)]);
     expect(second.code).toBe(1);
@@ -81,15 +88,15 @@ describe("one daemon per data directory", () => {
   });
 
   test("the lock dies with its daemon: after kill -9 the next one starts on the directory", async () => {
-    const first = await started({ pools: twoPools });
+    const first = await started({ config: twoPools });
     await first.kill9();
-    const next = await started({ dir: first.dir, pools: twoPools });
+    const next = await started({ dir: first.dir, config: twoPools });
     expect((await next.json("/api/v1/health")).status).toBe(200);
     expect(readFileSync(join(first.dir, "daemon.lock"), "utf8")).toBe(`${next.proc.pid}\n`);
   });
 
   test("fsck reads a directory a daemon holds without taking its lock", async () => {
-    const first = await started({ pools: twoPools });
+    const first = await started({ config: twoPools });
     const check = await runToExit(["fsck", "--config", first.configPath]);
     expect(check.code).toBe(0);
     expect((await first.json("/api/v1/health")).status).toBe(200);
@@ -177,7 +184,10 @@ describe("the command line", () => {
     const dir = tempDir();
     const daemon = await started({
       dir,
-      pools: `[server]\nlisten = "127.0.0.1:0"\nsocket = ""\ndata_dir = "${dir}"\n[[pools]]\nname = "x"\ncidr = "10.0.0.0/24"\n`,
+      config: configToml({
+        server: { listen: "127.0.0.1:0", socket: "", dataDir: dir },
+        pools: [{ name: "x", cidr: "10.0.0.0/24" }],
+      }),
       args: ["-n", "192.168.1", "-g", "192.168.1.254"],
     });
     const { body } = await daemon.post("/api/v1/ip/allocate", { vm_id: "orig" });

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { eipPoolsToml, projectsToml } from "../support/config-toml.ts";
+import { configToml } from "../support/config-toml.ts";
 import { Daemon, tempDir } from "../support/daemon.ts";
 import { eventually, sh } from "../support/processes.ts";
 import {
@@ -34,28 +34,25 @@ beforeAll(async () => {
   keyDir = tempDir("ippool-metrics-key-");
   await sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", join(keyDir, "id")]);
   daemon = await Daemon.start({
-    pools: `
-[reconcile]
-interval_s = 1
-
-[[pools]]
-name = "vms"
-cidr = "10.20.0.0/29"
-gateway = "10.20.0.1"
-
-${eipPoolsToml({ public: "100.64.0.0/24" })}
-${projectsToml([{ name: "acme", apiKey: KEY, quota: 2 }])}
-[[hosts]]
-name = "hv9"
-address = "127.0.0.1"
-port = 1
-user = "root"
-private_key = "${join(keyDir, "id")}"
-host_key = "SHA256:${"A".repeat(43)}"
-public_interface = "eth0"
-connect_timeout_ms = 500
-command_timeout_ms = 1000
-`,
+    config: configToml({
+      reconcileIntervalS: 1,
+      pools: [{ name: "vms", cidr: "10.20.0.0/29", gateway: "10.20.0.1" }],
+      eipPools: { public: "100.64.0.0/24" },
+      projects: [{ name: "acme", apiKey: KEY, quota: 2 }],
+      hosts: [
+        {
+          name: "hv9",
+          address: "127.0.0.1",
+          port: 1,
+          user: "root",
+          privateKeyPath: join(keyDir, "id"),
+          hostKey: `SHA256:${"A".repeat(43)}`,
+          publicInterface: "eth0",
+          connectTimeoutMs: 500,
+          commandTimeoutMs: 1000,
+        },
+      ],
+    }),
   });
 }, 30_000);
 

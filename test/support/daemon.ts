@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
+import { poolsToml, serverToml } from "./config-toml.ts";
 import { ensureFreshBinary } from "./fresh-binary.ts";
 import { type CommandResult, eventually, sh } from "./processes.ts";
 
@@ -26,8 +27,8 @@ export function tempDir(prefix = "ippool-test-"): string {
 }
 
 export interface DaemonOptions {
-  /** TOML text; `[server]` is generated from the other options unless the text has one. */
-  readonly pools?: string;
+  /** The config file's text (default: one VM pool); `[server]` is generated from the other options unless the text has one. */
+  readonly config?: string;
   readonly dir?: string;
   readonly args?: readonly string[];
   readonly tcp?: boolean;
@@ -147,10 +148,10 @@ export class Daemon {
 }
 
 function configText(dir: string, socket: string, options: DaemonOptions): string {
-  const pools = options.pools ?? '[[pools]]\nname = "vms"\ncidr = "172.16.0.0/24"\ngateway = "172.16.0.1"\n';
-  if (/^\[server\]/m.test(pools)) return pools;
+  const config = options.config ?? poolsToml([{ name: "vms", cidr: "172.16.0.0/24", gateway: "172.16.0.1" }]);
+  if (/^\[server\]/m.test(config)) return config;
   const listen = options.tcp === false ? "" : "127.0.0.1:0";
-  return `[server]\nlisten = "${listen}"\nsocket = "${socket}"\ndata_dir = "${dir}"\n\n${pools}`;
+  return `${serverToml({ listen, socket, dataDir: dir })}\n${config}`;
 }
 
 /** Runs the executable to completion (for startup failures and `fsck`), `env` added to the test's. */

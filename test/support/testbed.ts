@@ -45,6 +45,7 @@ import net from "node:net";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { HostDefinition } from "../../src/config/config.ts";
+import { type HostSpec, hostsToml } from "./config-toml.ts";
 import { type CommandResult, killTree, sh, shSync } from "./processes.ts";
 import { SSHD, spawnSshd, sshdConfigText } from "./sshd.ts";
 
@@ -243,26 +244,14 @@ export class Testbed {
     return this.hosts.map((host) => definition(host, host.address, host.port, timeouts));
   }
 
+  /** The hosts for a daemon config (`configToml`'s `hosts`), as the daemon namespace reaches them. */
+  hostSpecs(timeouts: HostTimeouts = {}): HostSpec[] {
+    return this.hosts.map((host) => ({ ...reachedAt(host, host.address, host.port), ...timeouts }));
+  }
+
   /** `[[hosts]]` TOML sections for a daemon running in the daemon namespace. */
   hostsToml(timeouts: HostTimeouts = {}): string {
-    return this.hostDefinitions(timeouts)
-      .map((h) =>
-        [
-          "[[hosts]]",
-          `name = ${JSON.stringify(h.name)}`,
-          `address = ${JSON.stringify(h.address)}`,
-          `port = ${h.port}`,
-          `user = ${JSON.stringify(h.user)}`,
-          `private_key = ${JSON.stringify(h.privateKeyPath)}`,
-          `host_key = ${JSON.stringify(h.hostKey)}`,
-          `libvirt_uri = ${JSON.stringify(h.libvirtUri)}`,
-          `public_interface = ${JSON.stringify(h.publicInterface)}`,
-          ...(timeouts.connectTimeoutMs ? [`connect_timeout_ms = ${timeouts.connectTimeoutMs}`] : []),
-          ...(timeouts.commandTimeoutMs ? [`command_timeout_ms = ${timeouts.commandTimeoutMs}`] : []),
-          "",
-        ].join("\n"),
-      )
-      .join("\n");
+    return hostsToml(this.hostSpecs(timeouts));
   }
 
   /**
@@ -580,24 +569,7 @@ export class Testbed {
   }
 
   private async attach(namespace: string, fabricSide: string): Promise<void> {
-    const fabric = this.namespaces.fabric;
-    await sh([
-      "ip",
-      "-n",
-      fabric,
-      "link",
-      "add",
-      fabricSide,
-      "type",
-      "veth",
-      "peer",
-      "name",
-      "eth0",
-      "netns",
-      namespace,
-    ]);
-    await sh(["ip", "-n", fabric, "link", "set", fabricSide, "master", "br0", "up"]);
-    await sh(["ip", "-n", namespace, "link", "set", "eth0", "up"]);
+    await plugIntoBridge(this.namespaces.fabric, "br0", fabricSide, namespace);
   }
 
   private async buildHost(host: TestbedHost): Promise<void> {
@@ -615,23 +587,7 @@ export class Testbed {
     await sh(["ip", "-n", ns, "addr", "add", `${VM_GATEWAY}/24`, "dev", "virbr0"]);
     await sh(["ip", "-n", ns, "link", "set", "virbr0", "up"]);
     for (const [i, vm] of host.vms.entries()) {
-      await sh([
-        "ip",
-        "-n",
-        ns,
-        "link",
-        "add",
-        `vnet${i}`,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        vm.namespace,
-      ]);
-      await sh(["ip", "-n", ns, "link", "set", `vnet${i}`, "master", "virbr0", "up"]);
-      await sh(["ip", "-n", vm.namespace, "link", "set", "eth0", "up"]);
+      await plugIntoBridge(ns, "virbr0", `vnet${i}`, vm.namespace);
       await sh(["ip", "-n", vm.namespace, "addr", "add", `${vm.privateIp}/24`, "dev", "eth0"]);
       await sh(["ip", "-n", vm.namespace, "route", "add", "default", "via", VM_GATEWAY]);
     }
@@ -749,7 +705,19 @@ drop)
 esac
 `;
 
-function definition(host: TestbedHost, address: string, port: number, timeouts: HostTimeouts): HostDefinition {
+/** A veth pair from `bridge` in namespace `ns` (this side `name`) to `eth0` in namespace `peer`, both sides up. */
+async function plugIntoBridge(ns: string, bridge: string, name: string, peer: string): Promise<void> {
+  await sh(["ip", "-n", ns, "link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", peer]);
+  await sh(["ip", "-n", ns, "link", "set", name, "master", bridge, "up"]);
+  await sh(["ip", "-n", peer, "link", "set", "eth0", "up"]);
+}
+
+/** What a daemon needs to reach the host at `address`:`port`, short of the settings with defaults. */
+function reachedAt(
+  host: TestbedHost,
+  address: string,
+  port: number,
+): Omit<HostDefinition, "sudo" | "connectTimeoutMs" | "commandTimeoutMs"> {
   return {
     name: host.name,
     address,
@@ -759,6 +727,12 @@ function definition(host: TestbedHost, address: string, port: number, timeouts: 
     hostKey: host.hostKey,
     libvirtUri: host.libvirtUri,
     publicInterface: host.publicInterface,
+  };
+}
+
+function definition(host: TestbedHost, address: string, port: number, timeouts: HostTimeouts): HostDefinition {
+  return {
+    ...reachedAt(host, address, port),
     sudo: false,
     connectTimeoutMs: timeouts.connectTimeoutMs ?? 3000,
     commandTimeoutMs: timeouts.commandTimeoutMs ?? 5000,

@@ -5,7 +5,7 @@
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
-import type { Association, Convergence, HostGateway } from "../../../src/eip/hosts.ts";
+import type { Convergence, HostGateway, HostMapping } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
 import { EipReconciler } from "../../../src/eip/reconcile.ts";
 import type { EipService } from "../../../src/eip/service.ts";
@@ -82,7 +82,7 @@ class ScriptedHosts implements HostGateway {
     this.reach(host);
     return this.instances.get(host)?.get(instance)?.addresses ?? [];
   }
-  async apply(host: string, association: Association) {
+  async apply(host: string, association: HostMapping) {
     this.reach(host);
     if (this.failing.has(host)) throw new CommandFailed("nft failed");
     this.rules.get(host)?.set(association.eip, association.privateIp);
@@ -91,7 +91,7 @@ class ScriptedHosts implements HostGateway {
     this.reach(host);
     this.rules.get(host)?.delete(eip);
   }
-  async converge(host: string, desired: readonly Association[]): Promise<Convergence> {
+  async converge(host: string, desired: readonly HostMapping[]): Promise<Convergence> {
     this.reach(host);
     const rules = this.rules.get(host) as Map<number, number>;
     const wanted = new Map(desired.map((a) => [a.eip, a.privateIp]));

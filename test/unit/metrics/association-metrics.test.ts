@@ -6,7 +6,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
-import type { ConvergeResult, HostGateway } from "../../../src/eip/hosts.ts";
+import type { ConvergeCounts, HostGateway } from "../../../src/eip/hosts.ts";
 import { KeyedLocks } from "../../../src/eip/locks.ts";
 import { EipReconciler } from "../../../src/eip/reconcile.ts";
 import type { EipService } from "../../../src/eip/service.ts";
@@ -40,18 +40,10 @@ describe("associationMetrics", () => {
     expect(sampleValue(samples, `${name}_sum`, { operation: "associate" })).toBeCloseTo(3.04);
     expect(sampleValue(samples, `${name}_bucket`, { operation: "associate", le: "0.05" })).toBe(1);
     expect(sampleValue(samples, `${name}_bucket`, { operation: "associate", le: "+Inf" })).toBe(2);
-    expect(
-      sampleValue(samples, "ippool_eip_association_failures_total", {
-        operation: "associate",
-        code: "HOST_UNAVAILABLE",
-      }),
-    ).toBe(1);
-    expect(
-      sampleValue(samples, "ippool_eip_association_failures_total", {
-        operation: "disassociate",
-        code: "NOT_ASSOCIATED",
-      }),
-    ).toBe(1);
+    const failures = (operation: string, code: string) =>
+      sampleValue(samples, "ippool_eip_association_failures_total", { operation, code });
+    expect(failures("associate", "HOST_UNAVAILABLE")).toBe(1);
+    expect(failures("disassociate", "NOT_ASSOCIATED")).toBe(1);
   });
 });
 
@@ -83,7 +75,7 @@ class Unreachable extends AppError {
 /** One host, "hv1", running "web-1"; `down` makes every call fail as unreachable. */
 class StubHosts implements HostGateway {
   down = false;
-  drift: ConvergeResult = { added: 0, removed: 0, changed: 0 };
+  drift: ConvergeCounts = { added: 0, removed: 0, changed: 0 };
   private reach() {
     if (this.down) throw new Unreachable("hv1 is down");
   }

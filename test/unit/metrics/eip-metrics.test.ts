@@ -3,15 +3,14 @@
  * the store answers from its state index, which follows every change of an EIP record and is
  * rebuilt at start when it does not match the records.
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { Registry } from "prom-client";
 import type { EipRecord, EipState } from "../../../src/eip/store.ts";
 import { eipMetrics } from "../../../src/metrics/eip-metrics.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import type { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
+import { storePerTest } from "../../support/store-fixture.ts";
 
 describe("eipMetrics", () => {
   test("reports every configured pool, project and state, zeros included", async () => {
@@ -34,17 +33,9 @@ describe("eipMetrics", () => {
 });
 
 describe("the store's EIP state index", () => {
-  let dir: string;
   let store: LmdbStore;
-
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "ippool-eip-index-test-"));
-    store = new LmdbStore(dir);
-  });
-
-  afterEach(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
+  const stores = storePerTest((opened) => {
+    store = opened;
   });
 
   const eip = (id: string, project: string, state: EipState, pool = "public"): EipRecord => ({
@@ -94,13 +85,13 @@ describe("the store's EIP state index", () => {
       store.putEip(eip("eip-1", "acme", "associated"));
       store.putEip(eip("eip-2", "acme", "allocated"));
     });
-    await store.close();
     // Take the index away, as a store written by an earlier version would have none.
-    const { open } = await import("lmdb");
-    const raw = open({ path: join(dir, "ippool.mdb"), maxDbs: 16 });
-    raw.openDB({ name: "eip-states" }).clearSync();
-    await raw.close();
-    store = new LmdbStore(dir);
+    await stores.reopen(async (dir) => {
+      const { open } = await import("lmdb");
+      const raw = open({ path: join(dir, "ippool.mdb"), maxDbs: 16 });
+      raw.openDB({ name: "eip-states" }).clearSync();
+      await raw.close();
+    });
     expect(store.countEips("public", "acme", "associated")).toBe(0);
     expect(store.ensureEipStateIndex()).toBe(2);
     expect(store.countEips("public", "acme", "associated")).toBe(1);

@@ -2,20 +2,16 @@
  * Pool metrics: the gauges read the source at each scrape; the counters count what the services
  * report after the commit. The second half runs the real services over a real store.
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
-import { EipService, eipPoolKey } from "../../../src/eip/service.ts";
+import { EipService } from "../../../src/eip/service.ts";
 import { poolMetrics } from "../../../src/metrics/pool-metrics.ts";
-import { parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
-import { PoolLayout } from "../../../src/pool/layout.ts";
+import { parseIpv4 } from "../../../src/net/ipv4.ts";
 import { PoolService, type PoolUsage } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
+import { poolLayout, publicPoolLayout, storePerTest } from "../../support/store-fixture.ts";
 
 async function scrape(registry: Registry) {
   return parseExposition(await registry.metrics());
@@ -77,33 +73,17 @@ describe("poolMetrics", () => {
 });
 
 describe("the pool services report to it", () => {
-  let dir: string;
-  let store: LmdbStore;
   let registry: Registry;
   let pools: PoolService;
   let eips: EipService;
   const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 2 };
 
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "ippool-metrics-test-"));
-    store = new LmdbStore(dir);
+  storePerTest((store) => {
     registry = new Registry();
     // A /29: network, broadcast, gateway and one reservation leave 4 usable addresses.
-    const vm = new PoolLayout({
-      name: "vms",
-      cidr: parseCidr("10.0.0.0/29"),
-      gateway: parseIpv4("10.0.0.1"),
-      reserved: [{ first: parseIpv4("10.0.0.6"), last: parseIpv4("10.0.0.6") }],
-      strategy: "next-fit",
-    });
-    const publicPool = new PoolLayout({
-      name: eipPoolKey("public"),
-      cidr: parseCidr("100.64.0.0/30"),
-      gateway: null,
-      reserved: [],
-      strategy: "next-fit",
-    });
-    reconcilePools(store, [vm, publicPool]);
+    const vm = poolLayout("vms", "10.0.0.0/29", { reserved: ["10.0.0.6"] });
+    const publicPool = publicPoolLayout("public", "100.64.0.0/30");
+    adoptPoolLayouts(store, [vm, publicPool]);
     const events = poolMetrics(registry, {
       pools: [
         { pool: "vms", kind: "vm" },
@@ -113,11 +93,6 @@ describe("the pool services report to it", () => {
     });
     pools = new PoolService(store, [vm], "vms", events);
     eips = new EipService(store, new Map([["public", publicPool]]), "public", events);
-  });
-
-  afterEach(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   test("allocations, repeats, refusals and releases of VM addresses", async () => {

@@ -1,24 +1,14 @@
 /** LMDB size gauges: read from the store at each scrape. */
-import { afterEach, beforeEach, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import { storeMetrics } from "../../../src/metrics/store-metrics.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import type { LmdbStore } from "../../../src/store/lmdb.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
+import { storePerTest } from "../../support/store-fixture.ts";
 
-let dir: string;
 let store: LmdbStore;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "ippool-store-metrics-test-"));
-  store = new LmdbStore(dir);
-});
-
-afterEach(async () => {
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+storePerTest((opened) => {
+  store = opened;
 });
 
 test("map size and used bytes come from the store, and used bytes grow as it fills", async () => {

@@ -1,64 +1,26 @@
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { AppError } from "../../../src/errors.ts";
-import { formatIpv4, parseCidr, parseIpv4, parseRange } from "../../../src/net/ipv4.ts";
+import { formatIpv4, parseIpv4 } from "../../../src/net/ipv4.ts";
 import { type Allocation, releaseInTransaction } from "../../../src/pool/allocator.ts";
 import { testBit } from "../../../src/pool/bitmap.ts";
 import { PoolStateConflictError } from "../../../src/pool/errors.ts";
 import { checkPool } from "../../../src/pool/fsck.ts";
-import { type PoolDefinition, PoolLayout, type Strategy } from "../../../src/pool/layout.ts";
+import type { PoolLayout, Strategy } from "../../../src/pool/layout.ts";
 import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
+import type { LmdbStore } from "../../../src/store/lmdb.ts";
+import { poolLayout, storePerTest } from "../../support/store-fixture.ts";
 
-interface PoolOptions {
-  /** Defaults to the first host address for /30 and larger, none for /31 and /32 (as config does). */
-  readonly gateway?: string | null;
-  readonly reserved?: readonly string[];
-  readonly strategy?: Strategy;
-}
-
-function layout(name: string, cidrText: string, options: PoolOptions = {}): PoolLayout {
-  const cidr = parseCidr(cidrText);
-  let gateway: number | null;
-  if (options.gateway === undefined) gateway = cidr.prefix >= 31 ? null : cidr.base + 1;
-  else gateway = options.gateway === null ? null : parseIpv4(options.gateway);
-  const definition: PoolDefinition = {
-    name,
-    cidr,
-    gateway,
-    reserved: (options.reserved ?? []).map(parseRange),
-    strategy: options.strategy ?? "next-fit",
-  };
-  return new PoolLayout(definition);
-}
-
-let dir: string;
 let store: LmdbStore;
-
-beforeEach(() => {
-  dir = mkdtempSync(join(tmpdir(), "ippool-allocator-test-"));
-  store = new LmdbStore(dir);
-});
-
-afterEach(async () => {
-  await store.close();
-  rmSync(dir, { recursive: true, force: true });
+const stores = storePerTest((opened) => {
+  store = opened;
 });
 
 /** A started service over the current store. */
 function serve(layouts: readonly PoolLayout[], defaultPool = (layouts[0] as PoolLayout).name): PoolService {
   const service = new PoolService(store, layouts, defaultPool);
-  reconcilePools(store, layouts);
+  adoptPoolLayouts(store, layouts);
   return service;
-}
-
-/** Closes and reopens the store on the same data directory, as a daemon restart does. */
-async function reopenStore(): Promise<void> {
-  await store.close();
-  store = new LmdbStore(dir);
 }
 
 /** Allocates `count` addresses in one transaction; returns them as dotted quads, in order. */
@@ -99,7 +61,7 @@ function range(from: number, to: number, prefix: string): string[] {
 
 describe("allocate", () => {
   test("the first allocation of a /24 is .2, after the gateway .1", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const result = await service.allocate({ vmId: "vm-1", hostname: "web-1" });
     expect(result.created).toBe(true);
     expect(result.allocation).toMatchObject({
@@ -112,19 +74,19 @@ describe("allocate", () => {
   });
 
   test("an allocation without a hostname has none", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const { allocation } = await service.allocate({ vmId: "vm-1" });
     expect("hostname" in allocation).toBe(false);
     expect("hostname" in service.get("vm-1")).toBe(false);
   });
 
   test("a gateway elsewhere in the CIDR leaves .1 free for the first allocation", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24", { gateway: "10.0.0.254" })]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24", { gateway: "10.0.0.254" })]);
     expect(await ipOf(service, "vm-1")).toBe("10.0.0.1");
   });
 
   test("a repeated allocation for the same vm returns the same address with created=false", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const first = await service.allocate({ vmId: "vm-1", hostname: "web-1" });
     const again = await service.allocate({ vmId: "vm-1", hostname: "other-name" });
     expect(again.created).toBe(false);
@@ -134,20 +96,20 @@ describe("allocate", () => {
   });
 
   test("allocations go to the default pool unless one is named", async () => {
-    const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")], "b");
+    const service = serve([poolLayout("a", "10.0.0.0/24"), poolLayout("b", "10.0.1.0/24")], "b");
     expect(await ipOf(service, "vm-1")).toBe("10.0.1.2");
     expect(await ipOf(service, "vm-2", "a")).toBe("10.0.0.2");
   });
 
   test("the same vm may hold one address in each pool", async () => {
-    const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")]);
+    const service = serve([poolLayout("a", "10.0.0.0/24"), poolLayout("b", "10.0.1.0/24")]);
     expect(await ipOf(service, "vm-1", "a")).toBe("10.0.0.2");
     expect(await ipOf(service, "vm-1", "b")).toBe("10.0.1.2");
     expect(formatIpv4(service.get("vm-1", "b").ip)).toBe("10.0.1.2");
   });
 
   test("an unknown pool is POOL_NOT_FOUND", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const error = await rejection(() => service.allocate({ vmId: "vm-1", pool: "nope" }));
     expect(error.code).toBe("POOL_NOT_FOUND");
     expect(error.status).toBe(404);
@@ -156,7 +118,7 @@ describe("allocate", () => {
 
 describe("next-fit", () => {
   test("does not reuse a released address before the pool wraps", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect(await ipOf(service, "a")).toBe("10.0.0.2");
     expect(await ipOf(service, "b")).toBe("10.0.0.3");
     expect(await ipOf(service, "c")).toBe("10.0.0.4");
@@ -167,7 +129,7 @@ describe("next-fit", () => {
 
   test("wraps to the start and reuses released addresses once the end is reached", async () => {
     // /29: .0 network, .1 gateway, .2-.6 usable, .7 broadcast
-    const service = serve([layout("small", "10.0.0.0/29")]);
+    const service = serve([poolLayout("small", "10.0.0.0/29")]);
     expect(fill(service, "small", 3)).toEqual(["10.0.0.2", "10.0.0.3", "10.0.0.4"]);
     await service.release("small-vm-0");
     await service.release("small-vm-1");
@@ -179,7 +141,7 @@ describe("next-fit", () => {
   });
 
   test("after wrapping it continues from the reused address, not from the start", async () => {
-    const service = serve([layout("small", "10.0.0.0/29")]);
+    const service = serve([poolLayout("small", "10.0.0.0/29")]);
     fill(service, "small", 5);
     await service.release("small-vm-1"); // .3
     await service.release("small-vm-3"); // .5
@@ -188,7 +150,7 @@ describe("next-fit", () => {
   });
 
   test("a requested address does not move the cursor, and is skipped later", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "pinned", ip: parseIpv4("10.0.0.3") });
     expect(await ipOf(service, "a")).toBe("10.0.0.2");
     expect(await ipOf(service, "b")).toBe("10.0.0.4");
@@ -197,7 +159,7 @@ describe("next-fit", () => {
 
 describe("lowest", () => {
   test("reuses the lowest free address", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24", { strategy: "lowest" })]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24", { strategy: "lowest" })]);
     expect(fill(service, "lab", 4)).toEqual(["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"]);
     await service.release("lab-vm-2"); // .4
     await service.release("lab-vm-1"); // .3
@@ -207,7 +169,7 @@ describe("lowest", () => {
   });
 
   test("reuses a freed address on the first page of a multi-page pool", async () => {
-    const service = serve([layout("big", "10.0.0.0/19", { strategy: "lowest" })]);
+    const service = serve([poolLayout("big", "10.0.0.0/19", { strategy: "lowest" })]);
     const ips = fill(service, "big", 4100);
     expect(ips[4093]).toBe("10.0.15.255");
     expect(ips[4094]).toBe("10.0.16.0");
@@ -218,7 +180,7 @@ describe("lowest", () => {
 });
 
 describe("requested address", () => {
-  const lab = () => layout("lab", "10.0.0.0/24", { reserved: ["10.0.0.100-10.0.0.109"] });
+  const lab = () => poolLayout("lab", "10.0.0.0/24", { reserved: ["10.0.0.100-10.0.0.109"] });
 
   test("a free address is granted", async () => {
     const service = serve([lab()]);
@@ -297,7 +259,7 @@ describe("requested address", () => {
 
 describe("exhaustion and tiny pools", () => {
   test("a /29 hands out its 5 usable addresses, then POOL_EXHAUSTED", async () => {
-    const service = serve([layout("small", "10.0.0.0/29")]);
+    const service = serve([poolLayout("small", "10.0.0.0/29")]);
     expect(fill(service, "small", 5)).toEqual(range(2, 6, "10.0.0."));
     const error = await rejection(() => service.allocate({ vmId: "one-too-many" }));
     expect(error.code).toBe("POOL_EXHAUSTED");
@@ -306,7 +268,7 @@ describe("exhaustion and tiny pools", () => {
   });
 
   test("an exhausted pool allocates again after a release", async () => {
-    const service = serve([layout("small", "10.0.0.0/29", { strategy: "lowest" })]);
+    const service = serve([poolLayout("small", "10.0.0.0/29", { strategy: "lowest" })]);
     fill(service, "small", 5);
     await service.release("small-vm-2");
     expect(await ipOf(service, "late")).toBe("10.0.0.4");
@@ -314,13 +276,13 @@ describe("exhaustion and tiny pools", () => {
   });
 
   test("a /30 with a gateway has exactly one address to give", async () => {
-    const service = serve([layout("p2p", "10.0.0.4/30")]);
+    const service = serve([poolLayout("p2p", "10.0.0.4/30")]);
     expect(await ipOf(service, "vm-1")).toBe("10.0.0.6");
     expect((await rejection(() => service.allocate({ vmId: "vm-2" }))).code).toBe("POOL_EXHAUSTED");
   });
 
   test.each<Strategy>(["next-fit", "lowest"])("a /31 hands out both of its addresses (%s)", async (strategy) => {
-    const service = serve([layout("link", "10.0.0.6/31", { strategy })]);
+    const service = serve([poolLayout("link", "10.0.0.6/31", { strategy })]);
     expect(fill(service, "link", 2)).toEqual(["10.0.0.6", "10.0.0.7"]);
     expect((await rejection(() => service.allocate({ vmId: "third" }))).code).toBe("POOL_EXHAUSTED");
     expect(service.stats()).toMatchObject({ total: 2, allocated: 2, available: 0, gateway: null });
@@ -328,7 +290,7 @@ describe("exhaustion and tiny pools", () => {
   });
 
   test.each<Strategy>(["next-fit", "lowest"])("a /32 hands out its one address (%s)", async (strategy) => {
-    const service = serve([layout("host", "10.0.0.9/32", { strategy })]);
+    const service = serve([poolLayout("host", "10.0.0.9/32", { strategy })]);
     expect(await ipOf(service, "vm-1")).toBe("10.0.0.9");
     expect((await rejection(() => service.allocate({ vmId: "vm-2" }))).code).toBe("POOL_EXHAUSTED");
     await service.release("vm-1");
@@ -336,7 +298,7 @@ describe("exhaustion and tiny pools", () => {
   });
 
   test("a /32 address can be requested explicitly", async () => {
-    const service = serve([layout("host", "10.0.0.9/32")]);
+    const service = serve([poolLayout("host", "10.0.0.9/32")]);
     const { allocation } = await service.allocate({ vmId: "vm-1", ip: parseIpv4("10.0.0.9") });
     expect(formatIpv4(allocation.ip)).toBe("10.0.0.9");
   });
@@ -344,7 +306,7 @@ describe("exhaustion and tiny pools", () => {
 
 describe("pools larger than one page", () => {
   test("filling the first page of a /19 moves allocation to the second page", async () => {
-    const service = serve([layout("big", "10.0.0.0/19")]);
+    const service = serve([poolLayout("big", "10.0.0.0/19")]);
     const ips = fill(service, "big", 4094);
     expect(ips[0]).toBe("10.0.0.2");
     expect(ips.at(-1)).toBe("10.0.15.255");
@@ -355,7 +317,7 @@ describe("pools larger than one page", () => {
   });
 
   test("an address released on a full earlier page is reused only after the later page fills", async () => {
-    const service = serve([layout("big", "10.0.0.0/19")]);
+    const service = serve([poolLayout("big", "10.0.0.0/19")]);
     fill(service, "big", 4200); // page 0 full, page 1 up to 10.0.16.105
     const released = await service.releaseByIp("10.0.0.100");
     expect(released.vmId).toBe("big-vm-98");
@@ -375,7 +337,7 @@ describe("pools larger than one page", () => {
   });
 
   test("a /8 (4096 pages) allocates from its first page and accepts a request on its last page", async () => {
-    const service = serve([layout("huge", "10.0.0.0/8")]);
+    const service = serve([poolLayout("huge", "10.0.0.0/8")]);
     expect(service.stats()).toMatchObject({ total: 2 ** 24 - 3, allocated: 0 });
     expect(await ipOf(service, "first")).toBe("10.0.0.2");
     const last = await service.allocate({ vmId: "last", ip: parseIpv4("10.255.255.254") });
@@ -389,13 +351,13 @@ describe("pools larger than one page", () => {
 
   test("a page that is entirely reserved is skipped", async () => {
     // /18: pages 0..3; page 1 (10.0.16.0-10.0.31.255) is reserved whole
-    const service = serve([layout("big", "10.0.0.0/18", { reserved: ["10.0.16.0-10.0.31.255"] })]);
+    const service = serve([poolLayout("big", "10.0.0.0/18", { reserved: ["10.0.16.0-10.0.31.255"] })]);
     fill(service, "big", 4094);
     expect(await ipOf(service, "skips")).toBe("10.0.32.0");
   });
 
   test("a reserved range crossing a page boundary is never handed out, even when the pool is full", async () => {
-    const service = serve([layout("big", "10.0.0.0/19", { reserved: ["10.0.15.250-10.0.16.5"] })]);
+    const service = serve([poolLayout("big", "10.0.0.0/19", { reserved: ["10.0.15.250-10.0.16.5"] })]);
     const l = service.layout("big");
     expect(l.usableCount).toBe(8192 - 3 - 12);
     const ips = fill(service, "big", l.usableCount);
@@ -415,7 +377,7 @@ describe("pools larger than one page", () => {
     "filling a small pool with reserved ranges never hands out a reserved address (%s)",
     async (strategy) => {
       const service = serve([
-        layout("small", "10.0.0.32/27", {
+        poolLayout("small", "10.0.0.32/27", {
           strategy,
           gateway: "10.0.0.62",
           reserved: ["10.0.0.33-10.0.0.35", "10.0.0.40", "10.0.0.50-10.0.0.52"],
@@ -430,7 +392,7 @@ describe("pools larger than one page", () => {
 
 describe("release", () => {
   test("release by vm frees the address and returns what was released", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1", hostname: "web" });
     const released = await service.release("vm-1");
     expect(released).toHaveLength(1);
@@ -441,7 +403,7 @@ describe("release", () => {
   });
 
   test("release by vm without a pool releases it in every pool", async () => {
-    const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")]);
+    const service = serve([poolLayout("a", "10.0.0.0/24"), poolLayout("b", "10.0.1.0/24")]);
     await service.allocate({ vmId: "vm-1", pool: "a" });
     await service.allocate({ vmId: "vm-1", pool: "b" });
     const released = await service.release("vm-1");
@@ -449,7 +411,7 @@ describe("release", () => {
   });
 
   test("release by vm in a named pool leaves the other pool's allocation", async () => {
-    const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")]);
+    const service = serve([poolLayout("a", "10.0.0.0/24"), poolLayout("b", "10.0.1.0/24")]);
     await service.allocate({ vmId: "vm-1", pool: "a" });
     await service.allocate({ vmId: "vm-1", pool: "b" });
     await service.release("vm-1", "b");
@@ -458,14 +420,14 @@ describe("release", () => {
   });
 
   test("releasing a vm that holds nothing is NOT_FOUND", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const error = await rejection(() => service.release("ghost"));
     expect(error.code).toBe("NOT_FOUND");
     expect(error.status).toBe(404);
   });
 
   test("release by ip frees that address", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24", { strategy: "lowest" })]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24", { strategy: "lowest" })]);
     fill(service, "lab", 3);
     const released = await service.releaseByIp("10.0.0.3");
     expect(released).toMatchObject({ pool: "lab", vmId: "lab-vm-1", ip: parseIpv4("10.0.0.3") });
@@ -474,22 +436,22 @@ describe("release", () => {
   });
 
   test("release by ip of a free address is NOT_FOUND", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect((await rejection(() => service.releaseByIp("10.0.0.7"))).code).toBe("NOT_FOUND");
   });
 
   test("release by ip outside every pool is INVALID_IP", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect((await rejection(() => service.releaseByIp("192.168.0.1"))).code).toBe("INVALID_IP");
   });
 
   test("release by ip of malformed text is INVALID_IP", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect((await rejection(() => service.releaseByIp("10.0.0.07"))).code).toBe("INVALID_IP");
   });
 
   test("release by ip finds the pool that contains the address", async () => {
-    const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")]);
+    const service = serve([poolLayout("a", "10.0.0.0/24"), poolLayout("b", "10.0.1.0/24")]);
     await service.allocate({ vmId: "vm-1", pool: "b" });
     expect((await service.releaseByIp("10.0.1.2")).pool).toBe("b");
   });
@@ -497,7 +459,7 @@ describe("release", () => {
 
 describe("a preferred address (a running guest's lease, adopted)", () => {
   test("is taken when free, without moving the next-fit cursor", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const { allocation } = await service.allocate({ vmId: "running", preferredIp: parseIpv4("10.0.0.77") });
     expect(formatIpv4(allocation.ip)).toBe("10.0.0.77");
     expect(await ipOf(service, "next")).toBe("10.0.0.2");
@@ -505,7 +467,7 @@ describe("a preferred address (a running guest's lease, adopted)", () => {
   });
 
   test("held by another VM, reserved or outside the pool, is passed over for the usual choice", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "holder", ip: parseIpv4("10.0.0.77") });
     for (const [vmId, preferred] of [
       ["a", "10.0.0.77"],
@@ -523,7 +485,7 @@ describe("a VM's name", () => {
   const UUID = "9f0c1a52-3b7e-4c1d-8e2f-0a1b2c3d4e5f";
 
   test("finds the VM as its vm_id does, and releasing by name releases it", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     const { allocation } = await service.allocate({ vmId: UUID, name: "web_1" });
     expect(service.get("web_1")).toEqual(allocation);
     const released = await service.release("web_1");
@@ -533,7 +495,7 @@ describe("a VM's name", () => {
   });
 
   test("a repeat with another name moves the alias: the old name finds nothing", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: UUID, name: "old" });
     const { allocation, created } = await service.allocate({ vmId: UUID, name: "new" });
     expect(created).toBe(false);
@@ -543,7 +505,7 @@ describe("a VM's name", () => {
   });
 
   test("a domain defined again under its old name is found by it; the old VM keeps its own address", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: UUID, name: "web" });
     const other = "0b6e6b8a-0000-4000-8000-000000000002";
     await service.allocate({ vmId: other, name: "web" });
@@ -554,7 +516,7 @@ describe("a VM's name", () => {
   });
 
   test("fsck follows names: a name standing for a VM that does not carry it is reported", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: UUID, name: "Web 🌐" });
     expectClean(service);
     store.writeSync(() => store.putName("lab", "ghost", UUID));
@@ -564,7 +526,7 @@ describe("a VM's name", () => {
   });
 
   test("a vm_id is never hidden by another VM's name", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "alpha" });
     await service.allocate({ vmId: UUID, name: "alpha" });
     expect(service.get("alpha").vmId).toBe("alpha");
@@ -573,7 +535,7 @@ describe("a VM's name", () => {
 
 describe("release from a host", () => {
   test("the VM's own host releases it; a host it has left gets VM_ON_OTHER_HOST and nothing changes", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1", host: "hv1" });
     await service.allocate({ vmId: "vm-1", host: "hv2" });
     const error = await rejection(() => service.release("vm-1", undefined, { fromHost: "hv1" }));
@@ -584,7 +546,7 @@ describe("release from a host", () => {
   });
 
   test("a VM with no recorded host is released by any host", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1" });
     expect(await service.release("vm-1", undefined, { fromHost: "hv9" })).toHaveLength(1);
   });
@@ -592,7 +554,7 @@ describe("release from a host", () => {
 
 describe("get", () => {
   test("looks in the default pool first, then the others", async () => {
-    const service = serve([layout("a", "10.0.0.0/24"), layout("b", "10.0.1.0/24")], "b");
+    const service = serve([poolLayout("a", "10.0.0.0/24"), poolLayout("b", "10.0.1.0/24")], "b");
     await service.allocate({ vmId: "vm-1", pool: "a" });
     expect(service.get("vm-1").pool).toBe("a");
     await service.allocate({ vmId: "vm-1", pool: "b" });
@@ -603,7 +565,7 @@ describe("get", () => {
 
 describe("list", () => {
   async function twoPools(): Promise<PoolService> {
-    const service = serve([layout("a", "192.168.0.0/24"), layout("b", "10.0.0.0/24")]);
+    const service = serve([poolLayout("a", "192.168.0.0/24"), poolLayout("b", "10.0.0.0/24")]);
     for (const ip of ["192.168.0.9", "192.168.0.3", "192.168.0.200"]) {
       await service.allocate({ vmId: `a-${ip}`, pool: "a", ip: parseIpv4(ip) });
     }
@@ -668,14 +630,14 @@ describe("list", () => {
   });
 
   test("an empty service lists nothing", () => {
-    const service = serve([layout("a", "10.0.0.0/24")]);
+    const service = serve([poolLayout("a", "10.0.0.0/24")]);
     expect(service.list({ limit: 10 })).toEqual({ items: [] });
   });
 });
 
 describe("stats", () => {
   test("an empty /24 has 253 usable addresses", () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect(service.stats()).toEqual({
       pool: "lab",
       network: "10.0.0.0/24",
@@ -688,7 +650,7 @@ describe("stats", () => {
   });
 
   test("counts allocations and releases", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24", { reserved: ["10.0.0.10-10.0.0.19"] })]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24", { reserved: ["10.0.0.10-10.0.0.19"] })]);
     fill(service, "lab", 5);
     await service.release("lab-vm-0");
     const stats = service.stats("lab");
@@ -697,14 +659,14 @@ describe("stats", () => {
   });
 
   test("repeated allocations of the same vm are counted once", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1" });
     await service.allocate({ vmId: "vm-1" });
     expect(service.stats().allocated).toBe(1);
   });
 
   test("an unknown pool is POOL_NOT_FOUND", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect((await rejection(async () => service.stats("nope"))).code).toBe("POOL_NOT_FOUND");
   });
 });
@@ -712,8 +674,8 @@ describe("stats", () => {
 describe("checkPool", () => {
   test("reports no problems after a mixed sequence of allocations and releases", async () => {
     const service = serve([
-      layout("a", "10.0.0.0/24", { reserved: ["10.0.0.20-10.0.0.29"] }),
-      layout("b", "10.1.0.0/19", { strategy: "lowest" }),
+      poolLayout("a", "10.0.0.0/24", { reserved: ["10.0.0.20-10.0.0.29"] }),
+      poolLayout("b", "10.1.0.0/19", { strategy: "lowest" }),
     ]);
     fill(service, "a", 40);
     fill(service, "b", 4200);
@@ -732,25 +694,25 @@ describe("checkPool", () => {
   });
 
   test("a pool's report is not affected by a pool whose name starts with the same name", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24"), layout("lab-2", "10.0.1.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24"), poolLayout("lab-2", "10.0.1.0/24")]);
     await service.allocate({ vmId: "vm-1", pool: "lab-2" });
     expect(checkPool(store, service.layout("lab"))).toEqual({ pool: "lab", allocations: 0, problems: [] });
     expect(checkPool(store, service.layout("lab-2"))).toEqual({ pool: "lab-2", allocations: 1, problems: [] });
   });
 
   test("a pool with no stored state is reported", () => {
-    expect(checkPool(store, layout("never-started", "10.0.0.0/24")).problems).toEqual(["no stored counters"]);
+    expect(checkPool(store, poolLayout("never-started", "10.0.0.0/24")).problems).toEqual(["no stored counters"]);
   });
 });
 
-describe("startup reconciliation", () => {
+describe("adopting the configured layouts at start", () => {
   test("restarting on the same store with the same layout keeps allocations and the cursor", async () => {
-    const layouts = () => [layout("lab", "10.0.0.0/24"), layout("big", "10.1.0.0/19")];
+    const layouts = () => [poolLayout("lab", "10.0.0.0/24"), poolLayout("big", "10.1.0.0/19")];
     let service = serve(layouts());
     fill(service, "lab", 3);
     fill(service, "big", 4100);
     await service.release("lab-vm-1");
-    await reopenStore();
+    await stores.reopen(); // as a daemon restart does
     service = serve(layouts());
     expect(formatIpv4(service.get("lab-vm-0").ip)).toBe("10.0.0.2");
     expect(formatIpv4(service.get("lab-vm-2").ip)).toBe("10.0.0.4");
@@ -762,11 +724,11 @@ describe("startup reconciliation", () => {
   });
 
   test("changing the CIDR of a pool with allocations is POOL_STATE_CONFLICT", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1" });
-    await reopenStore();
-    const moved = new PoolService(store, [layout("lab", "10.0.8.0/24")], "lab");
-    const error = await rejection(() => reconcilePools(store, moved.layouts));
+    await stores.reopen();
+    const moved = new PoolService(store, [poolLayout("lab", "10.0.8.0/24")], "lab");
+    const error = await rejection(() => adoptPoolLayouts(store, moved.layouts));
     expect(error).toBeInstanceOf(PoolStateConflictError);
     expect(error.code).toBe("POOL_STATE_CONFLICT");
     expect(error.message).toContain("10.0.0.0/24");
@@ -774,32 +736,32 @@ describe("startup reconciliation", () => {
   });
 
   test("a refused start changes nothing: the old configuration still starts with its allocations", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1" });
-    await rejection(() => reconcilePools(store, [layout("lab", "10.0.0.0/23")]));
-    const restored = serve([layout("lab", "10.0.0.0/24")]);
+    await rejection(() => adoptPoolLayouts(store, [poolLayout("lab", "10.0.0.0/23")]));
+    const restored = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect(formatIpv4(restored.get("vm-1").ip)).toBe("10.0.0.2");
     expect(restored.stats().allocated).toBe(1);
     expectClean(restored);
   });
 
   test("changing the CIDR of an empty pool is accepted and starts afresh", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     fill(service, "lab", 10);
     for (let i = 0; i < 10; i++) await service.release(`lab-vm-${i}`);
-    await reopenStore();
-    const moved = serve([layout("lab", "10.0.8.0/22")]);
+    await stores.reopen();
+    const moved = serve([poolLayout("lab", "10.0.8.0/22")]);
     expect(moved.stats()).toMatchObject({ network: "10.0.8.0/22", allocated: 0, total: 1021 });
     expect(await ipOf(moved, "vm-1")).toBe("10.0.8.2");
     expectClean(moved);
   });
 
   test("a new reserved range covering an allocated address is POOL_STATE_CONFLICT", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     fill(service, "lab", 5); // .2-.6
-    await reopenStore();
+    await stores.reopen();
     const error = await rejection(() =>
-      reconcilePools(store, [layout("lab", "10.0.0.0/24", { reserved: ["10.0.0.5-10.0.0.20"] })]),
+      adoptPoolLayouts(store, [poolLayout("lab", "10.0.0.0/24", { reserved: ["10.0.0.5-10.0.0.20"] })]),
     );
     expect(error).toBeInstanceOf(PoolStateConflictError);
     expect(error.code).toBe("POOL_STATE_CONFLICT");
@@ -808,17 +770,19 @@ describe("startup reconciliation", () => {
   });
 
   test("moving the gateway onto an allocated address is POOL_STATE_CONFLICT", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     fill(service, "lab", 5);
-    const error = await rejection(() => reconcilePools(store, [layout("lab", "10.0.0.0/24", { gateway: "10.0.0.4" })]));
+    const error = await rejection(() =>
+      adoptPoolLayouts(store, [poolLayout("lab", "10.0.0.0/24", { gateway: "10.0.0.4" })]),
+    );
     expect(error.code).toBe("POOL_STATE_CONFLICT");
   });
 
   test("a new reserved range over free addresses is accepted and never handed out", async () => {
-    const service = serve([layout("lab", "10.0.0.0/29")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/29")]);
     fill(service, "lab", 1); // .2
-    await reopenStore();
-    const reserved = serve([layout("lab", "10.0.0.0/29", { reserved: ["10.0.0.3-10.0.0.5"] })]);
+    await stores.reopen();
+    const reserved = serve([poolLayout("lab", "10.0.0.0/29", { reserved: ["10.0.0.3-10.0.0.5"] })]);
     expect(reserved.stats()).toMatchObject({ total: 2, allocated: 1, available: 1 });
     expect(await ipOf(reserved, "vm-next")).toBe("10.0.0.6");
     expect((await rejection(() => reserved.allocate({ vmId: "none-left" }))).code).toBe("POOL_EXHAUSTED");
@@ -829,18 +793,18 @@ describe("startup reconciliation", () => {
   });
 
   test("removing a reservation that filled the pool makes its addresses available", async () => {
-    const full = serve([layout("lab", "10.0.0.0/29", { reserved: ["10.0.0.2-10.0.0.6"] })]);
+    const full = serve([poolLayout("lab", "10.0.0.0/29", { reserved: ["10.0.0.2-10.0.0.6"] })]);
     expect((await rejection(() => full.allocate({ vmId: "vm-1" }))).code).toBe("POOL_EXHAUSTED");
-    const open = serve([layout("lab", "10.0.0.0/29")]);
+    const open = serve([poolLayout("lab", "10.0.0.0/29")]);
     expect(await ipOf(open, "vm-1")).toBe("10.0.0.2");
     expectClean(open);
   });
 
   test("a pool removed from the config that still has allocations is POOL_STATE_CONFLICT", async () => {
-    const service = serve([layout("keep", "10.0.0.0/24"), layout("gone", "10.0.1.0/24")]);
+    const service = serve([poolLayout("keep", "10.0.0.0/24"), poolLayout("gone", "10.0.1.0/24")]);
     await service.allocate({ vmId: "vm-1", pool: "gone" });
-    await reopenStore();
-    const error = await rejection(() => reconcilePools(store, [layout("keep", "10.0.0.0/24")]));
+    await stores.reopen();
+    const error = await rejection(() => adoptPoolLayouts(store, [poolLayout("keep", "10.0.0.0/24")]));
     expect(error).toBeInstanceOf(PoolStateConflictError);
     expect(error.code).toBe("POOL_STATE_CONFLICT");
     expect(error.message).toContain("gone");
@@ -848,16 +812,16 @@ describe("startup reconciliation", () => {
   });
 
   test("a pool removed from the config without allocations is dropped", async () => {
-    const gone = layout("gone", "10.0.32.0/19");
-    const service = serve([layout("keep", "10.0.0.0/24"), gone]);
+    const gone = poolLayout("gone", "10.0.32.0/19");
+    const service = serve([poolLayout("keep", "10.0.0.0/24"), gone]);
     fill(service, "gone", 5000);
     store.writeSync(() => {
       for (let i = 0; i < 5000; i++) releaseInTransaction(store, gone, `gone-vm-${i}`);
     });
     expect([...store.pageIndexes("gone")]).toEqual([0, 1]);
     expect(service.stats("gone").allocated).toBe(0);
-    await reopenStore();
-    const kept = serve([layout("keep", "10.0.0.0/24")]);
+    await stores.reopen();
+    const kept = serve([poolLayout("keep", "10.0.0.0/24")]);
     expect(store.poolNames()).toEqual(["keep"]);
     expect(store.getStamp("gone")).toBeUndefined();
     expect(store.getSummary("gone")).toBeUndefined();
@@ -866,18 +830,18 @@ describe("startup reconciliation", () => {
   });
 
   test("a dropped pool that is configured again starts empty", async () => {
-    serve([layout("keep", "10.0.0.0/24"), layout("back", "10.0.1.0/24")]);
-    serve([layout("keep", "10.0.0.0/24")]);
-    const service = serve([layout("keep", "10.0.0.0/24"), layout("back", "10.0.1.0/24")]);
+    serve([poolLayout("keep", "10.0.0.0/24"), poolLayout("back", "10.0.1.0/24")]);
+    serve([poolLayout("keep", "10.0.0.0/24")]);
+    const service = serve([poolLayout("keep", "10.0.0.0/24"), poolLayout("back", "10.0.1.0/24")]);
     expect(service.stats("back").allocated).toBe(0);
     expect(await ipOf(service, "vm-1", "back")).toBe("10.0.1.2");
   });
 
   test("changing only the strategy keeps the stored state", async () => {
-    const service = serve([layout("lab", "10.0.0.0/24")]);
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     fill(service, "lab", 3);
     await service.release("lab-vm-0");
-    const lowest = serve([layout("lab", "10.0.0.0/24", { strategy: "lowest" })]);
+    const lowest = serve([poolLayout("lab", "10.0.0.0/24", { strategy: "lowest" })]);
     expect(lowest.stats().allocated).toBe(2);
     expect(await ipOf(lowest, "vm-new")).toBe("10.0.0.2");
   });

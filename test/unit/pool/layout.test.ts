@@ -1,20 +1,12 @@
 import { describe, expect, test } from "bun:test";
-import { type IpRange, parseCidr, parseIpv4, parseRange } from "../../../src/net/ipv4.ts";
+import { type IpRange, parseIpv4 } from "../../../src/net/ipv4.ts";
 import { emptyPage, PAGE_BITS, setBit, setBitRange, testBit } from "../../../src/pool/bitmap.ts";
-import { type PoolDefinition, PoolLayout, type Strategy } from "../../../src/pool/layout.ts";
+import type { PoolLayout } from "../../../src/pool/layout.ts";
+import { type PoolOptions, poolLayout } from "../../support/store-fixture.ts";
 
-function layoutOf(
-  cidr: string,
-  options: { gateway?: string | null; reserved?: string[]; strategy?: Strategy; name?: string } = {},
-): PoolLayout {
-  const definition: PoolDefinition = {
-    name: options.name ?? "test",
-    cidr: parseCidr(cidr),
-    gateway: options.gateway === undefined || options.gateway === null ? null : parseIpv4(options.gateway),
-    reserved: (options.reserved ?? []).map(parseRange),
-    strategy: options.strategy ?? "next-fit",
-  };
-  return new PoolLayout(definition);
+/** Unlike the config (and `poolLayout`), no gateway unless one is given. */
+function layoutOf(cidr: string, options: PoolOptions & { name?: string } = {}): PoolLayout {
+  return poolLayout(options.name ?? "test", cidr, { ...options, gateway: options.gateway ?? null });
 }
 
 function maskBits(mask: Uint32Array | null): number[] {

@@ -2,18 +2,14 @@
  * Leak detection: the pure decision (which allocations are leaks, given every host's domains, the
  * grace period and hosts that did not answer), then the service over a real store with fake hosts.
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { describe, expect, test } from "bun:test";
 import { Registry } from "prom-client";
 import { leakMetrics } from "../../../src/metrics/leak-metrics.ts";
 import { poolMetrics } from "../../../src/metrics/pool-metrics.ts";
-import { parseCidr, parseIpv4 } from "../../../src/net/ipv4.ts";
+import { parseIpv4 } from "../../../src/net/ipv4.ts";
 import type { Allocation } from "../../../src/pool/allocator.ts";
 import { LeakCheckIncompleteError, PoolNotFoundError } from "../../../src/pool/errors.ts";
 import type { LeakEvents } from "../../../src/pool/events.ts";
-import { PoolLayout } from "../../../src/pool/layout.ts";
 import {
   type Domain,
   type DomainDirectory,
@@ -23,9 +19,9 @@ import {
   NO_HOSTS_REASON,
 } from "../../../src/pool/leaks.ts";
 import { PoolService } from "../../../src/pool/service.ts";
-import { reconcilePools } from "../../../src/pool/startup.ts";
-import { LmdbStore } from "../../../src/store/lmdb.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
+import { poolLayout, storePerTest } from "../../support/store-fixture.ts";
 
 const NOW = Date.parse("2026-11-22T12:00:00Z");
 const MINUTE = 60_000;
@@ -126,8 +122,6 @@ describe("decideLeaks", () => {
 });
 
 describe("LeakDetector over a real store", () => {
-  let dir: string;
-  let store: LmdbStore;
   let pools: PoolService;
   let registry: Registry;
   let leakEvents: LeakEvents;
@@ -140,27 +134,10 @@ describe("LeakDetector over a real store", () => {
       return answer ?? [];
     },
   };
-  const layouts = [
-    new PoolLayout({
-      name: "vms",
-      cidr: parseCidr("10.0.0.0/24"),
-      gateway: parseIpv4("10.0.0.1"),
-      reserved: [],
-      strategy: "next-fit",
-    }),
-    new PoolLayout({
-      name: "lab",
-      cidr: parseCidr("10.1.0.0/24"),
-      gateway: parseIpv4("10.1.0.1"),
-      reserved: [],
-      strategy: "next-fit",
-    }),
-  ];
+  const layouts = [poolLayout("vms", "10.0.0.0/24"), poolLayout("lab", "10.1.0.0/24")];
 
-  beforeEach(() => {
-    dir = mkdtempSync(join(tmpdir(), "ippool-leaks-test-"));
-    store = new LmdbStore(dir);
-    reconcilePools(store, layouts);
+  storePerTest((store) => {
+    adoptPoolLayouts(store, layouts);
     registry = new Registry();
     const events = poolMetrics(registry, {
       pools: layouts.map((l) => ({ pool: l.name, kind: "vm" as const })),
@@ -172,11 +149,6 @@ describe("LeakDetector over a real store", () => {
       ["hv1", [{ name: "web-1", uuid: UUID_A }]],
       ["hv2", [{ name: "db-1", uuid: UUID_B }]],
     ]);
-  });
-
-  afterEach(async () => {
-    await store.close();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   /** A detector whose clock runs `aheadMs` ahead of the allocations' creation. */

@@ -1,10 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import {
-  type Association,
-  type HostNatState,
-  isEmptyPlan,
-  planConvergence,
-} from "../../../src/hosts/reconcile-diff.ts";
+import { type Association, type HostNatState, isEmptyPlan, planConvergence } from "../../../src/hosts/nft-plan.ts";
 import { parseCidr } from "../../../src/net/ipv4.ts";
 
 const RANGES = [parseCidr("100.64.0.0/24")];
