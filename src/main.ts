@@ -27,9 +27,10 @@ async function main(argv: readonly string[]): Promise<void> {
   const { command, overrides } = parseCommand(argv);
   if (command === "help") return void process.stdout.write(HELP);
   if (command === "version") return void process.stdout.write(`ippool ${VERSION}\n`);
-  const config = loadConfig({ ...overridesFromEnv(process.env), ...overrides });
+  const readConfig = () => loadConfig({ ...overridesFromEnv(process.env), ...overrides });
+  const config = readConfig();
   if (command === "fsck") process.exit(await runFsck(config, await currentRuntime()));
-  await serve(config);
+  await serve(config, readConfig);
 }
 
 function exitCode(error: unknown): number {

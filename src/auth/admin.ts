@@ -1,21 +1,26 @@
 /**
- * The pool API's door over TCP (SPEC §7). On a loopback listener it is open, as the original API
- * was; on any other address every pool and leak call needs the admin key in `X-API-Key`. The Unix
- * socket (mode 0660) is the local administrator's own door and never asks.
+ * The pool API's door over TCP (README: "Who may call the pool API"). On a loopback listener it is
+ * open, as the original API was; on any other address every pool and leak call needs the admin key
+ * in `X-API-Key`, unless `server.open_pool_api` opens it on purpose. The Unix socket (mode 0660) is
+ * the local administrator's own door and never asks.
  */
 
 import { UnauthorizedError } from "./errors.ts";
 import { keyMatches } from "./keys.ts";
 
 export class AdminGate {
-  private readonly digest: Buffer | null;
+  private digest: Buffer | null = null;
+  /** False on a loopback listener or with `server.open_pool_api`: the key is not asked for. */
+  required = false;
 
-  constructor(
-    adminKeySha256: string | null,
-    /** The TCP listener's host: the gate is shut only when it is not a loopback address. */
-    readonly required: boolean,
-  ) {
+  constructor(adminKeySha256: string | null, required: boolean) {
+    this.update(adminKeySha256, required);
+  }
+
+  /** The key and whether it is needed, from now on (a reload). */
+  update(adminKeySha256: string | null, required: boolean): void {
     this.digest = adminKeySha256 === null ? null : Buffer.from(adminKeySha256, "hex");
+    this.required = required;
   }
 
   /** Throws UnauthorizedError unless the key is the admin key (or none is needed). */

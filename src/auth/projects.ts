@@ -8,12 +8,21 @@ import { UnauthorizedError } from "./errors.ts";
 import { keyMatches } from "./keys.ts";
 
 export class ProjectDirectory {
-  private readonly hashes: { project: ProjectDefinition; digest: Buffer }[];
-  private readonly byName: Map<string, ProjectDefinition>;
+  private hashes: { project: ProjectDefinition; digest: Buffer }[] = [];
+  private byName = new Map<string, ProjectDefinition>();
 
   constructor(projects: readonly ProjectDefinition[]) {
+    this.replace(projects);
+  }
+
+  /** The projects and keys from now on (a reload): a removed key is refused from the next request. */
+  replace(projects: readonly ProjectDefinition[]): void {
     this.hashes = projects.map((project) => ({ project, digest: Buffer.from(project.apiKeySha256, "hex") }));
     this.byName = new Map(projects.map((project) => [project.name, project]));
+  }
+
+  names(): string[] {
+    return [...this.byName.keys()];
   }
 
   /** The project whose key this is; throws UnauthorizedError otherwise. */

@@ -62,7 +62,7 @@ export interface Config {
   readonly dhcp: DhcpConfig;
 }
 
-/** SPEC §5: with no config file and no flags, this runs out of the box. */
+/** With no config file and no flags the daemon runs on this: loopback TCP, a socket and one pool. */
 export const EMBEDDED_DEFAULT = `
 [server]
 listen = "127.0.0.1:8080"

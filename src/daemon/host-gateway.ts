@@ -66,7 +66,7 @@ export class SshHostGateway implements HostGateway, DomainDirectory {
   }
 
   onConnect(listener: (host: string) => void): void {
-    for (const host of this.registry.all()) host.connection.onConnect(() => listener(host.name));
+    this.registry.onConnect((host) => listener(host.name));
   }
 
   private host(name: string): Host {

@@ -1,6 +1,7 @@
 /**
- * Runs the daemon: the services (see services.ts), the two listeners, and an orderly stop on
- * SIGTERM/SIGINT (stop accepting, finish in-flight requests, close the store, remove the socket).
+ * Runs the daemon: the services (see services.ts), the two listeners, an orderly stop on
+ * SIGTERM/SIGINT (stop accepting, finish in-flight requests, close the store, remove the socket),
+ * and a reload of the config file on SIGHUP (reload.ts).
  */
 import type { Config } from "../config/config.ts";
 import { createHandler } from "../http/app.ts";
@@ -8,20 +9,22 @@ import { Logger } from "../log/logger.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { lockDataDir } from "../store/data-dir-lock.ts";
 import { ListenError } from "./errors.ts";
+import { applyReload, type ReloadTargets } from "./reload.ts";
 import { wireServices } from "./services.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
 
-export async function serve(config: Config): Promise<void> {
+/** `readConfig` reads the config file again, with the flags and environment of the start. */
+export async function serve(config: Config, readConfig: () => Config): Promise<void> {
   const logger = new Logger(config.logFormat, config.logLevel);
   try {
-    await start(config, logger);
+    await start(config, readConfig, logger);
   } catch (error) {
     logger.flush();
     throw error;
   }
 }
 
-async function start(config: Config, logger: Logger): Promise<void> {
+async function start(config: Config, readConfig: () => Config, logger: Logger): Promise<void> {
   const runtime = await currentRuntime();
   logger.debug("configuration", {
     listen: config.listen ? `${config.listen.hostname}:${config.listen.port}` : "",
@@ -29,11 +32,8 @@ async function start(config: Config, logger: Logger): Promise<void> {
     default_pool: config.defaultPool,
   });
   lockDataDir(runtime, config.dataDir);
-  const { store, hosts, reconciler, leaks, syncReservations, app, requests } = wireServices(
-    config,
-    logger,
-    runtime.name,
-  );
+  const parts = wireServices(config, logger, runtime.name);
+  const { store, hosts, reconciler, leaks, syncReservations, app, requests } = parts;
 
   const listeners: Listener[] = [];
   try {
@@ -71,11 +71,44 @@ async function start(config: Config, logger: Logger): Promise<void> {
   };
   runtime.onSignal("SIGTERM", () => void stop("SIGTERM"));
   runtime.onSignal("SIGINT", () => void stop("SIGINT"));
+  const reloads = reloader(config, readConfig, { ...parts, logger });
+  runtime.onSignal("SIGHUP", () => {
+    if (!stopping) void reloads.next();
+  });
   logger.info("started", {
     runtime: runtime.name,
     pools: config.pools.map((pool) => pool.name).join(","),
     data_dir: config.dataDir,
   });
+}
+
+/** One reload at a time, in the order the signals came; each starts from what the last left in force. */
+function reloader(config: Config, readConfig: () => Config, targets: ReloadTargets): { next(): Promise<void> } {
+  let inForce = config;
+  let queue = Promise.resolve();
+  const once = async () => {
+    let next: Config;
+    try {
+      next = readConfig();
+    } catch (error) {
+      targets.logger.error("reload refused: the config file does not load; nothing changed", {
+        error: (error as Error).message,
+      });
+      return;
+    }
+    try {
+      inForce = await applyReload(inForce, next, targets);
+    } catch (error) {
+      // A bug, not a bad file: said loudly, and the next SIGHUP still runs.
+      targets.logger.error("reload failed", { error: (error as Error).message });
+    }
+  };
+  return {
+    next: () => {
+      queue = queue.then(once);
+      return queue;
+    },
+  };
 }
 
 function listenTcp(runtime: Runtime, hostname: string, port: number, handler: FetchHandler, logger: Logger): Listener {

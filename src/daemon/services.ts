@@ -29,6 +29,8 @@ import { SshHostGateway } from "./host-gateway.ts";
 export interface DaemonParts {
   readonly store: LmdbStore;
   readonly hosts: HostRegistry;
+  readonly projects: ProjectDirectory;
+  readonly adminGate: AdminGate;
   readonly reconciler: EipReconciler;
   readonly leaks: LeakDetector;
   /** Brings the DHCP reservation files in line with the store; awaited before serving. */
@@ -52,7 +54,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
     },
     eips: {
       pools: config.eipPools.map((pool) => pool.name),
-      projects: config.projects.map((project) => project.name),
+      projects: () => projects.names(),
       count: (pool, project, state) => store.countEips(pool, project, state),
     },
     hostNames: config.hosts.map((host) => host.name),
@@ -99,23 +101,44 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
       config.dhcp.links,
       servedPools.flatMap((pool) => [...pools.allAllocations(pool)]),
     );
-  return { store, hosts, reconciler, leaks, syncReservations, app, requests: metrics.requests };
+  return {
+    store,
+    hosts,
+    projects,
+    adminGate,
+    reconciler,
+    leaks,
+    syncReservations,
+    app,
+    requests: metrics.requests,
+  };
+}
+
+function poolApiDoor(config: Config, logger: Logger): AdminGate {
+  const gate = new AdminGate(config.adminKeySha256, adminKeyRequired(config));
+  warnOfPoolApiDoor(config, logger);
+  return gate;
+}
+
+/** Whether the pool API asks TCP callers for the admin key: beyond loopback, unless opened on purpose. */
+export function adminKeyRequired(config: Config): boolean {
+  return config.listen !== null && !isLoopback(config.listen.hostname) && !config.openPoolApi;
 }
 
 /**
- * The pool API's TCP door, and a warning at start when it is not the safe default: shut with no
- * key to open it, or open to anyone by `server.open_pool_api` (the original's way, chosen on purpose).
+ * Warns (at start and at each reload) when the pool API's TCP door is not the safe default: shut
+ * with no key to open it, or open to anyone by `server.open_pool_api` (the original's way, chosen
+ * on purpose).
  */
-function poolApiDoor(config: Config, logger: Logger): AdminGate {
+export function warnOfPoolApiDoor(config: Config, logger: Logger): void {
   const { listen } = config;
-  const beyondLoopback = listen !== null && !isLoopback(listen.hostname);
-  if (beyondLoopback && config.openPoolApi) {
+  if (listen === null || isLoopback(listen.hostname)) return;
+  if (config.openPoolApi) {
     logger.warn("pool API open", {
       listen: `${listen.hostname}:${listen.port}`,
       reason: "server.open_pool_api = true: anyone who reaches this listener can allocate and release addresses",
     });
-  } else if (beyondLoopback && config.adminKeySha256 === null) {
+  } else if (config.adminKeySha256 === null) {
     logger.warn("TCP listens beyond loopback and server.admin_key_sha256 is not set: the pool API refuses TCP calls");
   }
-  return new AdminGate(config.adminKeySha256, beyondLoopback && !config.openPoolApi);
 }

@@ -31,6 +31,13 @@ export class EipReconciler {
   /** Reconciles each host as it connects, and all of them every `intervalS` seconds (0: never). */
   start(intervalS: number): void {
     this.hosts.onConnect((host) => this.background.track(this.reconcileHost(host)));
+    this.schedule(intervalS);
+  }
+
+  /** Runs all hosts every `intervalS` seconds from now on (0: never); a reload changes it. */
+  schedule(intervalS: number): void {
+    clearInterval(this.timer);
+    this.timer = undefined;
     if (intervalS > 0) {
       this.timer = setInterval(() => void this.reconcileAll(), intervalS * 1000);
       this.timer.unref?.();

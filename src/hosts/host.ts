@@ -21,7 +21,7 @@ export class Host {
   /** `privateKey` is the key file's content (the registry reads and checks it). */
   constructor(
     readonly definition: HostDefinition,
-    privateKey: Buffer,
+    readonly privateKey: Buffer,
     options: { logger?: HostLogger; tuning?: ConnectionTuning; events?: HostCommandEvents } = {},
   ) {
     this.name = definition.name;

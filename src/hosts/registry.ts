@@ -1,6 +1,6 @@
 /**
- * All configured hypervisor hosts. Built once at start (checking each private key file), connected
- * in the background (start never waits for a host), closed at shutdown.
+ * All configured hypervisor hosts. Built at start (checking each private key file), connected in
+ * the background (start never waits for a host), changed by a reload, closed at shutdown.
  */
 import { readFileSync, statSync } from "node:fs";
 import { utils } from "ssh2";
@@ -24,27 +24,87 @@ export interface HostRegistryOptions {
   readonly events?: HostCommandEvents;
 }
 
+/** What a reload did to the hosts, by name. */
+export interface HostChanges {
+  readonly added: readonly string[];
+  readonly changed: readonly string[];
+  readonly removed: readonly string[];
+}
+
 export class HostRegistry {
-  private readonly hosts = new Map<string, Host>();
+  private hosts = new Map<string, Host>();
+  private readonly connectListeners: ((host: Host) => void)[] = [];
+  private started = false;
 
   /** Reads and checks every private key file now; throws `HostConfigError` naming `hosts[i].private_key`. */
-  constructor(definitions: readonly HostDefinition[], options: HostRegistryOptions = {}) {
-    definitions.forEach((definition, i) => {
-      const key = readPrivateKey(definition.privateKeyPath, `hosts[${i}].private_key`);
-      this.hosts.set(
-        definition.name,
-        new Host(definition, key, {
-          ...(options.logger ? { logger: options.logger } : {}),
-          ...(options.tuning ? { tuning: options.tuning } : {}),
-          ...(options.events ? { events: options.events } : {}),
-        }),
-      );
-    });
+  constructor(
+    definitions: readonly HostDefinition[],
+    private readonly options: HostRegistryOptions = {},
+  ) {
+    for (const [name, entry] of this.prepare(definitions)) this.hosts.set(name, this.build(entry));
   }
 
   /** Starts connecting every host in the background; returns at once. */
   start(): void {
+    this.started = true;
     for (const host of this.hosts.values()) host.connection.start();
+  }
+
+  /** Calls `listener` whenever a host connects or reconnects, hosts added later included. */
+  onConnect(listener: (host: Host) => void): void {
+    this.connectListeners.push(listener);
+    for (const host of this.hosts.values()) host.connection.onConnect(() => listener(host));
+  }
+
+  /**
+   * Makes the hosts these definitions (a reload): new ones are added and start connecting, removed
+   * ones are closed (their running commands fail as unavailable), and one whose settings or key
+   * file changed is closed and connected anew. Every key file is read and checked before anything
+   * changes: a bad one throws `HostConfigError` and leaves the hosts as they were.
+   */
+  async update(definitions: readonly HostDefinition[]): Promise<HostChanges> {
+    const next = this.prepare(definitions);
+    const added: string[] = [];
+    const changed: string[] = [];
+    const kept = new Map<string, Host>();
+    const closing: Host[] = [];
+    for (const [name, entry] of next) {
+      const current = this.hosts.get(name);
+      if (current && sameHost(current, entry)) {
+        kept.set(name, current);
+        continue;
+      }
+      if (current) closing.push(current);
+      (current ? changed : added).push(name);
+      const host = this.build(entry);
+      kept.set(name, host);
+      if (this.started) host.connection.start();
+    }
+    const removed = [...this.hosts.keys()].filter((name) => !next.has(name));
+    for (const name of removed) closing.push(this.hosts.get(name) as Host);
+    this.hosts = kept;
+    await Promise.all(closing.map((host) => host.connection.close()));
+    return { added, changed, removed };
+  }
+
+  private prepare(definitions: readonly HostDefinition[]): Map<string, PreparedHost> {
+    return new Map(
+      definitions.map((definition, i) => [
+        definition.name,
+        { definition, key: readPrivateKey(definition.privateKeyPath, `hosts[${i}].private_key`) },
+      ]),
+    );
+  }
+
+  private build({ definition, key }: PreparedHost): Host {
+    const { logger, tuning, events } = this.options;
+    const host = new Host(definition, key, {
+      ...(logger ? { logger } : {}),
+      ...(tuning ? { tuning } : {}),
+      ...(events ? { events } : {}),
+    });
+    for (const listener of this.connectListeners) host.connection.onConnect(() => listener(host));
+    return host;
   }
 
   get(name: string): Host | undefined {
@@ -100,6 +160,17 @@ export class HostRegistry {
   async close(): Promise<void> {
     await Promise.all(this.all().map((host) => host.connection.close()));
   }
+}
+
+interface PreparedHost {
+  readonly definition: HostDefinition;
+  /** The private key file's content, read and checked. */
+  readonly key: Buffer;
+}
+
+/** Nothing to reconnect for: the same settings and the same key. */
+function sameHost(host: Host, { definition, key }: PreparedHost): boolean {
+  return JSON.stringify(host.definition) === JSON.stringify(definition) && host.privateKey.equals(key);
 }
 
 /** The key file's content, if it exists, is a regular file no one but the owner can read, and parses as a private key. */

@@ -12,10 +12,16 @@ export class Logger {
   private pending = "";
 
   constructor(
-    private readonly format: LogFormat,
-    private readonly level: LogLevel,
+    private format: LogFormat,
+    private level: LogLevel,
     private readonly write: (text: string) => void = (text) => process.stdout.write(text),
   ) {}
+
+  /** A reload's new settings (SIGHUP): lines from now on use them. */
+  reconfigure(format: LogFormat, level: LogLevel): void {
+    this.format = format;
+    this.level = level;
+  }
 
   enabled(level: LogLevel): boolean {
     return RANK[level] >= RANK[this.level];

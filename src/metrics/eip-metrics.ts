@@ -9,7 +9,8 @@ import { EIP_STATES, type EipState } from "../eip/store.ts";
 export interface EipMetricsSource {
   /** Configured public pools and projects: every combination is reported, at zero when empty. */
   readonly pools: readonly string[];
-  readonly projects: readonly string[];
+  /** The projects configured now (a reload may change them); called at each scrape. */
+  projects(): readonly string[];
   count(pool: string, project: string, state: EipState): number;
 }
 
@@ -20,8 +21,9 @@ export function eipMetrics(registry: Registry, source: EipMetricsSource): void {
     labelNames: ["pool", "project", "state"] as const,
     registers: [registry],
     collect() {
+      this.reset();
       for (const pool of source.pools) {
-        for (const project of source.projects) {
+        for (const project of source.projects()) {
           for (const state of EIP_STATES) this.set({ pool, project, state }, source.count(pool, project, state));
         }
       }

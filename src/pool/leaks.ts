@@ -118,7 +118,8 @@ export class LeakDetector {
   constructor(
     private readonly pools: PoolService,
     private readonly hosts: DomainDirectory,
-    readonly gracePeriodS: number,
+    /** A reload may change it; a check under way keeps the value it started with. */
+    public gracePeriodS: number,
     private readonly options: { events?: LeakEvents; logger?: LeakLogger; now?: () => number } = {},
   ) {}
 
@@ -145,8 +146,12 @@ export class LeakDetector {
     return this.run(true, undefined, (allocation) => allocation.host !== undefined);
   }
 
-  /** Calls `collect` every `intervalS` seconds (0: never); a refused or failed run is logged and retried next time. */
+  /**
+   * Calls `collect` every `intervalS` seconds from now on (0: never; a later call replaces the
+   * interval); a refused or failed run is logged and retried next time.
+   */
   start(intervalS: number): void {
+    this.stop();
     if (intervalS <= 0) return;
     this.timer = setInterval(() => {
       this.collect().catch((error) =>
@@ -167,15 +172,16 @@ export class LeakDetector {
   ): Promise<LeakReport> {
     const events = this.options.events ?? NO_LEAK_EVENTS;
     const checkedAt = (this.options.now ?? Date.now)();
+    const { gracePeriodS } = this;
     const pools = pool === undefined ? this.pools.layouts.map((layout) => layout.name) : [this.pools.layout(pool).name];
     // Allocations first, then the hosts: a VM whose allocation is in this snapshot and that
     // exists is listed by its host; an allocation made later is not judged at all.
     const allocations = [...this.pools.allAllocations(pool)];
     const answers = await Promise.all(this.hosts.hostNames().map((host) => this.ask(host)));
-    const decision = decideLeaks(allocations, answers, this.gracePeriodS * 1000, checkedAt);
+    const decision = decideLeaks(allocations, answers, gracePeriodS * 1000, checkedAt);
     const base = {
       checkedAt,
-      gracePeriodS: this.gracePeriodS,
+      gracePeriodS,
       hosts: answers.map((answer) => ({ host: answer.host, domains: answer.ok ? answer.domains.length : 0 })),
     };
     if (decision.kind === "incomplete") {

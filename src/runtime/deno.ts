@@ -18,7 +18,7 @@ declare const Deno: {
     },
     handler: FetchHandler,
   ): DenoHttpServer;
-  addSignalListener(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
+  addSignalListener(signal: "SIGTERM" | "SIGINT" | "SIGHUP", handler: () => void): void;
   createHttpClient(options: { proxy: { transport: "unix"; path: string } }): unknown;
   dlopen(path: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: LibcSymbols };
   UnsafePointerView: new (pointer: unknown) => { getInt32(): number };

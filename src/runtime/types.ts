@@ -13,7 +13,7 @@ export interface Runtime {
   readonly name: "bun" | "deno";
   serveTcp(hostname: string, port: number, fetch: FetchHandler): Listener;
   serveUnix(path: string, fetch: FetchHandler): Listener;
-  onSignal(signal: "SIGTERM" | "SIGINT", handler: () => void): void;
+  onSignal(signal: "SIGTERM" | "SIGINT" | "SIGHUP", handler: () => void): void;
   /** An HTTP request to a server on a Unix socket (the client side of `ippool <command>`). */
   fetchUnix(socketPath: string, url: string, init: RequestInit): Promise<Response>;
   /**

@@ -18,7 +18,7 @@ describe("eipMetrics", () => {
     const counts: Record<string, number> = { "public/acme/associated": 2, "spare/globex/allocated": 1 };
     eipMetrics(registry, {
       pools: ["public", "spare"],
-      projects: ["acme", "globex"],
+      projects: () => ["acme", "globex"],
       count: (pool, project, state) => counts[`${pool}/${project}/${state}`] ?? 0,
     });
     const samples = parseExposition(await registry.metrics());
