@@ -1,9 +1,11 @@
 /**
  * The ippool executable. `ippool [serve]` runs the daemon, `ippool fsck` checks a data
- * directory, and the other commands are the client (`ippool allocate vm-1`, `ippool eip list`).
+ * directory, `ippool backup DEST` copies its store, and the other commands are the client (`ippool allocate vm-1`, `ippool eip list`).
  * Exit codes: 0 ok, 1 failure or request refused, 2 usage or configuration error, 3 daemon
  * unreachable.
  */
+
+import { runBackup } from "./cli/backup.ts";
 import { DaemonUnreachableError, RequestRefusedError } from "./cli/client/errors.ts";
 import { findClientCommand, runClient } from "./cli/client/run.ts";
 import { bashCompletion } from "./cli/completion.ts";
@@ -24,12 +26,16 @@ async function main(argv: readonly string[]): Promise<void> {
   }
   const client = findClientCommand(argv);
   if (client) return runClient(await currentRuntime(), client.command, client.rest, process.env);
-  const { command, overrides } = parseCommand(argv);
+  const { command, overrides, destination } = parseCommand(argv);
   if (command === "help") return void process.stdout.write(HELP);
   if (command === "version") return void process.stdout.write(`ippool ${VERSION}\n`);
   const readConfig = () => loadConfig({ ...overridesFromEnv(process.env), ...overrides });
   const config = readConfig();
   if (command === "fsck") process.exit(await runFsck(config, await currentRuntime()));
+  if (command === "backup") {
+    const { path, bytes, ms } = await runBackup(config, await currentRuntime(), destination as string);
+    return void process.stdout.write(`backup: ${path}, ${bytes} bytes, ${Math.round(ms)} ms\n`);
+  }
   await serve(config, readConfig);
 }
 

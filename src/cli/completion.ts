@@ -2,7 +2,7 @@
 import { COMMANDS } from "./client/commands.ts";
 
 export function bashCompletion(): string {
-  const top = [...new Set(COMMANDS.map((c) => c.name.split(" ")[0]))].concat(["serve", "fsck", "completion"]);
+  const top = [...new Set(COMMANDS.map((c) => c.name.split(" ")[0]))].concat(["serve", "fsck", "backup", "completion"]);
   const cases = COMMANDS.map((command) => {
     const options = [...command.options, ...(command.flags ?? []), "json", "socket", "url", "api-key", "project"];
     return `    "${command.name}") opts="${options.map((o) => `--${o}`).join(" ")}" ;;`;
@@ -20,7 +20,7 @@ _ippool() {
   fi
   case "$cmd" in
 ${cases}
-    serve|fsck) opts="--config --port --listen --network --gateway --socket --data-dir --log-format --debug" ;;
+    serve|fsck|backup) opts="--config --port --listen --network --gateway --socket --data-dir --log-format --debug" ;;
   esac
   COMPREPLY=($(compgen -W "$opts" -- "$cur"))
 }

@@ -4,8 +4,10 @@ import type { Overrides } from "../config/load.ts";
 import { UsageError } from "./usage.ts";
 
 export interface ParsedCommand {
-  readonly command: "serve" | "fsck" | "help" | "version";
+  readonly command: "serve" | "fsck" | "backup" | "help" | "version";
   readonly overrides: Overrides;
+  /** `backup`'s destination directory. */
+  readonly destination?: string;
 }
 
 const OPTIONS = {
@@ -31,10 +33,19 @@ export function parseCommand(argv: readonly string[]): ParsedCommand {
   }
   const { values, positionals } = parsed;
   const [command = "serve", ...extra] = positionals;
-  if (extra.length > 0) throw new UsageError(`unexpected argument: ${extra[0]}`);
-  if (command !== "serve" && command !== "fsck") throw new UsageError(`unknown command: ${command}`);
+  if (command !== "serve" && command !== "fsck" && command !== "backup") {
+    throw new UsageError(`unknown command: ${command}`);
+  }
   if (values.help) return { command: "help", overrides: {} };
   if (values.version) return { command: "version", overrides: {} };
+  if (command === "backup") {
+    const [destination, ...more] = extra;
+    if (destination === undefined || destination === "")
+      throw new UsageError("backup: name the directory to write: ippool backup DEST");
+    if (more.length > 0) throw new UsageError(`unexpected argument: ${more[0]}`);
+    return { command, overrides: toOverrides(values), destination };
+  }
+  if (extra.length > 0) throw new UsageError(`unexpected argument: ${extra[0]}`);
   return { command, overrides: toOverrides(values) };
 }
 

@@ -11,6 +11,8 @@ export const HELP = `ippool — IP address pools for KVM/libvirt hypervisor host
 Usage:
   ippool [serve] [OPTIONS]      run the daemon (the default)
   ippool fsck [OPTIONS]         check a data directory's pools and elastic IPs against their records (read-only)
+  ippool backup DEST [OPTIONS]  copy the data directory's store into the new or empty directory DEST,
+                                consistently, beside a running daemon or not
   ippool COMMAND [ARGS] [CLIENT OPTIONS]   talk to a running daemon
   ippool completion bash        print a bash completion script
   ippool --version

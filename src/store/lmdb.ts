@@ -87,6 +87,15 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     await this.root.close();
   }
 
+  /**
+   * Writes a consistent copy of the whole store to `path` (a new file): LMDB copies one read
+   * transaction's snapshot, so writers go on meanwhile and every change committed before the call
+   * is in it. Compacted: free pages are left out.
+   */
+  async backup(path: string): Promise<void> {
+    await this.root.backup(path, true);
+  }
+
   /** The memory map's size and the bytes in use up to the last page written (for metrics; a few µs). */
   sizes(): { mapSizeBytes: number; usedBytes: number } {
     const stats = this.root.getStats() as { mapSize: number; pageSize: number; lastPageNumber: number };

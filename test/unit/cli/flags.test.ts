@@ -23,6 +23,21 @@ describe("parseCommand", () => {
     expect(parseCommand([command])).toEqual({ command, overrides: {} });
   });
 
+  test("backup takes its destination and the daemon's options", () => {
+    expect(parseCommand(["backup", "/srv/backup", "-c", "/etc/ippool.toml"])).toEqual({
+      command: "backup",
+      overrides: { configPath: "/etc/ippool.toml" },
+      destination: "/srv/backup",
+    });
+  });
+
+  test.each([[["backup"]], [["backup", ""]], [["backup", "a", "b"]], [["fsck", "a"]]])(
+    "%p is a usage error",
+    (argv) => {
+      expect(() => parseCommand(argv)).toThrow(UsageError);
+    },
+  );
+
   const overrideCases: [string[], Overrides][] = [
     [["-p", "9000"], { port: 9000 }],
     [["--port", "9000"], { port: 9000 }],
