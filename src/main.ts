@@ -12,6 +12,7 @@ import { bashCompletion } from "./cli/completion.ts";
 import { parseCommand } from "./cli/flags.ts";
 import { runFsck } from "./cli/fsck.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
+import { walkStore } from "./cli/walk-store.ts";
 import { overridesFromEnv } from "./config/env.ts";
 import { ConfigError } from "./config/errors.ts";
 import { loadConfig } from "./config/load.ts";
@@ -20,6 +21,13 @@ import { currentRuntime } from "./runtime/index.ts";
 import { VERSION } from "./version.ts";
 
 async function main(argv: readonly string[]): Promise<void> {
+  if (argv[0] === "walk-store") {
+    // The daemon's structure check at start (store/integrity.ts), run in a child it can lose.
+    const besideDaemon = argv[2] === "--beside-daemon";
+    if (argv.length !== (besideDaemon ? 3 : 2))
+      throw new UsageError("usage: ippool walk-store DATA_DIR [--beside-daemon]");
+    return void process.stdout.write(`${JSON.stringify(await walkStore(argv[1] as string, besideDaemon))}\n`);
+  }
   if (argv[0] === "completion") {
     if (argv[1] !== "bash" || argv.length !== 2) throw new UsageError("usage: ippool completion bash");
     return void process.stdout.write(bashCompletion());

@@ -6,11 +6,15 @@ import { checkPool, type PoolReport } from "../pool/fsck.ts";
 import { PoolLayout } from "../pool/layout.ts";
 import type { Runtime } from "../runtime/index.ts";
 import { holdDataDirForReading } from "../store/data-dir-lock.ts";
-import { openStoreReadOnly } from "../store/read-only.ts";
+import { checkStructure } from "../store/integrity.ts";
+import { checkStoreFile, openStoreReadOnly } from "../store/read-only.ts";
 
 /** Only reads: nothing in the data directory is created or changed (see store/read-only.ts). */
 export async function runFsck(config: Config, runtime: Runtime): Promise<number> {
   const hold = holdDataDirForReading(runtime, config.dataDir);
+  // A damaged store crashes whoever maps it: the child that walks it first, not this process.
+  checkStoreFile(config.dataDir);
+  checkStructure(runtime, config.dataDir, hold === "daemon");
   const opened = openStoreReadOnly(config.dataDir, hold === "daemon");
   const { store } = opened;
   const publicPools = publicPoolLayouts(config.eipPools);

@@ -8,9 +8,10 @@ import { createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { lockDataDir } from "../store/data-dir-lock.ts";
+import { markStopped, openStoreSafely } from "../store/integrity.ts";
 import { ListenError } from "./errors.ts";
 import { applyReload, type ReloadTargets } from "./reload.ts";
-import { wireServices } from "./services.ts";
+import { type DaemonParts, wireServices } from "./services.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
 
 /** `readConfig` reads the config file again, with the flags and environment of the start. */
@@ -32,8 +33,19 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     default_pool: config.defaultPool,
   });
   lockDataDir(runtime, config.dataDir);
-  const parts = wireServices(config, logger, runtime.name);
-  const { store, hosts, reconciler, leaks, syncReservations, app, requests } = parts;
+  const store = await openStoreSafely(config.dataDir, runtime, logger);
+  const closeStore = async () => {
+    await store.close();
+    markStopped(config.dataDir);
+  };
+  let parts: DaemonParts;
+  try {
+    parts = wireServices(config, logger, runtime.name, store);
+  } catch (error) {
+    await closeStore();
+    throw error;
+  }
+  const { hosts, reconciler, leaks, syncReservations, app, requests } = parts;
 
   const listeners: Listener[] = [];
   try {
@@ -50,7 +62,7 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     reconciler.stop();
     leaks.stop();
     await hosts.close();
-    await store.close();
+    await closeStore();
     throw error;
   }
 
@@ -63,7 +75,7 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     reconciler.stop();
     leaks.stop();
     await hosts.close();
-    await store.close();
+    await closeStore();
     if (config.socket) removeSocket(config.socket);
     logger.info("stopped");
     logger.flush();

@@ -22,7 +22,7 @@ import { PoolLayout } from "../pool/layout.ts";
 import { LeakDetector } from "../pool/leaks.ts";
 import { PoolService } from "../pool/service.ts";
 import { adoptPoolLayouts } from "../pool/startup.ts";
-import { LmdbStore } from "../store/lmdb.ts";
+import type { LmdbStore } from "../store/lmdb.ts";
 import { VERSION } from "../version.ts";
 import { SshHostGateway } from "./host-gateway.ts";
 
@@ -40,8 +40,8 @@ export interface DaemonParts {
   readonly requests: RequestObserver;
 }
 
-export function wireServices(config: Config, logger: Logger, runtime: "bun" | "deno"): DaemonParts {
-  const store = new LmdbStore(config.dataDir);
+/** Builds the services on `store`, opened by the caller (store/integrity.ts), which also closes it. */
+export function wireServices(config: Config, logger: Logger, runtime: "bun" | "deno", store: LmdbStore): DaemonParts {
   // The gauges read the services below at scrape time, once the listeners are up.
   const metrics = createDaemonMetrics({
     build: { version: VERSION, runtime },

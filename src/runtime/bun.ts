@@ -39,6 +39,10 @@ export const bunRuntime: Runtime = {
   fetchUnix(socketPath, url, init) {
     return fetch(url, { ...init, unix: socketPath });
   },
+  selfCommand() {
+    // A compiled executable's entry point lives in Bun's embedded file system; it is the binary itself.
+    return Bun.main.startsWith("/$bunfs/") ? [process.execPath] : [process.execPath, Bun.main];
+  },
   tryLock(path, kind) {
     // Neither Bun nor node:fs has flock(2); libc has. The descriptor is never closed: the lock
     // lasts as long as the process.

@@ -22,6 +22,8 @@ declare const Deno: {
   createHttpClient(options: { proxy: { transport: "unix"; path: string } }): unknown;
   dlopen(path: string, symbols: Record<string, { parameters: string[]; result: string }>): { symbols: LibcSymbols };
   UnsafePointerView: new (pointer: unknown) => { getInt32(): number };
+  execPath(): string;
+  readonly mainModule: string;
 };
 
 interface LibcSymbols {
@@ -54,6 +56,9 @@ export const denoRuntime: Runtime = {
   fetchUnix(socketPath, url, init) {
     const client = Deno.createHttpClient({ proxy: { transport: "unix", path: socketPath } });
     return fetch(url, { ...init, client } as RequestInit);
+  },
+  selfCommand() {
+    return [Deno.execPath(), "run", "-A", Deno.mainModule];
   },
   tryLock(path, kind) {
     // As in bun.ts: flock(2) from libc, the descriptor kept open for the process's life.

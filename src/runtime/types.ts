@@ -22,6 +22,8 @@ export interface Runtime {
    * reading. Returns 0 when taken, else the errno (EWOULDBLOCK: another process holds it).
    */
   tryLock(path: string, kind: LockKind): number;
+  /** The argv that runs this same executable again (arguments are appended). */
+  selfCommand(): string[];
 }
 
 export type LockKind = "exclusive" | "shared";

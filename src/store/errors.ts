@@ -17,3 +17,9 @@ export class DataDirLockError extends AppError {
   readonly status = 500;
   readonly code = "DATA_DIR_LOCK_FAILED";
 }
+
+/** The data directory's store is missing, empty or damaged where one existed: the daemon refuses to start. */
+export class StoreDamagedError extends AppError {
+  readonly status = 500;
+  readonly code = "STORE_DAMAGED";
+}

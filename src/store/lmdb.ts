@@ -38,6 +38,11 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   private readonly idempotency: Database<IdempotencyRecord, [string, string]>;
   private readonly eipByInstance: Database<string, string>;
   private readonly eipStates: Database<string, EipStateKey>;
+  /**
+   * The store's own facts: its identity (`store-id`, see integrity.ts). Undefined when a store made
+   * before it existed is opened read-only (LMDB cannot add a sub-database then).
+   */
+  private readonly meta: Database<string, string> | undefined;
 
   /**
    * Opens (creating, unless `readOnly`) the store in `dataDir`. Read-only, nothing is created and
@@ -69,6 +74,52 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.idempotency = this.root.openDB({ name: "eip-idempotency" });
     this.eipByInstance = this.root.openDB({ name: "eip-by-instance", encoding: "string" });
     this.eipStates = this.root.openDB({ name: "eip-states", encoding: "string" });
+    this.meta = this.root.openDB({ name: "meta", encoding: "string" });
+  }
+
+  /** The identity this store was given when it was made (absent in stores made before it was kept). */
+  storeId(): string | undefined {
+    return this.meta?.get("store-id");
+  }
+
+  async putStoreId(id: string): Promise<void> {
+    await this.write(() => this.meta?.putSync("store-id", id));
+  }
+
+  /** The sub-databases the store file lists (its main database's keys) that this version opens. */
+  listedDatabases(): string[] {
+    const known = new Set(Object.keys(this.databases()));
+    return [...this.root.getKeys()].map(String).filter((name) => known.has(name));
+  }
+
+  /**
+   * The number of entries of every sub-database this store opened, counted by LMDB's cursor in
+   * native code: a walk over every branch and leaf page, which is what a damaged page trips over.
+   */
+  entryCounts(): Record<string, number> {
+    // Read-only, a sub-database a store never had is undefined: there is nothing of it to walk.
+    return Object.fromEntries(
+      Object.entries(this.databases()).flatMap(([name, db]) => (db === undefined ? [] : [[name, db.getKeysCount()]])),
+    );
+  }
+
+  /** Every sub-database by its name in the file; undefined where a read-only open did not find it. */
+  private databases(): Record<string, { getKeysCount(): number } | undefined> {
+    return {
+      "pool-stamp": this.stamps,
+      "pool-counters": this.counters,
+      "pool-summary": this.summaries,
+      "pool-pages": this.pages,
+      allocations: this.allocations,
+      addresses: this.addressIndex,
+      "vm-names": this.nameIndex,
+      eips: this.eips,
+      "eips-by-project": this.eipsByProject,
+      "eip-idempotency": this.idempotency,
+      "eip-by-instance": this.eipByInstance,
+      "eip-states": this.eipStates,
+      meta: this.meta,
+    };
   }
 
   async write<T>(body: () => T): Promise<T> {

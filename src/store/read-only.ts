@@ -22,8 +22,8 @@ export interface ReadOnlyStore {
 }
 
 export function openStoreReadOnly(dataDir: string, daemonRunning: boolean): ReadOnlyStore {
+  checkStoreFile(dataDir);
   const file = join(dataDir, STORE_FILE);
-  checkStoreFile(file);
   if (daemonRunning) {
     const store = new LmdbStore(dataDir, { readOnly: true });
     return { store, close: () => store.close() };
@@ -45,8 +45,9 @@ export function openStoreReadOnly(dataDir: string, daemonRunning: boolean): Read
   }
 }
 
-/** A missing or empty file is no store to read: say so instead of letting LMDB make a new one. */
-function checkStoreFile(file: string): void {
+/** A missing or empty store file is no store to read: said instead of letting LMDB make a new one. */
+export function checkStoreFile(dataDir: string): void {
+  const file = join(dataDir, STORE_FILE);
   let size: number;
   try {
     size = statSync(file).size;

@@ -66,7 +66,7 @@ describe("ippool fsck only reads", () => {
   test("a stopped daemon's directory is checked and left exactly as it was", async () => {
     const { dir, config } = await storeWithAllocations();
     const before = snapshot(dir);
-    expect(Object.keys(before)).toEqual(["daemon.lock", "ippool.mdb", "ippool.mdb-lock", "ippool.toml"]);
+    expect(Object.keys(before)).toEqual(["daemon.lock", "ippool.mdb", "ippool.mdb-lock", "ippool.toml", "store.id"]);
     const result = await runToExit(["fsck", "--config", config]);
     expect(result.stdout).toContain("vms: 3 allocations, 0 problems");
     expect(result.code).toBe(0);

@@ -19,6 +19,7 @@ const NOT_ANSWERED_OVER_HTTP = new Set([
   "ListenError", // refuses the start
   "DataDirInUseError", // refuses the start
   "DataDirLockError", // refuses the start
+  "StoreDamagedError", // refuses the start (and fsck)
   "DaemonUnreachableError", // the client's own failure (exit 3)
   "InvalidCommandArgumentError", // the API's schemas admit only what host commands accept
 ]);
