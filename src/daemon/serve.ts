@@ -9,6 +9,7 @@ import { Logger } from "../log/logger.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
 import { lockDataDir } from "../store/data-dir-lock.ts";
 import { markStopped, openStoreSafely } from "../store/integrity.ts";
+import { letCommitFailureEchoesGo } from "../store/lmdb.ts";
 import { ListenError } from "./errors.ts";
 import { applyReload, type ReloadTargets } from "./reload.ts";
 import { type DaemonParts, wireServices } from "./services.ts";
@@ -32,11 +33,16 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     socket: config.socket ?? "",
     default_pool: config.defaultPool,
   });
+  letCommitFailureEchoesGo((reason) => {
+    logger.error("unhandled rejection", { error: String((reason as Error)?.stack ?? reason) });
+    logger.flush();
+    process.exit(1);
+  });
   lockDataDir(runtime, config.dataDir);
   const store = await openStoreSafely(config.dataDir, runtime, logger);
   const closeStore = async () => {
     await store.close();
-    markStopped(config.dataDir);
+    markStopped(config.dataDir, logger);
   };
   let parts: DaemonParts;
   try {

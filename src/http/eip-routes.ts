@@ -34,7 +34,7 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
         response: {
           200: EipView,
           201: EipView,
-          ...eipErrors("POOL_NOT_FOUND", "QUOTA_EXCEEDED", "IDEMPOTENCY_MISMATCH", "POOL_EXHAUSTED"),
+          ...eipErrors("POOL_NOT_FOUND", "QUOTA_EXCEEDED", "IDEMPOTENCY_MISMATCH", "POOL_EXHAUSTED", "STORAGE_FULL"),
         },
         detail: API_KEY,
       },
@@ -79,6 +79,7 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
             "HOST_UNAVAILABLE",
             "HOST_KEY_MISMATCH",
             "HOST_COMMAND_FAILED",
+            "STORAGE_FULL",
           ),
         },
         detail: API_KEY,
@@ -91,7 +92,14 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
         params: EipParams,
         response: {
           200: EipView,
-          ...eipErrors("NOT_FOUND", "NOT_ASSOCIATED", "HOST_UNAVAILABLE", "HOST_KEY_MISMATCH", "HOST_COMMAND_FAILED"),
+          ...eipErrors(
+            "NOT_FOUND",
+            "NOT_ASSOCIATED",
+            "HOST_UNAVAILABLE",
+            "HOST_KEY_MISMATCH",
+            "HOST_COMMAND_FAILED",
+            "STORAGE_FULL",
+          ),
         },
         detail: API_KEY,
       },
@@ -102,7 +110,11 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
         ...eipView(await eips.release(project, params.id)),
         state: "released" as const,
       }),
-      { params: EipParams, response: { 200: EipView, ...eipErrors("NOT_FOUND", "STILL_ASSOCIATED") }, detail: API_KEY },
+      {
+        params: EipParams,
+        response: { 200: EipView, ...eipErrors("NOT_FOUND", "STILL_ASSOCIATED", "STORAGE_FULL") },
+        detail: API_KEY,
+      },
     );
 }
 

@@ -33,6 +33,7 @@ const STATUS_OF_CODE = {
   DHCP_RESERVATION_FAILED: 502,
   POOL_EXHAUSTED: 503,
   LEAK_CHECK_INCOMPLETE: 503,
+  STORAGE_FULL: 507,
 } as const;
 
 export type ErrorCode = keyof typeof STATUS_OF_CODE;

@@ -26,8 +26,12 @@ export function leakRoutes(leaks: LeakDetector, pools: PoolService, gate: AdminG
     ...(found.reason === undefined ? {} : { reason: found.reason }),
   });
   const response = { 200: LeakReportSchema, ...adminErrors("POOL_NOT_FOUND", "LEAK_CHECK_INCOMPLETE") };
+  const releasing = { ...response, ...adminErrors("POOL_NOT_FOUND", "LEAK_CHECK_INCOMPLETE", "STORAGE_FULL") };
   return new Elysia({ prefix: "/api/v1/leaks" })
     .onTransform(({ request }) => admitAdmin(request, gate))
     .get("", async ({ query }) => report(await leaks.check(query.pool)), { query: LeakQuery, response })
-    .post("/release", async ({ query }) => report(await leaks.release(query.pool)), { query: LeakQuery, response });
+    .post("/release", async ({ query }) => report(await leaks.release(query.pool)), {
+      query: LeakQuery,
+      response: releasing,
+    });
 }

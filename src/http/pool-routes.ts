@@ -65,6 +65,7 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
               "VM_HAS_OTHER_ADDRESS",
               "POOL_EXHAUSTED",
               "DHCP_RESERVATION_FAILED",
+              "STORAGE_FULL",
             ),
           },
         },
@@ -97,7 +98,10 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
         {
           params: VmIdParams,
           query: ReleaseQuery,
-          response: { 200: ReleaseView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND", "VM_ON_OTHER_HOST") },
+          response: {
+            200: ReleaseView,
+            ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND", "VM_ON_OTHER_HOST", "STORAGE_FULL"),
+          },
         },
       )
       .delete(
@@ -106,7 +110,7 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
           const released = await pools.releaseByIp(params.ip);
           return { message: "IP released successfully", ip: params.ip, released: [view(released)] };
         },
-        { params: IpParams, response: { 200: ReleaseView, ...adminErrors("INVALID_IP", "NOT_FOUND") } },
+        { params: IpParams, response: { 200: ReleaseView, ...adminErrors("INVALID_IP", "NOT_FOUND", "STORAGE_FULL") } },
       )
       .get("/ip/:vm_id", ({ params, query }) => view(pools.get(params.vm_id, query.pool)), {
         params: VmIdParams,

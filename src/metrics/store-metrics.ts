@@ -1,5 +1,8 @@
-/** The LMDB store's size: its map (the most the file may grow to) and the part in use, read at scrape time. */
-import { Gauge, type Registry } from "prom-client";
+/**
+ * The LMDB store: its size (the map, the most the file may grow to, and the part in use) and its
+ * refused commits (a full file system above all), read at scrape time.
+ */
+import { Counter, Gauge, type Registry } from "prom-client";
 
 export interface StoreSizes {
   /** The memory map's size: the current upper bound of the data file. */
@@ -8,9 +11,17 @@ export interface StoreSizes {
   readonly usedBytes: number;
 }
 
+export interface StoreWriteHealth {
+  /** True from a commit refused for lack of space until one succeeds with room to spare again. */
+  readonly full: boolean;
+  /** Commits refused since the start: for lack of space, and for any other reason. */
+  readonly failures: { readonly storageFull: number; readonly other: number };
+}
+
 export interface StoreMetricsSource {
   /** Cheap (a few microseconds): read once per gauge at each scrape. */
   sizes(): StoreSizes;
+  writeHealth(): StoreWriteHealth;
 }
 
 export function storeMetrics(registry: Registry, source: StoreMetricsSource): void {
@@ -20,6 +31,26 @@ export function storeMetrics(registry: Registry, source: StoreMetricsSource): vo
     registers: [registry],
     collect() {
       this.set(source.sizes().mapSizeBytes);
+    },
+  });
+  new Gauge({
+    name: "ippool_store_full",
+    help: "1 while changes are refused because the data directory's file system is full (507 STORAGE_FULL); 0 once a change is written again.",
+    registers: [registry],
+    collect() {
+      this.set(source.writeHealth().full ? 1 : 0);
+    },
+  });
+  new Counter({
+    name: "ippool_store_write_failures_total",
+    help: "Changes the store could not commit, by reason: storage_full (no space; answered 507) or error.",
+    labelNames: ["reason"] as const,
+    registers: [registry],
+    collect() {
+      const { storageFull, other } = source.writeHealth().failures;
+      this.reset();
+      this.inc({ reason: "storage_full" }, storageFull);
+      this.inc({ reason: "error" }, other);
     },
   });
   new Gauge({

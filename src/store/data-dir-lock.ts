@@ -34,7 +34,12 @@ export function lockDataDir(runtime: Runtime, dataDir: string): void {
     throw new DataDirLockError(`cannot open ${path} (read-only file system): the data directory must be writable`);
   }
   if (errno !== 0) throw new DataDirLockError(`cannot lock ${path} (errno ${errno})`);
-  writeFileSync(path, `${process.pid}\n`);
+  try {
+    writeFileSync(path, `${process.pid}\n`);
+  } catch (error) {
+    // The pid is for messages only; a full file system must not stop a daemon that can serve reads.
+    if ((error as NodeJS.ErrnoException).code !== "ENOSPC") throw error;
+  }
 }
 
 /**

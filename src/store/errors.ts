@@ -23,3 +23,9 @@ export class StoreDamagedError extends AppError {
   readonly status = 500;
   readonly code = "STORE_DAMAGED";
 }
+
+/** A change could not be written: the data directory's file system is full. Reads go on. */
+export class StorageFullError extends AppError {
+  readonly status = 507;
+  readonly code = "STORAGE_FULL";
+}

@@ -19,11 +19,13 @@ import { accessSync, constants, existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Logger } from "../log/logger.ts";
 import type { Runtime } from "../runtime/index.ts";
-import { StoreDamagedError } from "./errors.ts";
-import { LmdbStore, STORE_FILE } from "./lmdb.ts";
+import { StorageFullError, StoreDamagedError } from "./errors.ts";
+import { freeBytes, LmdbStore, STORE_FILE } from "./lmdb.ts";
 import { fileIdentity, readMarker, type StoreMarker, writeMarker } from "./marker.ts";
 
 const RESTORE = "restore a backup (README: Backup and restore)";
+/** Free space a new store needs to start in: its first pages, the marker, and room to write. */
+const NEW_STORE_MIN_BYTES = 2 ** 20;
 
 /** Opens the store of `dataDir` for the daemon (whose lock on the directory is held), or refuses. */
 export async function openStoreSafely(dataDir: string, runtime: Runtime, logger: Logger): Promise<LmdbStore> {
@@ -52,20 +54,49 @@ export async function openStoreSafely(dataDir: string, runtime: Runtime, logger:
   }
   const store = new LmdbStore(dataDir);
   const id = await identify(store, marker, file);
-  writeMarker(dataDir, { id, created: marker?.created ?? new Date().toISOString(), state: "running" });
+  const running: StoreMarker = { id, created: marker?.created ?? new Date().toISOString(), state: "running" };
+  if (!markerWritten(dataDir, running, logger)) return store;
   if (marker === null) logger.info("store adopted: store.id written", { store: id });
   return store;
 }
 
+/**
+ * Writes the marker of a store that exists; a full file system is no reason to stop a daemon
+ * that can still serve reads. Left as it was, the marker is still safe: "stopped" with the file's
+ * identity holds only while the file is unchanged, and "running" makes the next start check.
+ */
+function markerWritten(dataDir: string, marker: StoreMarker, logger: Pick<Logger, "warn">): boolean {
+  try {
+    writeMarker(dataDir, marker);
+    return true;
+  } catch (error) {
+    if (!noSpace(error)) throw error;
+    logger.warn("store.id not updated: the file system is full", { state: marker.state });
+    return false;
+  }
+}
+
+function noSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException).code;
+  return code === "ENOSPC" || code === "EDQUOT";
+}
+
 /** After the store is closed at a clean stop: the next start may skip the walk if the file is untouched. */
-export function markStopped(dataDir: string): void {
+export function markStopped(dataDir: string, logger: Pick<Logger, "warn">): void {
   const marker = readMarker(dataDir);
   const file = fileIdentity(join(dataDir, STORE_FILE));
   if (marker === null || file === null) return;
-  writeMarker(dataDir, { ...marker, state: "stopped", file });
+  markerWritten(dataDir, { ...marker, state: "stopped", file }, logger);
 }
 
 async function createStore(dataDir: string, marker: StoreMarker | null): Promise<LmdbStore> {
+  // LMDB making a file where the space runs out mid-way crashes (SIGBUS): refuse first, by name.
+  const free = freeBytes(dataDir);
+  if (free < NEW_STORE_MIN_BYTES) {
+    throw new StorageFullError(
+      `cannot create a store in ${dataDir}: its file system has ${free} bytes free (at least ${NEW_STORE_MIN_BYTES} needed)`,
+    );
+  }
   const id = marker?.id ?? randomUUID();
   const created = marker?.created ?? new Date().toISOString();
   // The marker first: from here on a missing store file is damage, not a new directory.

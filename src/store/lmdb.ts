@@ -3,20 +3,36 @@
  * kind of record. Writes from concurrent requests queued in the same event turn share one
  * transaction and one flush (lmdb-js batches them), which is the daemon's group commit.
  */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, statfsSync } from "node:fs";
 import { join } from "node:path";
 import { type Database, open, type RootDatabase } from "lmdb";
 import type { EipIndexReader } from "../eip/fsck.ts";
 import type { EipRecord, EipState, EipStore, IdempotencyRecord } from "../eip/store.ts";
 import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
-import { StoreOpenError } from "./errors.ts";
+import { StorageFullError, StoreOpenError } from "./errors.ts";
 
 type PageKey = [string, number];
 type AllocationKey = [string, string];
 type AddressKey = [string, number];
 /** `[pool, project, state, id]`: one key per EIP, so counting a range counts EIPs in that state. */
 type EipStateKey = [string, string, string, string];
+
+/**
+ * Below this much free space, a failed commit is the file system being full: LMDB reports a short
+ * write as EIO, not ENOSPC, so the free space is what tells. The store counts as full until a
+ * commit succeeds with at least this much free again (a small commit may still fit meanwhile).
+ */
+const LOW_SPACE_BYTES = 2 ** 20;
+const ENOSPC = 28;
+const COMMIT_ERROR_WAIT_MS = 1000;
+const EDQUOT = 122;
+
+/** Writes refused because the file system was full, and other failed commits, since the start. */
+export interface WriteFailures {
+  readonly storageFull: number;
+  readonly other: number;
+}
 
 /** The LMDB file in the data directory; LMDB keeps its lock file beside it as `ippool.mdb-lock`. */
 export const STORE_FILE = "ippool.mdb";
@@ -43,12 +59,18 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
    * before it existed is opened read-only (LMDB cannot add a sub-database then).
    */
   private readonly meta: Database<string, string> | undefined;
+  /** True from a commit refused for lack of space until one succeeds with room to spare again. */
+  private full = false;
+  private failures: WriteFailures = { storageFull: 0, other: 0 };
 
   /**
    * Opens (creating, unless `readOnly`) the store in `dataDir`. Read-only, nothing is created and
    * the store file is only read: see `read-only.ts` for where its LMDB lock file is.
    */
-  constructor(dataDir: string, { readOnly = false }: { readonly readOnly?: boolean } = {}) {
+  constructor(
+    private readonly dataDir: string,
+    { readOnly = false }: { readonly readOnly?: boolean } = {},
+  ) {
     try {
       if (!readOnly) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
       // separateFlushed: each commit promise carries its own flush promise (see write()).
@@ -122,12 +144,73 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     };
   }
 
+  /**
+   * Runs `body` in a write transaction and resolves once it is committed and on disk. A commit the
+   * file system has no room for is a `StorageFullError` (nothing of it is kept); writing resumes
+   * by itself with the first commit that fits.
+   */
   async write<T>(body: () => T): Promise<T> {
-    const committed = this.root.transaction(body) as Promise<T> & { flushed: Promise<unknown> };
-    const result = await committed;
-    // With overlapping sync, a commit is visible before it is on disk: wait for its flush.
-    await committed.flushed;
+    const committed = this.root.transaction(body) as Promise<T>;
+    const flushed = this.flushOfCurrentBatch();
+    let result: T;
+    try {
+      result = await committed;
+      // With overlapping sync a commit is visible before it is on disk: wait for its flush.
+      await flushed;
+    } catch (error) {
+      throw await this.commitFailure(error);
+    }
+    if (this.full && freeBytes(this.dataDir) >= LOW_SPACE_BYTES) this.full = false;
     return result;
+  }
+
+  /**
+   * The flush of the batch a write was just queued in. A transaction's promise carries no
+   * `flushed` of its own, and the database's `flushed` is read when awaited: later, it may be a
+   * later batch's, which never resolves if that batch fails. Asked at once, it is this batch's.
+   */
+  private flushOfCurrentBatch(): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      (this.root.flushed as PromiseLike<unknown>).then(resolve, reject);
+    });
+  }
+
+  /** Whether the last commit was refused for lack of space, and the refused commits so far. */
+  writeHealth(): { full: boolean; failures: WriteFailures } {
+    return { full: this.full, failures: this.failures };
+  }
+
+  /**
+   * What a failed commit was. lmdb-js rejects each write of the batch with "Commit failed" and
+   * LMDB's own error in `commitError`, a promise rejected a moment later: it is awaited (and so
+   * handled: left alone, its rejection would end the process).
+   */
+  private async commitFailure(error: unknown): Promise<Error> {
+    let cause = error as Error & { code?: number };
+    const commitError = (error as { commitError?: Promise<unknown> }).commitError;
+    if (commitError) {
+      const settled = commitError.then(
+        () => cause,
+        (reason: Error & { code?: number }) => reason,
+      );
+      // It is rejected right after the writes are; should it not be, the free space still tells.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<typeof cause>((resolve) => {
+        timer = setTimeout(() => resolve(cause), COMMIT_ERROR_WAIT_MS);
+      });
+      cause = await Promise.race([settled, late]);
+      clearTimeout(timer);
+    }
+    const free = freeBytes(this.dataDir);
+    if (cause.code === ENOSPC || cause.code === EDQUOT || free < LOW_SPACE_BYTES) {
+      this.full = true;
+      this.failures = { ...this.failures, storageFull: this.failures.storageFull + 1 };
+      return new StorageFullError(
+        `the data directory's file system is full (${free} bytes free): the change was not made; free space and it is taken again at once`,
+      );
+    }
+    this.failures = { ...this.failures, other: this.failures.other + 1 };
+    return cause;
   }
 
   writeSync<T>(body: () => T): T {
@@ -375,4 +458,28 @@ function stateKey(record: EipRecord): EipStateKey {
 /** Keys `[project, id]` of one project: ids are printable ASCII, so they sort below AFTER_VM_IDS. */
 function projectRange(project: string): { start: [string, string]; end: [string, string] } {
   return { start: [project, ""], end: [project, AFTER_VM_IDS] };
+}
+
+/** Bytes an unprivileged writer may still use on the file system of `path` (unknown: infinite). */
+export function freeBytes(path: string): number {
+  try {
+    const { bavail, bsize } = statfsSync(path);
+    return Number(bavail) * Number(bsize);
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
+/**
+ * When a commit fails, lmdb-js rejects every write's own promise (callers hear of it: `write()`)
+ * and also internal promises of the batch that no caller can hold. Bun and Deno end the process on
+ * an unhandled rejection, which is how a full disk used to stop the daemon. The daemon lets those
+ * echoes of a failure already answered go (they carry lmdb-js's `commitError`); any other
+ * unhandled rejection still ends it, logged.
+ */
+export function letCommitFailureEchoesGo(onOther: (reason: unknown) => void): void {
+  process.on("unhandledRejection", (reason) => {
+    if (reason instanceof Error && "commitError" in reason) return;
+    onOther(reason);
+  });
 }

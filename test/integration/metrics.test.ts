@@ -276,7 +276,7 @@ describe("metricNamesIn", () => {
 describe("alert rules (docs/prometheus/alerts.yml)", () => {
   test("pass promtool check rules", async () => {
     const { code, output } = await promtool(["check", "rules", ALERTS]);
-    expect(output).toContain("SUCCESS: 5 rules found");
+    expect(output).toContain("SUCCESS: 6 rules found");
     expect(code).toBe(0);
   });
 
@@ -285,7 +285,7 @@ describe("alert rules (docs/prometheus/alerts.yml)", () => {
     const rules = (Bun.YAML.parse(readFileSync(ALERTS, "utf8")) as { groups: { rules: { expr: string }[] }[] }).groups
       .flatMap((group) => group.rules)
       .map((rule) => rule.expr);
-    expect(rules).toHaveLength(5);
+    expect(rules).toHaveLength(6);
     for (const expr of rules) {
       const names = metricNamesIn(expr);
       expect(names.length).toBeGreaterThan(0);
@@ -333,6 +333,7 @@ describe("alert rules (docs/prometheus/alerts.yml)", () => {
             series("ippool_reconciliation_duration_seconds_count", { host: "hv1" }, "0x30"),
             series("ippool_reconciliation_failures_total", { host: "hv2" }, "0x30"),
             series("ippool_reconciliation_duration_seconds_count", { host: "hv2" }, "0+1x30"),
+            series("ippool_store_full", {}, "0 0 1x30"),
           ],
           alert_rule_test: [
             fired("IppoolPoolAlmostFull", vm, "warning"),
@@ -340,9 +341,11 @@ describe("alert rules (docs/prometheus/alerts.yml)", () => {
             fired("IppoolAllocationFailures", vm, "warning"),
             fired("IppoolHostDown", { host: "hv1" }, "critical"),
             fired("IppoolReconciliationFailing", { host: "hv1" }, "warning"),
+            fired("IppoolStorageFull", {}, "critical"),
             // Not before their `for:` has passed.
             { eval_time: "5m", alertname: "IppoolPoolAlmostFull", exp_alerts: [] },
             { eval_time: "4m", alertname: "IppoolHostDown", exp_alerts: [] },
+            { eval_time: "2m", alertname: "IppoolStorageFull", exp_alerts: [] },
           ],
         },
       ],

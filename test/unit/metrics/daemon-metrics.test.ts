@@ -23,7 +23,10 @@ function metrics() {
     eips: { pools: ["public"], projects: () => ["acme"], count: () => 1 },
     hostNames: ["hv1"],
     hosts: { hosts: () => [{ name: "hv1", connected: true }] },
-    store: { sizes: () => ({ mapSizeBytes: 2 ** 30, usedBytes: 65536 }) },
+    store: {
+      sizes: () => ({ mapSizeBytes: 2 ** 30, usedBytes: 65536 }),
+      writeHealth: () => ({ full: false, failures: { storageFull: 0, other: 0 } }),
+    },
   });
 }
 
