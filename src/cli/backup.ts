@@ -4,12 +4,13 @@
  * the data directory changes), writes `DEST/ippool.mdb` and flushes it to disk. DEST then works as
  * a data directory: `ippool fsck --data-dir DEST` checks it, and a daemon starts from it.
  */
-import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Config } from "../config/config.ts";
 import type { Runtime } from "../runtime/index.ts";
 import { holdDataDirForReading } from "../store/data-dir-lock.ts";
 import { StoreOpenError } from "../store/errors.ts";
+import { flushToDisk } from "../store/flush.ts";
 import { STORE_FILE } from "../store/lmdb.ts";
 import { openStoreReadOnly } from "../store/read-only.ts";
 
@@ -51,14 +52,5 @@ function prepareDestination(destination: string): void {
   }
   if (entries.length > 0) {
     throw new StoreOpenError(`backup: ${destination} is not empty; name a new or empty directory`);
-  }
-}
-
-function flushToDisk(path: string): void {
-  const fd = openSync(path, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }

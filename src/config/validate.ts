@@ -43,14 +43,24 @@ function keyOf(pointer: string): string {
     .join("");
 }
 
+/** Longest value quoted in a message: the line stays short when the value is a whole section. */
+const SHOWN_MAX = 80;
+
+/** A value as a message quotes it: its JSON, or for a long one what it is (an array of 300 tables). */
+function shown(value: unknown): string {
+  const json = JSON.stringify(value) ?? String(value);
+  if (json.length <= SHOWN_MAX) return json;
+  if (Array.isArray(value)) return `an array of ${value.length} entries`;
+  if (typeof value === "object" && value !== null) return `a table of ${Object.keys(value).length} keys`;
+  return `${json.slice(0, SHOWN_MAX)}…`;
+}
+
 export function validateConfig(document: unknown): Config {
   const error = Value.Errors(ConfigFile, document).First();
   if (error) {
     const key = keyOf(error.path) || "(top level)";
     const detail = error.message === "Unexpected property" ? "unknown key" : error.message.toLowerCase();
-    throw new ConfigError(
-      `${key}: ${detail}${error.value === undefined ? "" : ` (got ${JSON.stringify(error.value)})`}`,
-    );
+    throw new ConfigError(`${key}: ${detail}${error.value === undefined ? "" : ` (got ${shown(error.value)})`}`);
   }
   const file = document as ConfigFile;
   const server = file.server ?? {};

@@ -1,10 +1,13 @@
 /**
  * Brings the stored pools in line with the configured ones at start, without scanning
- * allocations: a pool whose layout fingerprint is unchanged is left as it is. Anything that
- * would silently corrupt state (a CIDR change under live allocations, a new reservation over an
- * allocated address, a removed pool that still has allocations) refuses to start instead.
+ * allocations: a pool whose layout fingerprint is unchanged is left as it is. A pool grows in place
+ * (a shorter prefix on the same network address: its pages, indexed from that address, stay as
+ * they are) and shrinks in place when the part it loses is empty. Anything that would silently
+ * corrupt state (another network under live allocations, a shrink over allocated addresses, a new
+ * reservation over an allocated address, a removed pool that still has allocations) refuses to
+ * start instead.
  */
-import { formatIpv4 } from "../net/ipv4.ts";
+import { formatCidr, formatIpv4, parseCidr } from "../net/ipv4.ts";
 import { emptyPage, setBit, zeroedWords } from "./bitmap.ts";
 import { PoolStateConflictError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
@@ -38,7 +41,7 @@ function adoptPoolLayout(store: PoolStore, layout: PoolLayout): void {
     initialisePool(store, layout);
     return;
   }
-  if (stamp.cidr !== layout.network) {
+  if (stamp.cidr !== layout.network && !resizedInPlace(store, layout, stamp.cidr)) {
     const allocated = store.getCounters(layout.name)?.allocated ?? 0;
     if (allocated > 0) {
       throw new PoolStateConflictError(
@@ -60,7 +63,30 @@ function adoptPoolLayout(store: PoolStore, layout: PoolLayout): void {
     layout.name,
     buildSummary(layout, (index) => store.getPage(layout.name, index)),
   );
-  store.putStamp(layout.name, { ...stamp, fingerprint: layout.fingerprint });
+  store.putStamp(layout.name, { cidr: layout.network, fingerprint: layout.fingerprint });
+}
+
+/**
+ * Resizes a pool whose network address stays the same, or returns false (another network). A
+ * shrink drops the pages past the new end, which hold nothing once the check has passed, and puts
+ * a next-fit cursor past the end back to the start.
+ */
+function resizedInPlace(store: PoolStore, layout: PoolLayout, storedCidr: string): boolean {
+  const old = parseCidr(storedCidr);
+  if (old.base !== layout.cidr.base) return false;
+  if (layout.cidr.size >= old.size) return true;
+  const firstGone = layout.cidr.base + layout.cidr.size;
+  for (const held of store.addresses(layout.name, firstGone, old.base + old.size - 1, 1)) {
+    throw new PoolStateConflictError(
+      `pools.${layout.name}.cidr shrinks from ${formatCidr(old)} to ${layout.network}, but ${formatIpv4(held.ip)}, past the new end, is allocated to ${held.vmId}; release it first or keep the cidr`,
+    );
+  }
+  for (const index of [...store.pageIndexes(layout.name)]) {
+    if (index >= layout.pageCount) store.removePage(layout.name, index);
+  }
+  const counters = store.getCounters(layout.name);
+  if (counters && counters.cursor >= layout.cidr.size) store.putCounters(layout.name, { ...counters, cursor: 0 });
+  return true;
 }
 
 function initialisePool(store: PoolStore, layout: PoolLayout): void {

@@ -49,6 +49,7 @@ export interface PoolStore {
   putSummary(pool: string, words: Uint32Array): void;
   getPage(pool: string, index: number): Uint32Array | undefined;
   putPage(pool: string, index: number, words: Uint32Array): void;
+  removePage(pool: string, index: number): void;
   pageIndexes(pool: string): Iterable<number>;
 
   getAllocation(pool: string, vmId: string): AllocationRecord | undefined;

@@ -287,6 +287,10 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.pages.putSync([pool, index], pageToBytes(words));
   }
 
+  removePage(pool: string, index: number): void {
+    this.pages.removeSync([pool, index]);
+  }
+
   pageIndexes(pool: string): Iterable<number> {
     return this.pages.getKeys({ start: [pool, 0], end: [pool, 2 ** 32] }).map((key) => key[1]);
   }

@@ -5,11 +5,12 @@
  * needed) from one that may not be (check it first). Written atomically: a temporary file, fsync,
  * rename, fsync of the directory.
  */
-import { closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Static, Type } from "@sinclair/typebox";
 import { Value } from "@sinclair/typebox/value";
 import { StoreDamagedError } from "./errors.ts";
+import { flushToDisk } from "./flush.ts";
 
 export const MARKER_FILE = "store.id";
 
@@ -61,9 +62,9 @@ export function writeMarker(dataDir: string, marker: StoreMarker): void {
   const path = join(dataDir, MARKER_FILE);
   const temporary = `${path}.new`;
   writeFileSync(temporary, `${JSON.stringify(marker)}\n`, { mode: 0o640 });
-  flush(temporary);
+  flushToDisk(temporary);
   renameSync(temporary, path);
-  flush(dataDir);
+  flushToDisk(dataDir);
 }
 
 /**
@@ -76,14 +77,5 @@ export function fileIdentity(path: string): FileIdentity | null {
     return { size: Number(size), ino: String(ino), ctimeNs: String(ctimeNs), mtimeNs: String(mtimeNs) };
   } catch {
     return null;
-  }
-}
-
-function flush(path: string): void {
-  const fd = openSync(path, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }

@@ -86,11 +86,26 @@ describe("a config that contradicts the stored state refuses to start", () => {
     return dir;
   }
 
-  test("changing a pool's CIDR while it has allocations", async () => {
+  test("moving a pool to another network while it has allocations", async () => {
     const dir = await withAllocation(pool("vms", "10.0.0.0/24"));
-    const result = await startWith(pool("vms", "10.0.0.0/23"), dir);
+    const result = await startWith(pool("vms", "10.0.4.0/23"), dir);
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain("pools.vms.cidr changed from 10.0.0.0/24 to 10.0.0.0/23");
+    expect(result.stderr).toContain("pools.vms.cidr changed from 10.0.0.0/24 to 10.0.4.0/23");
+  });
+
+  test("shrinking a pool past an allocated address", async () => {
+    const dir = await withAllocation(pool("vms", "10.0.0.0/23"), "10.0.1.7");
+    const result = await startWith(pool("vms", "10.0.0.0/24"), dir);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain("pools.vms.cidr shrinks from 10.0.0.0/23 to 10.0.0.0/24, but 10.0.1.7");
+  });
+
+  test("growing a pool with allocations keeps them (same network address, shorter prefix)", async () => {
+    const dir = await withAllocation(pool("vms", "10.0.0.0/24"), "10.0.0.77");
+    const grown = await Daemon.start({ dir, config: pool("vms", "10.0.0.0/23") });
+    expect((await grown.json("/api/v1/ip/held")).body).toMatchObject({ ip: "10.0.0.77", network: "10.0.0.0/23" });
+    expect((await grown.post("/api/v1/ip/allocate", { vm_id: "upper", ip: "10.0.1.200" })).status).toBe(201);
+    expect(await grown.stop()).toBe(0);
   });
 
   test("reserving an address that is allocated", async () => {

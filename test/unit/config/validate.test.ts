@@ -252,6 +252,20 @@ describe("validateConfig server and shape", () => {
     expect(invalid({ server: { log_level: "verbose" }, pools: [pool()] })).toStartWith("server.log_level:");
   });
 
+  test("more than 256 pools is one short line naming the limit, not the whole array", () => {
+    const pools = Array.from({ length: 257 }, (_, i) =>
+      pool({ name: `p${i}`, cidr: `10.${i % 256}.${Math.floor(i / 256)}.0/24` }),
+    );
+    const message = invalid({ pools });
+    expect(message).toBe("pools: expected array length to be less or equal to 256 (got an array of 257 entries)");
+  });
+
+  test("a long string value is quoted cut short", () => {
+    const message = invalid({ server: { log_level: "x".repeat(500) }, pools: [pool()] });
+    expect(message.length).toBeLessThan(200);
+    expect(message).toEndWith("…)");
+  });
+
   test("an empty data_dir is refused", () => {
     expect(invalid({ server: { data_dir: "" }, pools: [pool()] })).toStartWith("server.data_dir:");
   });

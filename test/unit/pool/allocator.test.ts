@@ -738,11 +738,54 @@ describe("adopting the configured layouts at start", () => {
   test("a refused start changes nothing: the old configuration still starts with its allocations", async () => {
     const service = serve([poolLayout("lab", "10.0.0.0/24")]);
     await service.allocate({ vmId: "vm-1" });
-    await rejection(() => adoptPoolLayouts(store, [poolLayout("lab", "10.0.0.0/23")]));
+    await rejection(() => adoptPoolLayouts(store, [poolLayout("lab", "10.0.8.0/24")]));
     const restored = serve([poolLayout("lab", "10.0.0.0/24")]);
     expect(formatIpv4(restored.get("vm-1").ip)).toBe("10.0.0.2");
     expect(restored.stats().allocated).toBe(1);
     expectClean(restored);
+  });
+
+  test("a full pool grows in place: every allocation kept, its stored pages untouched, the new addresses handed out", async () => {
+    const service = serve([poolLayout("lab", "10.0.0.0/24")]);
+    fill(service, "lab", 253); // .2-.254: full
+    expect(await rejection(() => service.allocate({ vmId: "one-more" }))).toMatchObject({ code: "POOL_EXHAUSTED" });
+    const pageBefore = Buffer.from((store.getPage("lab", 0) as Uint32Array).buffer).toString("hex");
+    await stores.reopen();
+    const grown = serve([poolLayout("lab", "10.0.0.0/23")]);
+    expect(grown.stats()).toMatchObject({ network: "10.0.0.0/23", allocated: 253, total: 509 });
+    expect(Buffer.from((store.getPage("lab", 0) as Uint32Array).buffer).toString("hex")).toBe(pageBefore);
+    expect(formatIpv4(grown.get("lab-vm-0").ip)).toBe("10.0.0.2");
+    expect(formatIpv4(grown.get("lab-vm-252").ip)).toBe("10.0.0.254");
+    // Next-fit goes on after .254: the old broadcast address is an ordinary one in the /23.
+    expect(await ipOf(grown, "one-more")).toBe("10.0.0.255");
+    expect(await ipOf(grown, "two-more")).toBe("10.0.1.0");
+    expectClean(grown);
+  });
+
+  test("a pool shrinks in place when the part it loses is empty", async () => {
+    const service = serve([poolLayout("lab", "10.0.0.0/22")]);
+    fill(service, "lab", 300); // .0.2 to .1.45
+    await service.release("lab-vm-299");
+    await stores.reopen();
+    const shrunk = serve([poolLayout("lab", "10.0.0.0/23")]);
+    expect(shrunk.stats()).toMatchObject({ network: "10.0.0.0/23", allocated: 299 });
+    expect(formatIpv4(shrunk.get("lab-vm-298").ip)).toBe("10.0.1.44");
+    expect([...store.pageIndexes("lab")].every((index) => index < shrunk.layout("lab").pageCount)).toBe(true);
+    expectClean(shrunk);
+  });
+
+  test("shrinking over an allocated address is POOL_STATE_CONFLICT naming it, and changes nothing", async () => {
+    const service = serve([poolLayout("lab", "10.0.0.0/23")]);
+    fill(service, "lab", 300); // up to 10.0.1.45
+    await stores.reopen();
+    const error = await rejection(() => adoptPoolLayouts(store, [poolLayout("lab", "10.0.0.0/24")]));
+    expect(error).toBeInstanceOf(PoolStateConflictError);
+    expect(error.message).toBe(
+      "pools.lab.cidr shrinks from 10.0.0.0/23 to 10.0.0.0/24, but 10.0.1.0, past the new end, is allocated to lab-vm-254; release it first or keep the cidr",
+    );
+    const kept = serve([poolLayout("lab", "10.0.0.0/23")]);
+    expect(kept.stats().allocated).toBe(300);
+    expectClean(kept);
   });
 
   test("changing the CIDR of an empty pool is accepted and starts afresh", async () => {
