@@ -19,7 +19,7 @@ PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
 .PHONY: all run build install check test test-local test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
-	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-keys clean image-test
+	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-keys bench-list clean image-test
 
 all: build
 
@@ -140,6 +140,10 @@ bench-flap: build
 ## Whether a wrong API key takes measurably longer or shorter to check than the right one (a report, no assertions).
 bench-keys: build
 	$(BUN) bench/key-timing.ts
+
+## Four full allocation lists of a 1M-allocation pool at once: daemon RSS and allocate p50/p99 vs idle (about 1 minute).
+bench-list: build
+	$(BUN) bench/list-stream.ts
 
 ## The long variants of every reliability suite, one after another (as root; about 40 minutes).
 ## See docs/RELIABILITY.md for what each proves and its last figures.

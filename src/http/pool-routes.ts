@@ -6,6 +6,7 @@ import type { Nic } from "../dhcp/link.ts";
 import { parseIpv4 as parseIp } from "../net/ipv4.ts";
 import type { PoolService } from "../pool/service.ts";
 import { adminErrors, admitAdmin } from "./admin-gate.ts";
+import { streamedList } from "./list-stream.ts";
 import {
   AllocateBody,
   AllocationView,
@@ -74,7 +75,9 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
         "/ip/allocations",
         ({ query, set }) => {
           const { limit, ...rest } = query;
-          const page = pools.list({ ...rest, ...(limit === undefined ? {} : { limit: Number(limit) }) });
+          // Without a limit, the whole list: streamed a page at a time (list-stream.ts).
+          if (limit === undefined) return streamedList(pools, rest);
+          const page = pools.list({ ...rest, limit: Number(limit) });
           if (page.next !== undefined) set.headers["x-next-after"] = page.next;
           return page.items.map(view);
         },

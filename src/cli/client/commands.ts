@@ -24,6 +24,9 @@ const EIP_COLUMNS = ["id", "public_ip", "state", "instance_id", "host", "private
 
 const enc = encodeURIComponent;
 
+/** Allocations per request when `ippool list` pages through a pool. */
+const LIST_PAGE_SIZE = 1000;
+
 function query(options: Record<string, string | boolean>, names: Record<string, string>): string {
   const params = new URLSearchParams();
   for (const [option, param] of Object.entries(names)) {
@@ -164,7 +167,8 @@ export const COMMANDS: readonly ClientCommand[] = [
     args: [],
     options: ["pool"],
     summary: "list allocations",
-    run: (client, _args, options) => client.request("GET", `/api/v1/ip/allocations${query(options, { pool: "pool" })}`),
+    run: (client, _args, options) =>
+      client.requestAll(`/api/v1/ip/allocations${query(options, { pool: "pool" })}`, LIST_PAGE_SIZE),
     show: (answer) => table(answer as Row[], ALLOCATION_COLUMNS),
   },
   {

@@ -27,6 +27,27 @@ export class DaemonClient {
 
   /** The answer's JSON body; throws RequestRefusedError for 4xx/5xx, DaemonUnreachableError when nobody answers. */
   async request(method: string, path: string, body?: unknown): Promise<unknown> {
+    return (await this.exchange(method, path, body)).body;
+  }
+
+  /**
+   * Every item of a paged list (`X-Next-After` names where the next page starts), fetched `pageSize`
+   * at a time, so that neither side holds a whole large list in one answer.
+   */
+  async requestAll(path: string, pageSize: number): Promise<unknown[]> {
+    const items: unknown[] = [];
+    const separator = path.includes("?") ? "&" : "?";
+    let after: string | null = null;
+    do {
+      const page = `${path}${separator}limit=${pageSize}${after === null ? "" : `&after=${encodeURIComponent(after)}`}`;
+      const { body, headers } = await this.exchange("GET", page);
+      items.push(...(body as unknown[]));
+      after = headers.get("x-next-after");
+    } while (after !== null);
+    return items;
+  }
+
+  private async exchange(method: string, path: string, body?: unknown): Promise<{ body: unknown; headers: Headers }> {
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (this.target.apiKey) headers["x-api-key"] = this.target.apiKey;
@@ -59,7 +80,7 @@ export class DaemonClient {
         code ?? `HTTP_${response.status}`,
       );
     }
-    return parsed;
+    return { body: parsed, headers: response.headers };
   }
 
   private socket(): string {
