@@ -156,6 +156,7 @@ soak: build
 	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN) test test/hosts/ssh-faults.test.ts
 	$(MAKE) test-limits
 	$(BUN) bench/flap.ts --rounds 5 --duration 20 --raw bench/results/raw/flap-soak.json
+	$(BUN) bench/list-stream.ts
 
 clean:
 	rm -rf dist

@@ -23,11 +23,16 @@ export async function runFsck(config: Config, runtime: Runtime): Promise<number>
     ...checkEips(store, publicPools),
   ];
   let problems = 0;
+  let text = "";
   for (const report of reports) {
     problems += report.problems.length;
-    for (const problem of report.problems) process.stdout.write(`${report.pool}: ${problem}\n`);
-    process.stdout.write(`${report.pool}: ${report.allocations} allocations, ${report.problems.length} problems\n`);
+    for (const problem of report.problems) text += `${report.pool}: ${problem}\n`;
+    text += `${report.pool}: ${report.allocations} allocations, ${report.problems.length} problems\n`;
   }
   await opened.close();
+  // Written out before the caller exits: a pipe that is slow to read must not lose the report's end.
+  await new Promise<void>((resolve, reject) => {
+    process.stdout.write(text, (error) => (error ? reject(error) : resolve()));
+  });
   return problems === 0 ? 0 : 1;
 }
