@@ -73,12 +73,14 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   ) {
     try {
       if (!readOnly) mkdirSync(dataDir, { recursive: true, mode: 0o750 });
-      // separateFlushed: each commit promise carries its own flush promise (see write()).
+      // overlappingSync off: a commit resolves once it is on disk and published to other
+      // processes' readers. With it on, lmdb-js resolves a commit before its flush and publishes
+      // it to other processes later: a backup taken right after an acknowledged write missed it.
       this.root = open({
         path: join(dataDir, STORE_FILE),
         maxDbs: 16,
         mapSize: 2 ** 30,
-        separateFlushed: true,
+        overlappingSync: false,
         readOnly,
       });
     } catch (error) {
@@ -150,29 +152,16 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
    * by itself with the first commit that fits.
    */
   async write<T>(body: () => T): Promise<T> {
-    const committed = this.root.transaction(body) as Promise<T>;
-    const flushed = this.flushOfCurrentBatch();
     let result: T;
     try {
-      result = await committed;
-      // With overlapping sync a commit is visible before it is on disk: wait for its flush.
-      await flushed;
+      // Without overlapping sync (see the constructor) a commit resolves once LMDB's commit, its
+      // fdatasync included, has returned: on disk, and visible to readers in other processes.
+      result = await (this.root.transaction(body) as Promise<T>);
     } catch (error) {
       throw await this.commitFailure(error);
     }
     if (this.full && freeBytes(this.dataDir) >= LOW_SPACE_BYTES) this.full = false;
     return result;
-  }
-
-  /**
-   * The flush of the batch a write was just queued in. A transaction's promise carries no
-   * `flushed` of its own, and the database's `flushed` is read when awaited: later, it may be a
-   * later batch's, which never resolves if that batch fails. Asked at once, it is this batch's.
-   */
-  private flushOfCurrentBatch(): Promise<unknown> {
-    return new Promise((resolve, reject) => {
-      (this.root.flushed as PromiseLike<unknown>).then(resolve, reject);
-    });
   }
 
   /** Whether the last commit was refused for lack of space, and the refused commits so far. */
