@@ -24,14 +24,14 @@ export interface ReloadTargets {
   readonly leaks: LeakDetector;
 }
 
-/** The config keys only a restart applies, each with the part of the config that holds it. */
-const RESTART_ONLY: readonly (readonly [string, (config: Config) => unknown])[] = [
-  ["server.listen", (config) => config.listen],
-  ["server.socket", (config) => config.socket],
-  ["server.data_dir", (config) => config.dataDir],
-  ["pools", (config) => [config.pools, config.defaultPool]],
-  ["eip_pools", (config) => [config.eipPools, config.defaultEipPool]],
-  ["dhcp", (config) => config.dhcp],
+/** The config keys only a restart applies, each with the fields of the config that hold it. */
+const RESTART_ONLY: readonly (readonly [string, readonly (keyof Config)[]])[] = [
+  ["server.listen", ["listen"]],
+  ["server.socket", ["socket"]],
+  ["server.data_dir", ["dataDir"]],
+  ["pools", ["pools", "defaultPool"]],
+  ["eip_pools", ["eipPools", "defaultEipPool"]],
+  ["dhcp", ["dhcp"]],
 ];
 
 /**
@@ -41,20 +41,14 @@ const RESTART_ONLY: readonly (readonly [string, (config: Config) => unknown])[] 
 export async function applyReload(current: Config, next: Config, targets: ReloadTargets): Promise<Config> {
   const { logger } = targets;
   const applied: string[] = [];
-  for (const [key, part] of RESTART_ONLY) {
-    if (differs(part(current), part(next))) logger.warn("reload: needs a restart, not applied", { key });
+  let inForce: Config = { ...next };
+  for (const [key, fields] of RESTART_ONLY) {
+    const kept = Object.fromEntries(fields.map((field) => [field, current[field]])) as Partial<Config>;
+    if (fields.some((field) => differs(current[field], next[field]))) {
+      logger.warn("reload: needs a restart, not applied", { key });
+    }
+    inForce = { ...inForce, ...kept };
   }
-  let inForce: Config = {
-    ...next,
-    listen: current.listen,
-    socket: current.socket,
-    dataDir: current.dataDir,
-    pools: current.pools,
-    defaultPool: current.defaultPool,
-    eipPools: current.eipPools,
-    defaultEipPool: current.defaultEipPool,
-    dhcp: current.dhcp,
-  };
   if (current.logFormat !== next.logFormat || current.logLevel !== next.logLevel) {
     logger.reconfigure(next.logFormat, next.logLevel);
     applied.push("log");
