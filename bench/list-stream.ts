@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { freePort } from "./free-port.ts";
 
 const { values } = parseArgs({
   options: { percent: { type: "string", default: "96" }, allocations: { type: "string", default: "2000" } },
@@ -85,14 +86,6 @@ try {
   );
 } finally {
   rmSync(dir, { recursive: true, force: true });
-}
-
-function freePort(): number {
-  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const { port } = server;
-  server.stop(true);
-  if (port === undefined) throw new Error("no free port");
-  return port;
 }
 
 /** Waits (bounded) until the daemon answers its health check. */

@@ -5,6 +5,7 @@
  * `STARTUP median=... min=... max=... runs=a,b,... allocated=N` (milliseconds).
  */
 import { parseArgs } from "node:util";
+import { freePort } from "./free-port.ts";
 
 const { values } = parseArgs({
   options: {
@@ -18,14 +19,6 @@ if (values.config === undefined) throw new Error("usage: bun bench/startup.ts --
 const config = values.config;
 const POLL_MS = 5;
 const START_TIMEOUT_MS = 120_000;
-
-function freePort(): number {
-  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const port = server.port;
-  server.stop(true);
-  if (port === undefined) throw new Error("no free port");
-  return port;
-}
 
 async function answers(url: string): Promise<boolean> {
   try {

@@ -4,8 +4,7 @@
  * allocations is never built in memory, and other requests are served between pages. The first
  * page is read before the answer starts, so a bad `after` or pool still answers its 4xx.
  */
-import type { Allocation } from "../pool/allocator.ts";
-import type { PoolService } from "../pool/service.ts";
+import type { ListPage, PoolService } from "../pool/service.ts";
 import { allocationView } from "./views.ts";
 
 /** Allocations per page read from the store: a few milliseconds of work between other requests. */
@@ -18,7 +17,7 @@ export function streamedList(pools: PoolService, query: { readonly pool?: string
       ...(after === undefined ? {} : { after }),
       limit: PAGE,
     });
-  let page: { items: readonly Allocation[]; next?: string } | null = pageAfter(query.after);
+  let page: ListPage | null = pageAfter(query.after);
   let written = 0;
   const encoder = new TextEncoder();
   const stream = new ReadableStream<Uint8Array>({
