@@ -58,16 +58,33 @@ export class Logger {
   }
 }
 
+let stampedAt = Number.NaN;
+let stamp = "";
+
+/** The time as ISO 8601 text, formatted once per millisecond: under load many lines share one. */
+function now(): string {
+  const ms = Date.now();
+  if (ms !== stampedAt) {
+    stampedAt = ms;
+    stamp = new Date(ms).toISOString();
+  }
+  return stamp;
+}
+
+const LEVEL_TEXT: Record<LogLevel, string> = { debug: "DEBUG", info: "INFO", warn: "WARN", error: "ERROR" };
+/** A value that would not read back as one token: quoted. */
+const NEEDS_QUOTES = /[\s"=]/;
+
 function jsonLine(level: LogLevel, message: string, fields: Fields): string {
-  return `${JSON.stringify({ time: new Date().toISOString(), level, msg: message, ...fields })}\n`;
+  return `${JSON.stringify({ time: now(), level, msg: message, ...fields })}\n`;
 }
 
 function textLine(level: LogLevel, message: string, fields: Fields): string {
-  let line = `${new Date().toISOString()} ${level.toUpperCase()} ${message}`;
+  let line = `${now()} ${LEVEL_TEXT[level]} ${message}`;
   for (const key in fields) {
     const value = fields[key];
     if (value === undefined) continue;
-    line += ` ${key}=${typeof value === "string" && /[\s"=]/.test(value) ? JSON.stringify(value) : value}`;
+    line += ` ${key}=${typeof value === "string" && NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
   }
   return `${line}\n`;
 }

@@ -22,12 +22,19 @@ export function httpMetrics(registry: Registry): HttpRequestRecorder {
     buckets: HTTP_SECONDS_BUCKETS,
     registers: [registry],
   });
+  // prom-client hashes the label values on every observation; a request's series is looked up
+  // by one string instead (the label set is bounded, so is this map).
+  const series = new Map<string, ReturnType<typeof duration.labels>>();
   return {
     request(method, route, status, seconds) {
-      duration.observe(
-        { method: METHODS.has(method) ? method : "other", route: route ?? "unmatched", status: String(status) },
-        seconds,
-      );
+      const known = METHODS.has(method) ? method : "other";
+      const key = `${known} ${status} ${route}`;
+      let child = series.get(key);
+      if (child === undefined) {
+        child = duration.labels({ method: known, route: route ?? "unmatched", status: String(status) });
+        series.set(key, child);
+      }
+      child.observe(seconds);
     },
   };
 }

@@ -11,6 +11,7 @@ import type { EipRecord, EipState, EipStore, IdempotencyRecord } from "../eip/st
 import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
 import { StorageFullError, StoreOpenError } from "./errors.ts";
+import { PoolCache } from "./pool-cache.ts";
 
 type PageKey = [string, number];
 type AllocationKey = [string, string];
@@ -59,6 +60,10 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
    * before it existed is opened read-only (LMDB cannot add a sub-database then).
    */
   private readonly meta: Database<string, string> | undefined;
+  /** Bitmap pages and summaries, written through (pool-cache.ts). */
+  private readonly cache = new PoolCache();
+  /** True while a write transaction's callback runs: only then do counters read check the cache. */
+  private writing = false;
   /** True from a commit refused for lack of space until one succeeds with room to spare again. */
   private full = false;
   private failures: WriteFailures = { storageFull: 0, other: 0 };
@@ -156,8 +161,9 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     try {
       // Without overlapping sync (see the constructor) a commit resolves once LMDB's commit, its
       // fdatasync included, has returned: on disk, and visible to readers in other processes.
-      result = await (this.root.transaction(body) as Promise<T>);
+      result = await (this.root.transaction(() => this.writingIn(body)) as Promise<T>);
     } catch (error) {
+      this.cache.clear();
       throw await this.commitFailure(error);
     }
     if (this.full && freeBytes(this.dataDir) >= LOW_SPACE_BYTES) this.full = false;
@@ -203,7 +209,21 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   }
 
   writeSync<T>(body: () => T): T {
-    return this.root.transactionSync(body);
+    try {
+      return this.root.transactionSync(() => this.writingIn(body));
+    } catch (error) {
+      this.cache.clear();
+      throw error;
+    }
+  }
+
+  private writingIn<T>(body: () => T): T {
+    this.writing = true;
+    try {
+      return body();
+    } finally {
+      this.writing = false;
+    }
   }
 
   async close(): Promise<void> {
@@ -237,16 +257,23 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.stamps.putSync(pool, stamp);
   }
 
+  /**
+   * Cursor and count are 8 bytes; the pool's write generation (pool-cache.ts) follows them, absent
+   * in stores written before it was kept (generation 0). Read inside a write transaction, the
+   * committed generation decides whether the cached pages still hold.
+   */
   getCounters(pool: string): PoolCounters | undefined {
     const bytes = this.counters.getBinaryFast(pool);
     if (!bytes) return undefined;
+    if (this.writing) this.cache.checked(pool, bytes.length >= 12 ? bytes.readUInt32LE(8) : 0);
     return { cursor: bytes.readUInt32LE(0), allocated: bytes.readUInt32LE(4) };
   }
 
   putCounters(pool: string, counters: PoolCounters): void {
-    const bytes = Buffer.allocUnsafe(8);
+    const bytes = Buffer.allocUnsafe(12);
     bytes.writeUInt32LE(counters.cursor, 0);
     bytes.writeUInt32LE(counters.allocated, 4);
+    bytes.writeUInt32LE(this.cache.of(pool).nextGeneration(), 8);
     this.counters.putSync(pool, bytes);
   }
 
@@ -255,29 +282,48 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     this.counters.removeSync(pool);
     this.summaries.removeSync(pool);
     for (const index of this.pageIndexes(pool)) this.pages.removeSync([pool, index]);
+    this.cache.forget(pool);
   }
 
-  // getBinaryFast returns a buffer that the next read overwrites; pageFromBytes copies it out.
+  /**
+   * Pages and summaries are the cache's own arrays: change one only to put it back in the same
+   * transaction. (getBinaryFast returns a buffer that the next read overwrites; pageFromBytes
+   * copies it out.)
+   */
   getSummary(pool: string): Uint32Array | undefined {
-    const bytes = this.summaries.getBinaryFast(pool);
-    return bytes ? pageFromBytes(bytes, bytes.length / 4) : undefined;
+    const cached = this.cache.of(pool);
+    if (cached.summary === undefined) {
+      const bytes = this.summaries.getBinaryFast(pool);
+      if (bytes) cached.summary = pageFromBytes(bytes, bytes.length / 4);
+    }
+    return cached.summary;
   }
 
   putSummary(pool: string, words: Uint32Array): void {
     this.summaries.putSync(pool, pageToBytes(words));
+    this.cache.of(pool).summary = words;
   }
 
   getPage(pool: string, index: number): Uint32Array | undefined {
+    const { pages } = this.cache.of(pool);
+    const cached = pages.get(index);
+    if (cached !== undefined) return cached;
     const bytes = this.pages.getBinaryFast([pool, index]);
-    return bytes ? pageFromBytes(bytes) : undefined;
+    if (!bytes) return undefined;
+    const page = pageFromBytes(bytes);
+    pages.set(index, page);
+    return page;
   }
 
+  // lmdb-js copies the value within putSync inside a transaction: the page may change afterwards.
   putPage(pool: string, index: number, words: Uint32Array): void {
     this.pages.putSync([pool, index], pageToBytes(words));
+    this.cache.of(pool).pages.set(index, words);
   }
 
   removePage(pool: string, index: number): void {
     this.pages.removeSync([pool, index]);
+    this.cache.of(pool).pages.delete(index);
   }
 
   pageIndexes(pool: string): Iterable<number> {
