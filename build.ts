@@ -43,6 +43,7 @@ const stubSsh2Natives: BunPlugin = {
 const result = await Bun.build({
   entrypoints: ["src/main.ts"],
   compile: { outfile: "dist/ippool" },
+  bytecode: true,
   plugins: [embedLmdbAddon, stubSsh2Natives],
 });
 if (!result.success) {

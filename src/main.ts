@@ -5,18 +5,14 @@
  * unreachable.
  */
 
-import { runBackup } from "./cli/backup.ts";
+// Only what every command needs is imported here. The daemon's modules (Elysia, lmdb, ssh2,
+// prom-client: most of the binary's start-up time) are imported when a command needs them, so a
+// client command, which the libvirt hook runs at every VM start and stop, starts in milliseconds.
 import { DaemonUnreachableError, RequestRefusedError } from "./cli/client/errors.ts";
 import { findClientCommand, runClient } from "./cli/client/run.ts";
-import { bashCompletion } from "./cli/completion.ts";
 import { parseCommand } from "./cli/flags.ts";
-import { runFsck } from "./cli/fsck.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
-import { walkStore } from "./cli/walk-store.ts";
-import { overridesFromEnv } from "./config/env.ts";
 import { ConfigError } from "./config/errors.ts";
-import { loadConfig } from "./config/load.ts";
-import { serve } from "./daemon/serve.ts";
 import { currentRuntime } from "./runtime/index.ts";
 import { VERSION } from "./version.ts";
 
@@ -26,10 +22,12 @@ async function main(argv: readonly string[]): Promise<void> {
     const besideDaemon = argv[2] === "--beside-daemon";
     if (argv.length !== (besideDaemon ? 3 : 2))
       throw new UsageError("usage: ippool walk-store DATA_DIR [--beside-daemon]");
+    const { walkStore } = await import("./cli/walk-store.ts");
     return void process.stdout.write(`${JSON.stringify(await walkStore(argv[1] as string, besideDaemon))}\n`);
   }
   if (argv[0] === "completion") {
     if (argv[1] !== "bash" || argv.length !== 2) throw new UsageError("usage: ippool completion bash");
+    const { bashCompletion } = await import("./cli/completion.ts");
     return void process.stdout.write(bashCompletion());
   }
   const client = findClientCommand(argv);
@@ -37,13 +35,22 @@ async function main(argv: readonly string[]): Promise<void> {
   const { command, overrides, destination } = parseCommand(argv);
   if (command === "help") return void process.stdout.write(HELP);
   if (command === "version") return void process.stdout.write(`ippool ${VERSION}\n`);
+  const [{ loadConfig }, { overridesFromEnv }] = await Promise.all([
+    import("./config/load.ts"),
+    import("./config/env.ts"),
+  ]);
   const readConfig = () => loadConfig({ ...overridesFromEnv(process.env), ...overrides });
   const config = readConfig();
-  if (command === "fsck") process.exit(await runFsck(config, await currentRuntime()));
+  if (command === "fsck") {
+    const { runFsck } = await import("./cli/fsck.ts");
+    process.exit(await runFsck(config, await currentRuntime()));
+  }
   if (command === "backup") {
+    const { runBackup } = await import("./cli/backup.ts");
     const { path, bytes, ms } = await runBackup(config, await currentRuntime(), destination as string);
     return void process.stdout.write(`backup: ${path}, ${bytes} bytes, ${Math.round(ms)} ms\n`);
   }
+  const { serve } = await import("./daemon/serve.ts");
   await serve(config, readConfig);
 }
 
