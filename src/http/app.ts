@@ -95,10 +95,13 @@ export function createHandler(
   const allowed = new AllowedMethods(app.routes);
   return async (received) => {
     const started = performance.now();
-    const request = routable(received);
+    const url = received.url;
+    const start = pathStart(url);
+    const request = routable(received, url, start);
     markTransport(request, via);
-    const target = pathOf(request.url);
-    const path = target.split("?")[0] as string;
+    const target = start < 0 ? "/" : url.slice(start);
+    const query = target.indexOf("?");
+    const path = query < 0 ? target : target.slice(0, query);
     const response = declaredTooLarge(request)
       ? errorResponse(
           413,
@@ -121,22 +124,14 @@ export function createHandler(
  * path, and an HTTP/1.0 request without a Host header (HAProxy's default health check) reaches
  * the handler as a bare path. Such requests get a plain host.
  */
-function routable(request: Request): Request {
-  const url = request.url;
-  const start = pathStart(url);
+function routable(request: Request, url: string, start: number): Request {
   if (start >= 11 || start < 0) return request;
   return new Request(`http://localhost${url.slice(start)}`, request);
 }
 
-/** Where the path begins in a request URL: after scheme and host, or at 0 for a bare path. */
+/** Where the path begins in a request URL: after scheme and host, or at 0 for a bare path; -1 for none. */
 function pathStart(url: string): number {
   return url.startsWith("/") ? 0 : url.indexOf("/", url.indexOf("//") + 2);
-}
-
-/** The path and query of a request URL. */
-function pathOf(url: string): string {
-  const start = pathStart(url);
-  return start < 0 ? "/" : url.slice(start);
 }
 
 /** An unknown route whose path another method serves: 405 with `Allow` instead of 404. */
@@ -168,12 +163,14 @@ function logRequest(
     status: response.status,
     ms: Math.round(ms * 100) / 100,
   };
-  const detail = logger.enabled("debug")
-    ? {
-        via,
-        bytes_in: request.headers.get("content-length") ?? undefined,
-        agent: request.headers.get("user-agent") ?? undefined,
-      }
-    : {};
-  logger.info("request", { ...fields, ...detail });
+  if (!logger.enabled("debug")) {
+    logger.info("request", fields);
+    return;
+  }
+  logger.info("request", {
+    ...fields,
+    via,
+    bytes_in: request.headers.get("content-length") ?? undefined,
+    agent: request.headers.get("user-agent") ?? undefined,
+  });
 }

@@ -84,7 +84,12 @@ function textLine(level: LogLevel, message: string, fields: Fields): string {
   for (const key in fields) {
     const value = fields[key];
     if (value === undefined) continue;
-    line += ` ${key}=${typeof value === "string" && NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value}`;
+    line += ` ${key}=${typeof value === "string" ? token(value) : value}`;
   }
   return `${line}\n`;
+}
+
+/** A string field's value as it is, or quoted when it would not read back as one token. */
+function token(value: string): string {
+  return NEEDS_QUOTES.test(value) ? JSON.stringify(value) : value;
 }

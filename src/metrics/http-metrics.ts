@@ -3,7 +3,8 @@
  * matched (`/api/v1/ip/:vm_id`), "unmatched" when none did, so the label set stays bounded
  * whatever paths clients send; so does the method (anything unusual is "other").
  */
-import { Histogram, type Registry } from "prom-client";
+import type { Registry } from "prom-client";
+import { SeriesHistogram } from "./series-histogram.ts";
 
 /** Most answers take well under a millisecond; writes wait for an LMDB flush; EIP calls for SSH. */
 const HTTP_SECONDS_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
@@ -15,26 +16,22 @@ export interface HttpRequestRecorder {
 }
 
 export function httpMetrics(registry: Registry): HttpRequestRecorder {
-  const duration = new Histogram({
-    name: "ippool_http_request_duration_seconds",
-    help: "Time from receiving a request to its response being ready, by method, route template and status.",
-    labelNames: ["method", "route", "status"] as const,
-    buckets: HTTP_SECONDS_BUCKETS,
-    registers: [registry],
-  });
-  // prom-client hashes the label values on every observation; a request's series is looked up
-  // by one string instead (the label set is bounded, so is this map).
-  const series = new Map<string, ReturnType<typeof duration.labels>>();
+  const duration = new SeriesHistogram(
+    "ippool_http_request_duration_seconds",
+    "Time from receiving a request to its response being ready, by method, route template and status.",
+    HTTP_SECONDS_BUCKETS,
+    registry,
+  );
   return {
     request(method, route, status, seconds) {
       const known = METHODS.has(method) ? method : "other";
-      const key = `${known} ${status} ${route}`;
-      let child = series.get(key);
-      if (child === undefined) {
-        child = duration.labels({ method: known, route: route ?? "unmatched", status: String(status) });
-        series.set(key, child);
-      }
-      child.observe(seconds);
+      duration
+        .seriesOf(`${known} ${status} ${route}`, () => ({
+          method: known,
+          route: route ?? "unmatched",
+          status: String(status),
+        }))
+        .observe(seconds);
     },
   };
 }

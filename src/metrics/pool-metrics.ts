@@ -6,6 +6,7 @@
 import { Counter, Gauge, type Registry } from "prom-client";
 import { ALLOCATION_FAILURE_REASONS, type PoolEvents, type PoolKind } from "../pool/events.ts";
 import type { PoolUsage } from "../pool/service.ts";
+import { Tally } from "./tally.ts";
 
 export interface PoolMetricsSource {
   /** The configured pools, so their counters exist (at zero) before anything happens. */
@@ -40,23 +41,35 @@ export function poolMetrics(registry: Registry, source: PoolMetricsSource): Pool
       for (const { pool, kind, usable } of source.usage()) this.set({ pool, kind }, usable);
     },
   });
+  const allocated = new Tally<"pool" | "kind">();
+  const released = new Tally<"pool" | "kind">();
+  const failed = new Tally<"pool" | "kind" | "reason">();
   const allocations = new Counter({
     name: "ippool_pool_allocations_total",
     help: "New allocations committed (repeats of an existing allocation are not counted).",
     labelNames: ["pool", "kind"] as const,
     registers: [registry],
+    collect() {
+      allocated.flushInto(this);
+    },
   });
   const releases = new Counter({
     name: "ippool_pool_releases_total",
     help: "Releases committed.",
     labelNames: ["pool", "kind"] as const,
     registers: [registry],
+    collect() {
+      released.flushInto(this);
+    },
   });
   const failures = new Counter({
     name: "ippool_pool_allocation_failures_total",
     help: "Allocations refused, by reason (exhausted, address_in_use, invalid_ip, vm_has_other_address, quota_exceeded, idempotency_mismatch, internal).",
     labelNames: ["pool", "kind", "reason"] as const,
     registers: [registry],
+    collect() {
+      failed.flushInto(this);
+    },
   });
   for (const { pool, kind } of source.pools) {
     allocations.inc({ pool, kind }, 0);
@@ -64,8 +77,8 @@ export function poolMetrics(registry: Registry, source: PoolMetricsSource): Pool
     for (const reason of ALLOCATION_FAILURE_REASONS[kind]) failures.inc({ pool, kind, reason }, 0);
   }
   return {
-    allocated: (pool, kind) => allocations.inc({ pool, kind }),
-    released: (pool, kind) => releases.inc({ pool, kind }),
-    allocationFailed: (pool, kind, reason) => failures.inc({ pool, kind, reason }),
+    allocated: (pool, kind) => allocated.add(`${kind} ${pool}`, () => ({ pool, kind })),
+    released: (pool, kind) => released.add(`${kind} ${pool}`, () => ({ pool, kind })),
+    allocationFailed: (pool, kind, reason) => failed.add(`${kind} ${reason} ${pool}`, () => ({ pool, kind, reason })),
   };
 }

@@ -91,27 +91,29 @@ export function allocateInTransaction(
         : findFreeOrdinal(store, layout, counters);
   if (!chosen.ok) return chosen;
   const ordinal = chosen.value;
-  const allocation: Allocation = {
-    pool: layout.name,
-    vmId: request.vmId,
-    ip: layout.ipAt(ordinal),
-    ...(request.hostname === undefined ? {} : { hostname: request.hostname }),
-    ...(request.name === undefined ? {} : { name: request.name }),
-    ...(request.host === undefined ? {} : { host: request.host }),
-    ...(request.nic === undefined ? {} : { nic: request.nic }),
-    createdAt: Date.now(),
-  };
+  const record = newRecord(layout.ipAt(ordinal), request);
   markTaken(store, layout, ordinal);
-  const { pool: _pool, vmId: _vmId, ...record } = allocation;
   store.putAllocation(layout.name, request.vmId, record);
-  store.putAddress(layout.name, allocation.ip, request.vmId);
+  store.putAddress(layout.name, record.ip, request.vmId);
   // The newest VM to take a name owns it: a domain undefined and defined again under its old name
   // is found by that name, while the old one's allocation waits for leak collection.
   if (request.name !== undefined) store.putName(layout.name, request.name, request.vmId);
   const chosenFreely = request.ip === undefined && !preferred?.ok;
   const cursor = layout.strategy === "next-fit" && chosenFreely ? (ordinal + 1) % layout.cidr.size : counters.cursor;
   store.putCounters(layout.name, { cursor, allocated: counters.allocated + 1 });
-  return { ok: true, value: { allocation, created: true } };
+  return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...record }, created: true } };
+}
+
+type Writable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** The stored record of a new allocation; optional fields only where the request has them. */
+function newRecord(ip: number, request: AllocateRequest): AllocationRecord {
+  const record: Writable<AllocationRecord> = { ip, createdAt: Date.now() };
+  if (request.hostname !== undefined) record.hostname = request.hostname;
+  if (request.name !== undefined) record.name = request.name;
+  if (request.host !== undefined) record.host = request.host;
+  if (request.nic !== undefined) record.nic = request.nic;
+  return record;
 }
 
 /** Releases the vm's address in this pool; returns what was released, or null if it held none. */
