@@ -45,7 +45,11 @@ export interface RequestObserver {
 
 export function createApp(services: Services, logger: Logger) {
   return (
-    new Elysia()
+    // normalize off: Elysia no longer strips undeclared fields from bodies and answers before
+    // checking them (a cost on every request). Handlers read only the fields they declare, views
+    // build exactly the declared fields, and an interface object with a field it does not declare
+    // is refused (422) instead of being trimmed to fit.
+    new Elysia({ normalize: false })
       .onParse(({ request }) => readJsonBody(request))
       // The matched route template, for metrics: transform runs for every matched route, error for
       // those that failed before it (body parsing); an unmatched request reaches neither with a route.
