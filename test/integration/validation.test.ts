@@ -57,6 +57,14 @@ describe("request bodies", () => {
     ["a string body", '"x"'],
     ["an ip object with a toString key (found by the fuzzer: it answered 500)", '{"vm_id":"a","ip":{"toString":1}}'],
     ["a vm_id object with a valueOf key", '{"vm_id":{"valueOf":null}}'],
+    [
+      "an interface with a field it does not declare",
+      '{"vm_id":"x","interfaces":[{"mac":"52:54:00:00:00:01","network":"default","model":"virtio"}]}',
+    ],
+    [
+      "an interface naming both a network and a bridge",
+      '{"vm_id":"x","interfaces":[{"mac":"52:54:00:00:00:01","network":"default","bridge":"br0"}]}',
+    ],
   ])("%s answers 422 VALIDATION naming the field", async (_what, body) => {
     const response = await rawPost(body);
     expect(response.status).toBe(422);
