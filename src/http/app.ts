@@ -161,18 +161,16 @@ function logRequest(
   ms: number,
   via: string,
 ): void {
-  const fields = {
-    method: request.method,
-    path: target,
-    status: response.status,
-    ms: Math.round(ms * 100) / 100,
-  };
+  const rounded = Math.round(ms * 100) / 100;
   if (!logger.enabled("debug")) {
-    logger.info("request", fields);
+    logger.request(request.method, target, response.status, rounded);
     return;
   }
   logger.info("request", {
-    ...fields,
+    method: request.method,
+    path: target,
+    status: response.status,
+    ms: rounded,
     via,
     bytes_in: request.headers.get("content-length") ?? undefined,
     agent: request.headers.get("user-agent") ?? undefined,

@@ -43,6 +43,16 @@ export class Logger {
     this.log("error", message, fields);
   }
 
+  /**
+   * The line every request writes, the same as `info("request", { method, path, status, ms })`;
+   * in text it is formatted directly: the general field loop showed in profiles of allocation.
+   */
+  request(method: string, path: string, status: number, ms: number): void {
+    if (!this.enabled("info")) return;
+    if (this.format === "json") this.info("request", { method, path, status, ms });
+    else this.append(`${now()} INFO request method=${token(method)} path=${token(path)} status=${status} ms=${ms}\n`);
+  }
+
   /** Writes out buffered lines now (before exiting). */
   flush(): void {
     if (this.pending === "") return;
@@ -53,8 +63,12 @@ export class Logger {
 
   private log(level: LogLevel, message: string, fields: Fields = {}): void {
     if (!this.enabled(level)) return;
+    this.append(this.format === "json" ? jsonLine(level, message, fields) : textLine(level, message, fields));
+  }
+
+  private append(line: string): void {
     if (this.pending === "") setImmediate(() => this.flush());
-    this.pending += this.format === "json" ? jsonLine(level, message, fields) : textLine(level, message, fields);
+    this.pending += line;
   }
 }
 

@@ -7,6 +7,7 @@ import { type Nic, sameNic } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
 import { fail, type Outcome } from "../outcome.ts";
+import type { Writable } from "../writable.ts";
 import { clearBit, emptyPage, findClear, findSetCircular, PAGE_BITS, setBit, testBit } from "./bitmap.ts";
 import { AddressInUseError, ORIGINAL_MESSAGES, PoolExhaustedError, VmHasOtherAddressError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
@@ -103,8 +104,6 @@ export function allocateInTransaction(
   store.putCounters(layout.name, { cursor, allocated: counters.allocated + 1 });
   return { ok: true, value: { allocation: { pool: layout.name, vmId: request.vmId, ...record }, created: true } };
 }
-
-type Writable<T> = { -readonly [K in keyof T]: T[K] };
 
 /** The stored record of a new allocation; optional fields only where the request has them. */
 function newRecord(ip: number, request: AllocateRequest): AllocationRecord {

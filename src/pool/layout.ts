@@ -2,7 +2,15 @@
  * The geometry of one pool: how its addresses map to ordinals, pages and bits, and which
  * ordinals are never handed out. Pure and derived from configuration only.
  */
-import { type Cidr, cidrContains, formatCidr, formatRange, type IpRange, mergeRanges } from "../net/ipv4.ts";
+import {
+  type Cidr,
+  cidrContains,
+  formatCidr,
+  formatIpv4,
+  formatRange,
+  type IpRange,
+  mergeRanges,
+} from "../net/ipv4.ts";
 import { emptyPage, findClear, PAGE_BITS, PAGE_WORDS, popcount, setBitRange } from "./bitmap.ts";
 
 export type Strategy = "next-fit" | "lowest";
@@ -29,6 +37,9 @@ export class PoolLayout {
   readonly usableCount: number;
   /** Identifies everything that shapes the bitmap; stored beside the pool's state. */
   readonly fingerprint: string;
+  /** The CIDR and the gateway as text, formatted once: every allocation's answer carries them. */
+  readonly network: string;
+  readonly gatewayText: string | null;
   private readonly masks = new Map<number, Uint32Array | null>();
 
   constructor(definition: PoolDefinition) {
@@ -40,14 +51,12 @@ export class PoolLayout {
     this.pageCount = Math.ceil(this.cidr.size / PAGE_BITS);
     this.unusable = mergeRanges(this.unusableOrdinals(definition));
     this.usableCount = this.cidr.size - this.unusable.reduce((sum, r) => sum + r.last - r.first + 1, 0);
+    this.network = formatCidr(this.cidr);
+    this.gatewayText = this.gateway === null ? null : formatIpv4(this.gateway);
     this.fingerprint = JSON.stringify({
       cidr: formatCidr(this.cidr),
       unusable: this.unusable.map((r) => [r.first, r.last]),
     });
-  }
-
-  get network(): string {
-    return formatCidr(this.cidr);
   }
 
   contains(ip: number): boolean {

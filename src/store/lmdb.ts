@@ -62,6 +62,7 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   private readonly meta: Database<string, string> | undefined;
   /** Bitmap pages and summaries, written through (pool-cache.ts). */
   private readonly cache = new PoolCache();
+  private readonly counterBytes = Buffer.alloc(12);
   /** True while a write transaction's callback runs: only then do counters read check the cache. */
   private writing = false;
   /** True from a commit refused for lack of space until one succeeds with room to spare again. */
@@ -270,7 +271,8 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
   }
 
   putCounters(pool: string, counters: PoolCounters): void {
-    const bytes = Buffer.allocUnsafe(12);
+    // One buffer for every write: putSync copies it before it returns.
+    const bytes = this.counterBytes;
     bytes.writeUInt32LE(counters.cursor, 0);
     bytes.writeUInt32LE(counters.allocated, 4);
     bytes.writeUInt32LE(this.cache.of(pool).nextGeneration(), 8);
