@@ -39,6 +39,7 @@ FAILOVER_MOVES=${BENCH_FAILOVER_MOVES:-20}
 FAILOVER_BULK=${BENCH_FAILOVER_BULK:-1000}
 FLOOR_ROUNDS=${BENCH_FLOOR_ROUNDS:-3}
 FLOOR_DURATION=${BENCH_FLOOR_DURATION:-8s}
+FLOOR_WARM_UP=3s
 CLIENT_RUNS=${BENCH_CLIENT_RUNS:-30}
 RESULTS=bench/results
 
@@ -186,11 +187,13 @@ for round in $(seq 1 "$FLOOR_ROUNDS"); do
       else
         start_daemon "$(write_config "$id" 10.0.0.0/12 "$WORK/$id.sock")"
       fi
+      # Warmed up with the allocations themselves, so both run JIT-compiled code: a health warm-up
+      # leaves the allocation path to be compiled during the measured run.
       if [ "$run" = unix ]; then
-        "$BUN" bench/load.ts --socket "$WORK/$id.sock" --script health --seconds 2 >/dev/null
+        "$BUN" bench/load.ts --socket "$WORK/$id.sock" --script allocate --seconds "${FLOOR_WARM_UP%s}" --tag "$id-w" >/dev/null
         bench_socket "$id" "$WORK/$id.sock" allocate "$CONNS" "$FLOOR_DURATION"
       else
-        warm_up
+        BENCH_TAG="$id-w" wrk -t1 -c"$CONNS" -d"$FLOOR_WARM_UP" -s bench/wrk/allocate.lua "http://127.0.0.1:$PORT" >/dev/null
         case $run in
           allocate) bench "$id" allocate "$CONNS" "$FLOOR_DURATION" ;;
           pairs) bench "$id" pairs "$CONNS" "$FLOOR_DURATION" ;;
@@ -307,7 +310,8 @@ REPORT="$RESULTS/latest.txt"
   echo "  wrk -t1 -c$CONNS -d$DURATION --latency after a 2 s health warm-up; errors = non-2xx + socket errors"
   echo "  (wrk corrects its percentiles for coordinated omission: one long stall adds many samples)"
   echo
-  echo "1. Against the floor of its stack (bench/floor.ts), medians of $FLOOR_ROUNDS interleaved rounds, -d$FLOOR_DURATION each, fresh data dirs"
+  echo "1. Against the floor of its stack (bench/floor.ts), medians of $FLOOR_ROUNDS interleaved rounds, -d$FLOOR_DURATION each,"
+  echo "  fresh data dirs, each run after $FLOOR_WARM_UP of allocations at -c$CONNS"
   echo "  TCP: wrk -t1; socket: bench/load.ts (no coordinated-omission correction: compare it with itself)"
   printf '  %-34s %9s %9s %9s %9s   %s\n' "" "floor" "ippool" "ratio" "" "(ratio = ippool / floor)"
   floor_row() { # floor_row LABEL RUN KEY
