@@ -291,7 +291,7 @@ async function main(): Promise<void> {
     const row = (label: string, count: string, s: { p50: number; p95: number; max: number }, note = "") =>
       `  ${label.padEnd(40)} ${count.padStart(9)} ${fmt(s.p50).padStart(8)} ${fmt(s.p95).padStart(8)} ${fmt(s.max).padStart(8)}${note}`;
     const out: string[] = [];
-    out.push("4. Elastic IP failover and association: dist/ippool in the network-namespace testbed");
+    out.push("7. Elastic IP failover and association: dist/ippool in the network-namespace testbed");
     out.push("  (real sshd, nftables and libvirt's test driver on the fake hosts; requests over the Unix socket)");
     out.push("  failover = associate with allow_reassociation sent → first answer from the new VM to a UDP probe");
     out.push(`  from the uplink every ~1 ms, started ${PROBE_LEAD_MS} ms before the request; fo-a@hv1 ⇄ fo-b@hv2`);

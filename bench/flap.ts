@@ -429,7 +429,7 @@ function compare(runs: readonly Run[], mode: FlapMode): { line: string; summary:
 
 function report(runs: readonly Run[], began: number): { text: string; ok: boolean } {
   const out = [
-    `5. Pool API under load while ${FLAPPING} flaps: dist/ippool in the network-namespace testbed`,
+    `8. Pool API under load while ${FLAPPING} flaps: dist/ippool in the network-namespace testbed`,
     `  wrk -t1 -c${CONNECTIONS} -d${DURATION_S}s --latency -s bench/wrk/pairs.lua (allocate+release on a /16) over TCP in the daemon namespace;`,
     `  ${HOSTS.length} hosts with ${DOMAINS} associated EIPs each, reconciled every ${RECONCILE_S} s; ${FLAPPING} flaps every ${FLAP_MS} ms (link: sshd killed`,
     `  and eth0 down, then back; sshd: sshd killed and restarted); ${TRICKLE_MS === 0 ? "no EIP changes during the runs" : `every run also changes one EIP on ${FLAPPING} every ${TRICKLE_MS} ms`}`,

@@ -115,9 +115,16 @@ function newRecord(ip: number, request: AllocateRequest): AllocationRecord {
   return record;
 }
 
-/** Releases the vm's address in this pool; returns what was released, or null if it held none. */
-export function releaseInTransaction(store: PoolStore, layout: PoolLayout, vmId: string): Allocation | null {
-  const record = store.getAllocation(layout.name, vmId);
+/**
+ * Releases the vm's address in this pool; returns what was released, or null if it held none.
+ * `record` is its allocation record when the caller has just read it in this transaction.
+ */
+export function releaseInTransaction(
+  store: PoolStore,
+  layout: PoolLayout,
+  vmId: string,
+  record: AllocationRecord | undefined = store.getAllocation(layout.name, vmId),
+): Allocation | null {
   if (!record) return null;
   const counters = countersOf(store, layout);
   markFree(store, layout, layout.ordinalOf(record.ip));

@@ -235,7 +235,7 @@ export class PoolService {
           const record = layout && this.store.getAllocation(layout.name, expected.vmId);
           if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
           if (!still(record)) return [];
-          return releaseInTransaction(this.store, layout, expected.vmId) ?? [];
+          return releaseInTransaction(this.store, layout, expected.vmId, record) ?? [];
         }),
       ),
     );
