@@ -17,7 +17,7 @@
 #      (as root; skipped otherwise)
 #   9. API key check timing, wrong vs right keys, in process and over HTTP: bench/key-timing.ts
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
-# bench/results/raw/). Knobs (environment): BENCH_FLOOR_ROUNDS (3) and BENCH_FLOOR_DURATION (8s)
+# bench/results/raw/). Knobs (environment): BENCH_FLOOR_ROUNDS (5) and BENCH_FLOOR_DURATION (5s)
 # for section 1, BENCH_CLIENT_RUNS (30) for section 3, BENCH_CONNECTIONS (32), BENCH_HIGH_CONNECTIONS (128, a
 # second /12 round where group commit fills bigger batches), BENCH_DURATION (10s),
 # BENCH_BIG_CIDR (10.0.0.0/10), BENCH_FILL_PERCENT (99), BENCH_STARTS (5), BENCH_FULL_C32_DURATION (1s:
@@ -37,8 +37,8 @@ STARTS=${BENCH_STARTS:-5}
 FULL_C32_DURATION=${BENCH_FULL_C32_DURATION:-1s}
 FAILOVER_MOVES=${BENCH_FAILOVER_MOVES:-20}
 FAILOVER_BULK=${BENCH_FAILOVER_BULK:-1000}
-FLOOR_ROUNDS=${BENCH_FLOOR_ROUNDS:-3}
-FLOOR_DURATION=${BENCH_FLOOR_DURATION:-8s}
+FLOOR_ROUNDS=${BENCH_FLOOR_ROUNDS:-5}
+FLOOR_DURATION=${BENCH_FLOOR_DURATION:-5s}
 FLOOR_WARM_UP=3s
 CLIENT_RUNS=${BENCH_CLIENT_RUNS:-30}
 RESULTS=bench/results
@@ -154,11 +154,21 @@ bench_socket() {
   parse_bench "$run" "$RESULTS/raw/$run.txt"
 }
 
+# median_of: the median of the numbers on stdin, one per line.
+median_of() {
+  sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 # median RUN KEY: the median over the floor rounds of R[RUN-rN.KEY].
 median() {
   local r
-  for r in $(seq 1 "$FLOOR_ROUNDS"); do echo "${R[$1-r$r.$2]}"; done | sort -g |
-    awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+  for r in $(seq 1 "$FLOOR_ROUNDS"); do echo "${R[$1-r$r.$2]}"; done | median_of
+}
+
+# paired_ratio RUN KEY: the median over the floor rounds of each round's ippool/floor ratio of KEY.
+paired_ratio() {
+  local r
+  for r in $(seq 1 "$FLOOR_ROUNDS"); do ratio "${R[ippool-$1-r$r.$2]}" "${R[floor-$1-r$r.$2]}"; echo; done | median_of
 }
 
 # warm_up [CONNECTIONS]: two seconds of health checks, so the first measured run does not pay for JIT warm-up.
@@ -178,8 +188,12 @@ BEGAN=$(date +%s)
 
 # --- 1. against the floor: interleaved rounds, every run on a fresh data dir -----------------------
 # The floor's TCP runs use wrk as ippool's do; its socket runs use bench/load.ts as ippool's do.
+# The machine's speed drifts (a shared VM): odd rounds run the floor first, even rounds ippool first,
+# and each round's ippool/floor ratio is taken within the round.
 for round in $(seq 1 "$FLOOR_ROUNDS"); do
-  for side in floor ippool; do
+  sides="floor ippool"
+  [ $((round % 2)) = 1 ] || sides="ippool floor"
+  for side in $sides; do
     for run in allocate unix pairs c1; do
       id="$side-$run-r$round"
       if [ "$side" = floor ]; then
@@ -313,12 +327,10 @@ REPORT="$RESULTS/latest.txt"
   echo "1. Against the floor of its stack (bench/floor.ts), medians of $FLOOR_ROUNDS interleaved rounds, -d$FLOOR_DURATION each,"
   echo "  fresh data dirs, each run after $FLOOR_WARM_UP of allocations at -c$CONNS"
   echo "  TCP: wrk -t1; socket: bench/load.ts (no coordinated-omission correction: compare it with itself)"
-  printf '  %-34s %9s %9s %9s %9s   %s\n' "" "floor" "ippool" "ratio" "" "(ratio = ippool / floor)"
+  echo "  ratio = ippool / floor within each round, median over the rounds (the rounds alternate which side runs first)"
+  printf '  %-34s %9s %9s %9s\n' "" "floor" "ippool" "ratio"
   floor_row() { # floor_row LABEL RUN KEY
-    local a b
-    a=$(median "floor-$2" "$3")
-    b=$(median "ippool-$2" "$3")
-    printf '  %-34s %9s %9s %9s\n' "$1" "$a" "$b" "$(ratio "$b" "$a")"
+    printf '  %-34s %9s %9s %9s\n' "$1" "$(median "floor-$2" "$3")" "$(median "ippool-$2" "$3")" "$(paired_ratio "$2" "$3")"
   }
   floor_row "allocate -c$CONNS TCP, req/s" allocate rps
   floor_row "allocate -c$CONNS TCP, p99 ms" allocate p99
