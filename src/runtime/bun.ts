@@ -28,8 +28,8 @@ export const bunRuntime: Runtime = {
     // On a Unix socket Bun does not keep a lifted per-request timeout reliably: a request waiting
     // 12 s on a host was still cut off at 10 s in 6 of 16 tries. Only the listener's idleTimeout
     // holds (untyped for Unix sockets, but honoured), so this socket, open to local administrators
-    // only (mode 0660), has no idle limit.
-    const options = { unix: path, fetch: liftedWhileHandled(fetch), maxRequestBodySize: LISTENER_MAX_BODY };
+    // only (mode 0660), has no idle limit, and so no timer to lift while a request is handled.
+    const options = { unix: path, fetch, maxRequestBodySize: LISTENER_MAX_BODY };
     const server = Bun.serve({ ...options, idleTimeout: 0 } as typeof options);
     return { port: null, stop: () => server.stop() };
   },
