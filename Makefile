@@ -128,6 +128,8 @@ fuzz-config: build
 test-deno: node_modules/.installed
 	IPPOOL_DAEMON=deno $(BUN) test test/integration/smoke.test.ts
 
+## ippool against the floor of its stack (bench/floor.ts), Kea's lease rate, client start-up against curl, and
+## the throughput, latency, start-up, failover and key-timing runs (about 15 minutes; as root for Kea and the testbed).
 bench: build
 	bash hooks/install-packages $(BENCH_PACKAGES)
 	bash bench/run.sh
