@@ -8,10 +8,11 @@ SOURCES := $(shell find src -name '*.ts') build.ts package.json
 # namespaces with real sshd, nftables, libvirt's test driver) OpenSSH, nftables, iproute2, virsh,
 # conntrack, arping and procps (sysctl, pgrep); for the real-libvirt suite (test/hosts/real-libvirt.test.ts:
 # a real libvirtd, QEMU guests booted from Debian's kernel and a busybox initramfs, dnsmasq and
-# dhcp_release) libvirt's daemon, QEMU, dnsmasq, busybox-static, cpio and xz; and wrk for the benchmarks.
+# dhcp_release) libvirt's daemon, QEMU, dnsmasq, busybox-static, cpio and xz; PostgreSQL 15 for the fleet
+# database's tests (test/support/postgres.ts starts a throwaway cluster); and wrk for the benchmarks.
 LIBVIRT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system-x86 qemu-utils dnsmasq-base dnsmasq-utils \
 	busybox-static cpio xz-utils
-TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps prometheus \
+TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps prometheus postgresql \
 	$(LIBVIRT_PACKAGES)
 BENCH_PACKAGES := wrk curl
 
@@ -67,8 +68,8 @@ test: node_modules/.installed
 	$(MAKE) build
 	bash test/run.sh
 
-## Every suite that needs no root (no namespaces, no packages installed): check, unit, integration,
-## the crash loop without hosts, fuzz.
+## Every suite that needs no root (no namespaces; the integration suites need Debian's postgresql and prometheus
+## installed): check, unit, integration, the crash loop without hosts, fuzz.
 test-local: node_modules/.installed
 	$(MAKE) check
 	$(MAKE) build

@@ -1,8 +1,9 @@
 /**
  * The ippool executable. `ippool [serve]` runs the daemon, `ippool fsck` checks a data
- * directory, `ippool backup DEST` copies its store, and the other commands are the client (`ippool allocate vm-1`, `ippool eip list`).
- * Exit codes: 0 ok, 1 failure or request refused, 2 usage or configuration error, 3 daemon
- * unreachable.
+ * directory, `ippool backup DEST` copies its store, `ippool db migrate` prepares a fleet's database,
+ * and the other commands are the client (`ippool allocate vm-1`, `ippool eip list`).
+ * Exit codes: 0 ok, 1 failure or request refused, 2 usage or configuration error (or a database
+ * schema newer than this binary), 3 daemon or database unreachable.
  */
 
 // Only what every command needs is imported here. The daemon's modules (Elysia, lmdb, ssh2,
@@ -14,6 +15,7 @@ import { parseCommand } from "./cli/flags.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
 import { ConfigError } from "./config/errors.ts";
 import { currentRuntime } from "./runtime/index.ts";
+import { DatabaseUnreachableError, SchemaTooNewError } from "./store/postgres/errors.ts";
 import { VERSION } from "./version.ts";
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -24,6 +26,10 @@ async function main(argv: readonly string[]): Promise<void> {
       throw new UsageError("usage: ippool walk-store DATA_DIR [--beside-daemon]");
     const { walkStore } = await import("./cli/walk-store.ts");
     return void process.stdout.write(`${JSON.stringify(await walkStore(argv[1] as string, besideDaemon))}\n`);
+  }
+  if (argv[0] === "db") {
+    const { runDb } = await import("./cli/db.ts");
+    return void process.stdout.write(await runDb(argv.slice(1), process.env));
   }
   if (argv[0] === "completion") {
     if (argv[1] !== "bash" || argv.length !== 2) throw new UsageError("usage: ippool completion bash");
@@ -55,8 +61,8 @@ async function main(argv: readonly string[]): Promise<void> {
 }
 
 function exitCode(error: unknown): number {
-  if (error instanceof UsageError || error instanceof ConfigError) return 2;
-  if (error instanceof DaemonUnreachableError) return 3;
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof SchemaTooNewError) return 2;
+  if (error instanceof DaemonUnreachableError || error instanceof DatabaseUnreachableError) return 3;
   return 1;
 }
 

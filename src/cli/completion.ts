@@ -2,7 +2,13 @@
 import { COMMANDS } from "./client/commands.ts";
 
 export function bashCompletion(): string {
-  const top = [...new Set(COMMANDS.map((c) => c.name.split(" ")[0]))].concat(["serve", "fsck", "backup", "completion"]);
+  const top = [...new Set(COMMANDS.map((c) => c.name.split(" ")[0]))].concat([
+    "serve",
+    "fsck",
+    "backup",
+    "db",
+    "completion",
+  ]);
   const cases = COMMANDS.map((command) => {
     const options = [...command.options, ...(command.flags ?? []), "json", "socket", "url", "api-key", "project"];
     return `    "${command.name}") opts="${options.map((o) => `--${o}`).join(" ")}" ;;`;
@@ -20,6 +26,7 @@ _ippool() {
   fi
   case "$cmd" in
 ${cases}
+    db) opts="migrate --database-url" ;;
     serve|fsck|backup) opts="--config --port --listen --network --gateway --socket --data-dir --log-format --debug" ;;
   esac
   COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -13,6 +13,8 @@ Usage:
   ippool fsck [OPTIONS]         check a data directory's pools and elastic IPs against their records (read-only)
   ippool backup DEST [OPTIONS]  copy the data directory's store into the new or empty directory DEST,
                                 consistently, beside a running daemon or not
+  ippool db migrate --database-url URL   bring a fleet's PostgreSQL database to this binary's
+                                schema (env IPPOOL_DATABASE_URL); refused if the database is newer
   ippool COMMAND [ARGS] [CLIENT OPTIONS]   talk to a running daemon
   ippool completion bash        print a bash completion script
   ippool --version

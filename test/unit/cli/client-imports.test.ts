@@ -11,6 +11,7 @@ const DAEMON_PACKAGES = [
   "prom-client",
   "@sinclair/typebox",
   "smol-toml",
+  "postgres",
 ];
 
 /** Every module and package src/main.ts loads before it runs a command: its static imports, followed. */

@@ -1,0 +1,53 @@
+/**
+ * `ippool db migrate --database-url URL`: brings a fleet's PostgreSQL database to this binary's
+ * schema version (store/postgres/schema.ts), or refuses one that is newer. The URL may also come
+ * from IPPOOL_DATABASE_URL. Fleet mode itself is being built (docs/FLEET.md): this prepares its
+ * database.
+ */
+import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { DatabaseUnreachableError } from "../store/postgres/errors.ts";
+import { migrate } from "../store/postgres/schema.ts";
+import { UsageError } from "./usage.ts";
+
+const USAGE = "usage: ippool db migrate --database-url URL (or env IPPOOL_DATABASE_URL)";
+const CONNECT_TIMEOUT_S = 10;
+
+export async function runDb(argv: readonly string[], env: Record<string, string | undefined>): Promise<string> {
+  let parsed: ReturnType<typeof parseArgs<{ options: { "database-url": { type: "string" } }; allowPositionals: true }>>;
+  try {
+    parsed = parseArgs({ args: [...argv], options: { "database-url": { type: "string" } }, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError(`db: ${(error as Error).message}`);
+  }
+  const url = parsed.values["database-url"] ?? env.IPPOOL_DATABASE_URL;
+  if (parsed.positionals.join(" ") !== "migrate" || !url) throw new UsageError(USAGE);
+  const sql = postgres(url, { max: 1, connect_timeout: CONNECT_TIMEOUT_S, onnotice: () => {} });
+  try {
+    const { from, to } = await migrate(sql).catch((error: unknown) => {
+      throw connectionFailure(error) ?? error;
+    });
+    return from === to
+      ? `database schema: version ${to}, nothing to do\n`
+      : `database schema: version ${from} → ${to}\n`;
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
+
+/** A failure to reach or log in to the database, told apart from a failing statement. */
+function connectionFailure(error: unknown): DatabaseUnreachableError | undefined {
+  const code = (error as { code?: string }).code ?? "";
+  const unreachable = [
+    "ECONNREFUSED",
+    "ENOTFOUND",
+    "ETIMEDOUT",
+    "EHOSTUNREACH",
+    "CONNECT_TIMEOUT",
+    "28P01",
+    "28000",
+    "3D000",
+  ];
+  if (!unreachable.includes(code)) return undefined;
+  return new DatabaseUnreachableError(`cannot use the database: ${(error as Error).message}`);
+}

@@ -1,0 +1,130 @@
+/**
+ * The shared store's schema for fleet mode (docs/FLEET.md), as numbered versions. `migrate` brings
+ * a database up to this binary's version, one transaction for all of it, and refuses a database
+ * whose schema is newer than this binary knows: an older daemon must not write into a schema it
+ * does not understand.
+ *
+ * What the schema itself guarantees, whatever the daemons do: one address per (pool, vm_id), never
+ * one address twice in a pool (`unique (pool, ip)`), one elastic IP per instance, and bitmap pages of
+ * exactly 512 bytes.
+ */
+import type { Sql, TransactionSql } from "postgres";
+import { SchemaTooNewError } from "./errors.ts";
+
+interface Migration {
+  readonly version: number;
+  readonly statements: readonly string[];
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    statements: [
+      `CREATE TABLE pools (
+         name text PRIMARY KEY,
+         cidr text NOT NULL,
+         fingerprint text NOT NULL)`,
+      `CREATE TABLE daemons (
+         id text PRIMARY KEY,
+         epoch bigint NOT NULL,
+         heartbeat_at timestamptz NOT NULL)`,
+      `CREATE TABLE pool_pages (
+         pool text NOT NULL REFERENCES pools (name) ON DELETE CASCADE,
+         page integer NOT NULL CHECK (page >= 0),
+         bits bytea NOT NULL CHECK (length(bits) = 512),
+         owner text REFERENCES daemons (id),
+         epoch bigint NOT NULL DEFAULT 0,
+         PRIMARY KEY (pool, page))`,
+      `CREATE TABLE pool_counts (
+         pool text NOT NULL REFERENCES pools (name) ON DELETE CASCADE,
+         daemon text NOT NULL,
+         allocated bigint NOT NULL,
+         PRIMARY KEY (pool, daemon))`,
+      `CREATE TABLE allocations (
+         pool text NOT NULL REFERENCES pools (name),
+         vm_id text NOT NULL,
+         ip bigint NOT NULL CHECK (ip BETWEEN 0 AND 4294967295),
+         hostname text,
+         name text,
+         host text,
+         nic jsonb,
+         created_at timestamptz NOT NULL,
+         PRIMARY KEY (pool, vm_id),
+         UNIQUE (pool, ip))`,
+      `CREATE TABLE pending_frees (
+         pool text NOT NULL REFERENCES pools (name) ON DELETE CASCADE,
+         ip bigint NOT NULL,
+         PRIMARY KEY (pool, ip))`,
+      `CREATE TABLE vm_names (
+         pool text NOT NULL,
+         name text NOT NULL,
+         vm_id text NOT NULL,
+         PRIMARY KEY (pool, name))`,
+      `CREATE TABLE eips (
+         id text PRIMARY KEY,
+         project text NOT NULL,
+         pool text NOT NULL,
+         public_ip bigint NOT NULL CHECK (public_ip BETWEEN 0 AND 4294967295),
+         state text NOT NULL CHECK (state IN ('allocated', 'associated')),
+         created_at timestamptz NOT NULL,
+         idempotency_key text,
+         instance_id text UNIQUE,
+         host text,
+         private_ip bigint,
+         associated_at timestamptz,
+         UNIQUE (pool, public_ip),
+         CHECK ((state = 'associated') = (instance_id IS NOT NULL AND host IS NOT NULL AND private_ip IS NOT NULL)))`,
+      "CREATE INDEX eips_by_project ON eips (project, id)",
+      `CREATE TABLE eip_idempotency (
+         project text NOT NULL,
+         key text NOT NULL,
+         eip_id text NOT NULL,
+         pool text NOT NULL,
+         PRIMARY KEY (project, key))`,
+      `CREATE TABLE job_leases (
+         job text PRIMARY KEY,
+         holder text NOT NULL,
+         epoch bigint NOT NULL,
+         expires_at timestamptz NOT NULL)`,
+    ],
+  },
+];
+
+/** The schema version this binary writes and reads. */
+export const SCHEMA_VERSION = (MIGRATIONS.at(-1) as Migration).version;
+
+/** Serialises concurrent `migrate` calls (a transaction-scoped lock: it cannot outlive the transaction). */
+const MIGRATE_LOCK = 0x1990_0001;
+
+export interface Migrated {
+  readonly from: number;
+  readonly to: number;
+}
+
+/** Applies every migration newer than the database's version, in one transaction. */
+export function migrate(sql: Sql): Promise<Migrated> {
+  return sql.begin(async (tx) => {
+    await tx`SELECT pg_advisory_xact_lock(${MIGRATE_LOCK})`;
+    const from = await versionOf(tx);
+    if (from > SCHEMA_VERSION) {
+      throw new SchemaTooNewError(
+        `the database's schema is version ${from}, newer than this ippool's ${SCHEMA_VERSION}: upgrade ippool first`,
+      );
+    }
+    for (const migration of MIGRATIONS) {
+      if (migration.version <= from) continue;
+      for (const statement of migration.statements) await tx.unsafe(statement);
+    }
+    await tx`UPDATE ippool_schema SET version = ${SCHEMA_VERSION}`;
+    return { from, to: SCHEMA_VERSION };
+  }) as Promise<Migrated>;
+}
+
+/** The database's schema version; 0 for a database ippool has not touched (the table is made then). */
+async function versionOf(tx: TransactionSql): Promise<number> {
+  await tx`CREATE TABLE IF NOT EXISTS ippool_schema (version integer NOT NULL)`;
+  const rows = await tx<{ version: number }[]>`SELECT version FROM ippool_schema`;
+  if (rows.length > 0) return (rows[0] as { version: number }).version;
+  await tx`INSERT INTO ippool_schema (version) VALUES (0)`;
+  return 0;
+}

@@ -1,0 +1,61 @@
+/**
+ * A throwaway PostgreSQL cluster for a suite: Debian's PostgreSQL 15 (`make test` installs the
+ * `postgresql` package), initialised in a temporary directory, listening on a free loopback port
+ * (and its Unix socket in that directory). PostgreSQL refuses to run as root, so as root the cluster
+ * runs as `nobody`.
+ */
+import { chmodSync, chownSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { sh } from "./processes.ts";
+
+/** A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick). */
+function freePort(): number {
+  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
+  const port = server.port as number;
+  server.stop(true);
+  return port;
+}
+
+const BIN = "/usr/lib/postgresql/15/bin";
+const NOBODY = 65534;
+
+export interface Postgres {
+  /** A connection URL for the `postgres` database as the superuser `test` (trust authentication). */
+  readonly url: string;
+  stop(): Promise<void>;
+}
+
+export async function startPostgres(): Promise<Postgres> {
+  const dir = mkdtempSync(join(tmpdir(), "ippool-pg-"));
+  const data = join(dir, "data");
+  const port = freePort();
+  const asRoot = process.getuid?.() === 0;
+  chmodSync(dir, 0o755);
+  if (asRoot) chownSync(dir, NOBODY, NOBODY);
+  const run = (argv: string[]) => sh(asRoot ? ["runuser", "-u", "nobody", "--", ...argv] : argv, { cwd: dir });
+  try {
+    await run([`${BIN}/initdb`, "-D", data, "-U", "test", "--auth=trust", "--no-sync"]);
+    await run([
+      `${BIN}/pg_ctl`,
+      "-D",
+      data,
+      "-w",
+      "-l",
+      join(dir, "server.log"),
+      "-o",
+      `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off`,
+      "start",
+    ]);
+  } catch (error) {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  }
+  return {
+    url: `postgres://test@127.0.0.1:${port}/postgres`,
+    async stop() {
+      await run([`${BIN}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"]).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
