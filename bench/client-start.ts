@@ -11,6 +11,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { median } from "./median.ts";
 
 const { values } = parseArgs({
   options: { runs: { type: "string", default: "30" }, binary: { type: "string", default: "dist/ippool" } },
@@ -58,14 +59,6 @@ const COMMANDS: Record<string, (i: number) => { ippool: string[]; curl: string[]
     curl: curl("DELETE", `/api/v1/ip/release/curl-${i}`),
   }),
 };
-
-function median(samples: number[]): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2 === 1
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
-}
 
 const daemon = await startDaemon();
 try {

@@ -7,6 +7,7 @@ import { BINARY } from "../test/support/daemon.ts";
 import { EipTrickle, FLAP_MODES, type FlapMode, Flapper, type FlapTransition } from "../test/support/flapping.ts";
 import { parseExposition, type Sample, samplesOf } from "../test/support/prometheus.ts";
 import { Testbed } from "../test/support/testbed.ts";
+import { median } from "./median.ts";
 
 const { values } = parseArgs({
   options: {
@@ -97,12 +98,6 @@ function positive(name: keyof typeof values): number {
   const n = Number(values[name]);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: a positive integer`);
   return n;
-}
-
-function median(samples: readonly number[]): number {
-  const sorted = [...samples].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2 ? (sorted[mid] as number) : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
 }
 
 async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {

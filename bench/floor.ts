@@ -16,6 +16,7 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { open } from "lmdb";
+import { formatIpv4 } from "../src/net/ipv4.ts";
 
 const { values } = parseArgs({
   options: { data: { type: "string" }, port: { type: "string" }, socket: { type: "string" } },
@@ -45,10 +46,6 @@ const held = new Map<string, { ordinal: number; createdAt: number }>();
 const gateway = "10.0.0.1";
 const network = "10.0.0.0/12";
 
-function dotted(ip: number): string {
-  return `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
-}
-
 function flipBit(ordinal: number): void {
   const bit = ordinal % PAGE_BITS;
   page[bit >>> 5] = (page[bit >>> 5] as number) ^ (1 << (bit & 31));
@@ -63,7 +60,7 @@ function counterBytes(): Buffer {
 
 function view(vmId: string, ordinal: number, createdAt: number) {
   return {
-    ip: dotted(BASE + ordinal),
+    ip: formatIpv4(BASE + ordinal),
     vm_id: vmId,
     pool: POOL,
     gateway,

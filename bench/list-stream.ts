@@ -10,7 +10,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { freePort } from "./free-port.ts";
+import { freePort } from "../test/support/free-port.ts";
 
 const { values } = parseArgs({
   options: { percent: { type: "string", default: "96" }, allocations: { type: "string", default: "2000" } },

@@ -5,7 +5,7 @@
  * `STARTUP median=... min=... max=... runs=a,b,... allocated=N` (milliseconds).
  */
 import { parseArgs } from "node:util";
-import { freePort } from "./free-port.ts";
+import { freePort } from "../test/support/free-port.ts";
 
 const { values } = parseArgs({
   options: {

@@ -7,9 +7,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
-import { createServer } from "node:net";
 import type { Subprocess } from "bun";
 import { BINARY, tempDir } from "../support/daemon.ts";
+import { freePort } from "../support/free-port.ts";
 import { eventually, sh } from "../support/processes.ts";
 
 let dir: string;
@@ -17,18 +17,10 @@ let port: number;
 let proc: Subprocess;
 const base = () => `http://127.0.0.1:${port}`;
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((done) => server.listen(0, "127.0.0.1", done));
-  const { port: free } = server.address() as { port: number };
-  await new Promise<void>((done) => server.close(() => done()));
-  return free;
-}
-
 /** A fresh daemon with the original's flags only (its data and socket land in a temp working directory). */
 async function startOriginalStyle(): Promise<void> {
   dir = tempDir("ippool-compat-");
-  port = await freePort();
+  port = freePort();
   proc = Bun.spawn([BINARY, "--port", String(port), "--network", "192.168.1", "--gateway", "192.168.1.1"], {
     cwd: dir,
     stdout: "ignore",

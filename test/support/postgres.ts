@@ -7,15 +7,8 @@
 import { chmodSync, chownSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { freePort } from "./free-port.ts";
 import { sh } from "./processes.ts";
-
-/** A TCP port on 127.0.0.1 that nothing listens on now (the kernel's pick). */
-function freePort(): number {
-  const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response() });
-  const port = server.port as number;
-  server.stop(true);
-  return port;
-}
 
 const BIN = "/usr/lib/postgresql/15/bin";
 const NOBODY = 65534;
