@@ -54,7 +54,7 @@ export class PoolLayout {
     this.network = formatCidr(this.cidr);
     this.gatewayText = this.gateway === null ? null : formatIpv4(this.gateway);
     this.fingerprint = JSON.stringify({
-      cidr: formatCidr(this.cidr),
+      cidr: this.network,
       unusable: this.unusable.map((r) => [r.first, r.last]),
     });
   }

@@ -301,7 +301,7 @@ export class PoolService {
     return {
       pool: layout.name,
       network: layout.network,
-      gateway: layout.gateway === null ? null : formatIpv4(layout.gateway),
+      gateway: layout.gatewayText,
       total: usable,
       allocated,
       available,
