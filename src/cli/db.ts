@@ -14,14 +14,9 @@ const USAGE = "usage: ippool db migrate --database-url URL (or env IPPOOL_DATABA
 const CONNECT_TIMEOUT_S = 10;
 
 export async function runDb(argv: readonly string[], env: Record<string, string | undefined>): Promise<string> {
-  let parsed: ReturnType<typeof parseArgs<{ options: { "database-url": { type: "string" } }; allowPositionals: true }>>;
-  try {
-    parsed = parseArgs({ args: [...argv], options: { "database-url": { type: "string" } }, allowPositionals: true });
-  } catch (error) {
-    throw new UsageError(`db: ${(error as Error).message}`);
-  }
-  const url = parsed.values["database-url"] ?? env.IPPOOL_DATABASE_URL;
-  if (parsed.positionals.join(" ") !== "migrate" || !url) throw new UsageError(USAGE);
+  const { values, positionals } = parseDbArgs(argv);
+  const url = values["database-url"] ?? env.IPPOOL_DATABASE_URL;
+  if (positionals.join(" ") !== "migrate" || !url) throw new UsageError(USAGE);
   const sql = postgres(url, { max: 1, connect_timeout: CONNECT_TIMEOUT_S, onnotice: () => {} });
   try {
     const { from, to } = await migrate(sql).catch((error: unknown) => {
@@ -32,6 +27,14 @@ export async function runDb(argv: readonly string[], env: Record<string, string 
       : `database schema: version ${from} → ${to}\n`;
   } finally {
     await sql.end({ timeout: 1 });
+  }
+}
+
+function parseDbArgs(argv: readonly string[]) {
+  try {
+    return parseArgs({ args: [...argv], options: { "database-url": { type: "string" } }, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError(`db: ${(error as Error).message}`);
   }
 }
 
