@@ -5,6 +5,7 @@
  */
 import { parseArgs } from "node:util";
 import { loadConfig } from "../src/config/load.ts";
+import { allocateInTransaction } from "../src/pool/allocator.ts";
 import { PoolLayout } from "../src/pool/layout.ts";
 import { PoolService } from "../src/pool/service.ts";
 import { adoptPoolLayouts } from "../src/pool/startup.ts";
@@ -30,22 +31,22 @@ const service = new PoolService(
   config.pools.map((definition) => new PoolLayout(definition)),
   config.defaultPool,
 );
-adoptPoolLayouts(store, service.layouts);
+await adoptPoolLayouts(store, service.layouts);
 const pool = values.pool ?? config.defaultPool;
 const layout = service.layout(pool);
 const target = Math.floor((layout.usableCount * percent) / 100);
 
 const started = performance.now();
-const initial = service.stats(pool).allocated;
+const initial = (await service.stats(pool)).allocated;
 let done = initial;
 let lastReport = started;
 console.log(`fill: pool ${pool} (${layout.network}): ${done} -> ${target} of ${layout.usableCount} usable addresses`);
 while (done < target) {
   const count = Math.min(chunk, target - done);
   const first = done;
-  store.writeSync(() => {
+  store.writeSync((view) => {
     for (let i = 0; i < count; i++) {
-      const outcome = service.allocateWithinTransaction(pool, { vmId: `fill-${first + i}` });
+      const outcome = allocateInTransaction(view, layout, { vmId: `fill-${first + i}` });
       if (!outcome.ok) throw outcome.error;
     }
   });
@@ -59,7 +60,7 @@ while (done < target) {
     );
   }
 }
-const stats = service.stats(pool);
+const stats = await service.stats(pool);
 await store.close();
 console.log(
   `fill: done in ${((performance.now() - started) / 1000).toFixed(1)} s: ${stats.allocated} allocated, ${stats.available} free (${stats.usage.toFixed(2)}%)`,

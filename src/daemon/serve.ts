@@ -46,7 +46,7 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
   };
   let parts: DaemonParts;
   try {
-    parts = wireServices(config, logger, runtime.name, store);
+    parts = await wireServices(config, logger, runtime.name, store);
   } catch (error) {
     await closeStore();
     throw error;

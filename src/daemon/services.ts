@@ -41,7 +41,12 @@ export interface DaemonParts {
 }
 
 /** Builds the services on `store`, opened by the caller (store/integrity.ts), which also closes it. */
-export function wireServices(config: Config, logger: Logger, runtime: "bun" | "deno", store: LmdbStore): DaemonParts {
+export async function wireServices(
+  config: Config,
+  logger: Logger,
+  runtime: "bun" | "deno",
+  store: LmdbStore,
+): Promise<DaemonParts> {
   // The gauges read the services below at scrape time, once the listeners are up.
   const metrics = createDaemonMetrics({
     build: { version: VERSION, runtime },
@@ -50,7 +55,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
         ...config.pools.map((pool) => ({ pool: pool.name, kind: "vm" as const })),
         ...config.eipPools.map((pool) => ({ pool: pool.name, kind: "eip" as const })),
       ],
-      usage: () => [...pools.usage(), ...eips.usage()],
+      usage: async () => [...(await pools.usage()), ...(await eips.usage())],
     },
     eips: {
       pools: config.eipPools.map((pool) => pool.name),
@@ -63,7 +68,7 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   });
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
   const eipPools = publicPoolLayouts(config.eipPools);
-  adoptPoolLayouts(store, [...layouts, ...eipPools.values()]);
+  await adoptPoolLayouts(store, [...layouts, ...eipPools.values()]);
   const indexed = store.ensureEipStateIndex();
   if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
   const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
@@ -96,11 +101,8 @@ export function wireServices(config: Config, logger: Logger, runtime: "bun" | "d
   const adminGate = poolApiDoor(config, logger);
   const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
   const servedPools = [...new Set(config.dhcp.links.map((link) => link.pool))];
-  const syncReservations = () =>
-    dhcp.sync(
-      config.dhcp.links,
-      servedPools.flatMap((pool) => [...pools.allAllocations(pool)]),
-    );
+  const syncReservations = async () =>
+    dhcp.sync(config.dhcp.links, (await Promise.all(servedPools.map((pool) => pools.allocations(pool)))).flat());
   return {
     store,
     hosts,

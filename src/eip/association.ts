@@ -13,6 +13,7 @@ import { fail, type Outcome } from "../outcome.ts";
 import type { Allocation } from "../pool/allocator.ts";
 import type { AddressDependents } from "../pool/dependents.ts";
 import type { PoolService } from "../pool/service.ts";
+import type { StepStore } from "../store/steps.ts";
 import { BackgroundWork } from "./background.ts";
 import {
   AlreadyAssociatedError,
@@ -27,7 +28,7 @@ import { type AssociationEvents, type AssociationOperation, NO_ASSOCIATION_EVENT
 import type { HostGateway } from "./hosts.ts";
 import type { KeyedLocks } from "./locks.ts";
 import { ownedEip } from "./service.ts";
-import type { EipRecord, EipStore } from "./store.ts";
+import type { EipRecord } from "./store.ts";
 
 export interface AssociateRequest {
   readonly instanceId: string;
@@ -43,7 +44,7 @@ export class EipAssociations implements AddressDependents {
   private readonly background = new BackgroundWork();
 
   constructor(
-    private readonly store: EipStore & { write<T>(body: () => T): Promise<T> },
+    private readonly store: StepStore,
     private readonly hosts: HostGateway,
     private readonly pools: PoolService,
     /** Shared with reconciliation: EIP and instance locks first, host locks last. */
@@ -80,22 +81,22 @@ export class EipAssociations implements AddressDependents {
 
   private async associateNow(project: ProjectDefinition, id: string, request: AssociateRequest): Promise<EipRecord> {
     // Another project's EIP is a missing one, whatever the instance: checked before it is looked up.
-    ownedEip(this.store, project, id);
+    await this.owned(project, id);
     const instance = await this.identify(request.instanceId);
     return this.locks.run([`eip:${id}`, `instance:${instance.vmId}`], async () => {
-      const eip = ownedEip(this.store, project, id);
+      const eip = await this.owned(project, id);
       if (eip.state === "associated" && eip.instanceId === instance.vmId) return eip;
       if (eip.state === "associated" && !request.allowReassociation) {
         throw new AlreadyAssociatedError(
           `${id} is associated with ${eip.instanceId}; send allow_reassociation: true to move it`,
         );
       }
-      const holder = this.store.eipOfInstance(instance.vmId);
+      const holder = await this.store.read((view) => view.eipOfInstance(instance.vmId));
       if (holder !== undefined && holder !== id) {
         throw new InstanceHasEipError(`${request.instanceId} (${instance.vmId}) already has ${holder}`);
       }
       // Read again under the instance lock: its address may have been released meanwhile.
-      const allocation = instance.allocation && this.pools.find(instance.vmId);
+      const allocation = instance.allocation && (await this.pools.find(instance.vmId));
       if (instance.allocation && !allocation) {
         throw new InstanceHasNoAddressError(
           `${request.instanceId}'s address was released while it was being associated`,
@@ -114,18 +115,17 @@ export class EipAssociations implements AddressDependents {
         // A release does not take the EIP lock: it may have removed the EIP while the instance was
         // looked up (checked here, before the host is touched) or while the host is changed
         // (checked in the write). Either way the release stands and this association answers 404.
-        ownedEip(this.store, project, id);
+        await this.owned(project, id);
         // Same host, other VM: the old pair must go before the new one replaces it.
         if (eip.host === target.host && eip.privateIp !== target.privateIp) {
           await this.hosts.remove(target.host, eip.publicIp);
         }
         await this.hosts.apply(target.host, { eip: eip.publicIp, privateIp: target.privateIp });
-        const recorded = await this.store.write((): Outcome<void> => {
-          if (this.store.getEip(id) === undefined) return fail(releasedMeanwhile(id));
-          this.store.putEip(updated);
-          if (eip.instanceId !== undefined && eip.instanceId !== instance.vmId)
-            this.store.removeInstanceEip(eip.instanceId);
-          this.store.putInstanceEip(instance.vmId, id);
+        const recorded = await this.store.write((view): Outcome<void> => {
+          if (view.getEip(id) === undefined) return fail(releasedMeanwhile(id));
+          view.putEip(updated);
+          if (eip.instanceId !== undefined && eip.instanceId !== instance.vmId) view.removeInstanceEip(eip.instanceId);
+          view.putInstanceEip(instance.vmId, id);
           return { ok: true, value: undefined };
         });
         if (!recorded.ok) {
@@ -140,7 +140,7 @@ export class EipAssociations implements AddressDependents {
 
   private disassociateNow(project: ProjectDefinition, id: string): Promise<EipRecord> {
     return this.locks.run([`eip:${id}`], async () => {
-      const eip = ownedEip(this.store, project, id);
+      const eip = await this.owned(project, id);
       if (eip.state !== "associated" || eip.host === undefined || eip.instanceId === undefined) {
         throw new NotAssociatedError(`${id} is not associated`);
       }
@@ -155,13 +155,13 @@ export class EipAssociations implements AddressDependents {
    */
   async releasing<T>(vmIds: readonly string[], release: () => Promise<T>): Promise<T> {
     for (;;) {
-      const eipIds = this.eipsOf(vmIds);
+      const eipIds = await this.eipsOf(vmIds);
       const keys = [...eipIds.map((eipId) => `eip:${eipId}`), ...vmIds.map((vmId) => `instance:${vmId}`)];
       const outcome = await this.locks.run(keys, async () => {
         // An association that held these VMs' locks may have given one an EIP: lock that too.
-        if (this.eipsOf(vmIds).join() !== eipIds.join()) return null;
+        if ((await this.eipsOf(vmIds)).join() !== eipIds.join()) return null;
         for (const eipId of eipIds) {
-          const eip = this.store.getEip(eipId);
+          const eip = await this.store.read((view) => view.getEip(eipId));
           if (eip?.state !== "associated" || eip.host === undefined || eip.instanceId === undefined) continue;
           await this.detach(eip, eip.host, eip.instanceId);
           this.logger.info("elastic IP disassociated: its VM's address was released", {
@@ -176,8 +176,12 @@ export class EipAssociations implements AddressDependents {
     }
   }
 
-  private eipsOf(vmIds: readonly string[]): string[] {
-    return vmIds.flatMap((vmId) => this.store.eipOfInstance(vmId) ?? []).sort();
+  private eipsOf(vmIds: readonly string[]): Promise<string[]> {
+    return this.store.read((view) => vmIds.flatMap((vmId) => view.eipOfInstance(vmId) ?? []).sort());
+  }
+
+  private owned(project: ProjectDefinition, id: string): Promise<EipRecord> {
+    return this.store.read((view) => ownedEip(view, project, id));
   }
 
   /** Takes an associated EIP off its host and records it as allocated (caller holds its EIP lock). */
@@ -191,9 +195,9 @@ export class EipAssociations implements AddressDependents {
         if (!isUnavailable(error)) throw error;
         this.logger.warn("host unreachable: disassociation left to reconciliation", { host, eip: eip.id });
       }
-      await this.store.write(() => {
-        this.store.putEip(updated);
-        this.store.removeInstanceEip(instanceId);
+      await this.store.write((view) => {
+        view.putEip(updated);
+        view.removeInstanceEip(instanceId);
       });
     });
     return updated;
@@ -205,7 +209,7 @@ export class EipAssociations implements AddressDependents {
    * are one instance everywhere (locks, the one-EIP-per-instance rule, the record).
    */
   private async identify(instanceId: string): Promise<{ vmId: string; allocation?: Allocation; host?: string }> {
-    const allocation = this.pools.find(instanceId);
+    const allocation = await this.pools.find(instanceId);
     if (allocation) return { vmId: allocation.vmId, allocation };
     const found = await this.hosts.locate(instanceId);
     if (!found) throw new InstanceNotFoundError(`no configured host has an instance ${instanceId}`);

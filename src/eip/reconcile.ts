@@ -7,6 +7,7 @@
  * the host its record names.
  */
 import type { Logger } from "../log/logger.ts";
+import type { StepStore } from "../store/steps.ts";
 import { BackgroundWork } from "./background.ts";
 import { NO_RECONCILIATION_EVENTS, type ReconciliationEvents } from "./events.ts";
 import type { HostGateway, HostMapping } from "./hosts.ts";
@@ -21,7 +22,7 @@ export class EipReconciler {
   private readonly background = new BackgroundWork();
 
   constructor(
-    private readonly store: EipStore,
+    private readonly store: StepStore,
     private readonly hosts: HostGateway,
     private readonly locks: KeyedLocks,
     private readonly logger: Logger,
@@ -86,7 +87,7 @@ export class EipReconciler {
     try {
       const result = await this.locks.run([`host:${host}`], async () => {
         const started = performance.now();
-        const converged = await this.hosts.converge(host, this.desired(host));
+        const converged = await this.hosts.converge(host, await this.store.read((view) => desired(view, host)));
         this.events.succeeded(host, (performance.now() - started) / 1000, converged);
         return converged;
       });
@@ -114,24 +115,27 @@ export class EipReconciler {
    * overtaken by a stale announcement.
    */
   private async reannounce(from: string, publicIp: number): Promise<void> {
-    const holder = [...this.store.allEips()].find((e) => e.publicIp === publicIp && e.state === "associated");
+    const holder = await this.store.read((view) =>
+      Array.from(view.allEips()).find((e) => e.publicIp === publicIp && e.state === "associated"),
+    );
     if (holder?.host === undefined || holder.host === from) return;
     const { id, host } = holder;
     await this.locks.run([`eip:${id}`, `host:${host}`], async () => {
-      const now = this.store.getEip(id);
+      const now = await this.store.read((view) => view.getEip(id));
       if (now?.state === "associated" && now.host === host && now.publicIp === publicIp) {
         this.hosts.announce(host, publicIp);
       }
     });
   }
+}
 
-  private desired(host: string): HostMapping[] {
-    const desired: HostMapping[] = [];
-    for (const eip of this.store.allEips()) {
-      if (eip.state === "associated" && eip.host === host && eip.privateIp !== undefined) {
-        desired.push({ eip: eip.publicIp, privateIp: eip.privateIp });
-      }
+/** The address pairs the records say `host` should carry. */
+function desired(view: EipStore, host: string): HostMapping[] {
+  const mappings: HostMapping[] = [];
+  for (const eip of view.allEips()) {
+    if (eip.state === "associated" && eip.host === host && eip.privateIp !== undefined) {
+      mappings.push({ eip: eip.publicIp, privateIp: eip.privateIp });
     }
-    return desired;
   }
+  return mappings;
 }

@@ -6,12 +6,12 @@
 import { randomUUID } from "node:crypto";
 import type { ProjectDefinition } from "../config/config.ts";
 import { fail, type Outcome, unwrap } from "../outcome.ts";
-import { allocateInTransaction, releaseInTransaction } from "../pool/allocator.ts";
+import { allocateInTransaction as allocateAddress, releaseInTransaction } from "../pool/allocator.ts";
 import { PoolNotFoundError } from "../pool/errors.ts";
 import { failureReason, NO_POOL_EVENTS, type PoolEvents } from "../pool/events.ts";
 import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
 import { type PoolUsage, poolUsage } from "../pool/service.ts";
-import type { PoolStore } from "../pool/store.ts";
+import type { StepStore, StoreView } from "../store/steps.ts";
 import { EipNotFoundError, IdempotencyMismatchError, QuotaExceededError, StillAssociatedError } from "./errors.ts";
 import type { EipRecord, EipState, EipStore } from "./store.ts";
 
@@ -50,7 +50,7 @@ export class EipService {
   private readonly byName: Map<string, PoolLayout>;
 
   constructor(
-    private readonly store: PoolStore & EipStore,
+    private readonly store: StepStore,
     /** Public pools by their configured name; each layout's own name is its store key. */
     pools: ReadonlyMap<string, PoolLayout>,
     private readonly defaultPool: string | null,
@@ -66,8 +66,8 @@ export class EipService {
     const id = `eip-${randomUUID()}`;
     let outcome: Outcome<EipAllocated>;
     try {
-      outcome = await this.store.write(() =>
-        this.allocateInTransaction(project, pool, layout, id, request.idempotencyKey),
+      outcome = await this.store.write((view) =>
+        allocateEip(view, { project, pool, layout, id, idempotencyKey: request.idempotencyKey }),
       );
     } catch (error) {
       this.events.allocationFailed(pool, "eip", failureReason(error));
@@ -79,37 +79,30 @@ export class EipService {
   }
 
   /** Every public pool's addresses by state (read at each metrics scrape). */
-  usage(): PoolUsage[] {
-    return [...this.byName].map(([name, layout]) => poolUsage(this.store, layout, "eip", name));
+  usage(): Promise<PoolUsage[]> {
+    return this.store.read((view) => [...this.byName].map(([name, layout]) => poolUsage(view, layout, "eip", name)));
   }
 
-  list(project: ProjectDefinition, filter: EipFilter = {}): EipRecord[] {
-    const records: EipRecord[] = [];
-    for (const id of this.store.eipIdsOfProject(project.name)) {
-      const record = this.store.getEip(id);
-      if (!record) continue;
-      if (filter.state !== undefined && record.state !== filter.state) continue;
-      if (filter.instanceId !== undefined && record.instanceId !== filter.instanceId) continue;
-      records.push(record);
-    }
+  async list(project: ProjectDefinition, filter: EipFilter = {}): Promise<EipRecord[]> {
+    const records = await this.store.read((view) => eipsOfProject(view, project, filter));
     return records.sort((a, b) => a.createdAt - b.createdAt || a.id.localeCompare(b.id));
   }
 
-  get(project: ProjectDefinition, id: string): EipRecord {
-    return ownedEip(this.store, project, id);
+  get(project: ProjectDefinition, id: string): Promise<EipRecord> {
+    return this.store.read((view) => ownedEip(view, project, id));
   }
 
   async release(project: ProjectDefinition, id: string): Promise<EipRecord> {
     const released = unwrap(
-      await this.store.write((): Outcome<EipRecord> => {
-        const record = this.store.getEip(id);
+      await this.store.write((view): Outcome<EipRecord> => {
+        const record = view.getEip(id);
         if (!record || record.project !== project.name) return fail(notFound(id));
         if (record.state === "associated") {
           return fail(new StillAssociatedError(`${id} is associated with ${record.instanceId}; disassociate it first`));
         }
-        releaseInTransaction(this.store, this.layout(record.pool), id);
-        this.store.removeEip(record);
-        if (record.idempotencyKey !== undefined) this.store.removeIdempotency(project.name, record.idempotencyKey);
+        releaseInTransaction(view, this.layout(record.pool), id);
+        view.removeEip(record);
+        if (record.idempotencyKey !== undefined) view.removeIdempotency(project.name, record.idempotencyKey);
         return { ok: true, value: record };
       }),
     );
@@ -117,52 +110,69 @@ export class EipService {
     return released;
   }
 
-  private allocateInTransaction(
-    project: ProjectDefinition,
-    pool: string,
-    layout: PoolLayout,
-    id: string,
-    idempotencyKey: string | undefined,
-  ): Outcome<EipAllocated> {
-    if (idempotencyKey !== undefined) {
-      const prior = this.store.getIdempotency(project.name, idempotencyKey);
-      if (prior) {
-        if (prior.pool !== pool) {
-          return fail(
-            new IdempotencyMismatchError(
-              `idempotency key ${JSON.stringify(idempotencyKey)} was used for pool ${prior.pool}, not ${pool}`,
-            ),
-          );
-        }
-        const eip = this.store.getEip(prior.id);
-        if (eip) return { ok: true, value: { eip, created: false } };
-      }
-    }
-    const held = this.store.countEipsOfProject(project.name);
-    if (held >= project.quota) {
-      return fail(new QuotaExceededError(`project ${project.name} holds ${held} of its ${project.quota} elastic IPs`));
-    }
-    const placed = allocateInTransaction(this.store, layout, { vmId: id });
-    if (!placed.ok) return placed;
-    const eip: EipRecord = {
-      id,
-      project: project.name,
-      pool,
-      publicIp: placed.value.allocation.ip,
-      state: "allocated",
-      createdAt: placed.value.allocation.createdAt,
-      ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
-    };
-    this.store.putEip(eip);
-    if (idempotencyKey !== undefined) this.store.putIdempotency(project.name, idempotencyKey, { id, pool });
-    return { ok: true, value: { eip, created: true } };
-  }
-
   private layout(pool: string): PoolLayout {
     const layout = this.byName.get(pool);
     if (!layout) throw new PoolNotFoundError(`elastic IP pool ${JSON.stringify(pool)} is not configured`);
     return layout;
   }
+}
+
+/** The project's EIPs that pass the filter, in no particular order. */
+function eipsOfProject(view: EipStore, project: ProjectDefinition, filter: EipFilter): EipRecord[] {
+  const records: EipRecord[] = [];
+  for (const id of view.eipIdsOfProject(project.name)) {
+    const record = view.getEip(id);
+    if (!record) continue;
+    if (filter.state !== undefined && record.state !== filter.state) continue;
+    if (filter.instanceId !== undefined && record.instanceId !== filter.instanceId) continue;
+    records.push(record);
+  }
+  return records;
+}
+
+interface EipAllocation {
+  readonly project: ProjectDefinition;
+  readonly pool: string;
+  readonly layout: PoolLayout;
+  readonly id: string;
+  readonly idempotencyKey: string | undefined;
+}
+
+/** Allocates (or replays by idempotency key) one EIP, within a write step. */
+function allocateEip(view: StoreView, request: EipAllocation): Outcome<EipAllocated> {
+  const { project, pool, layout, id, idempotencyKey } = request;
+  if (idempotencyKey !== undefined) {
+    const prior = view.getIdempotency(project.name, idempotencyKey);
+    if (prior) {
+      if (prior.pool !== pool) {
+        return fail(
+          new IdempotencyMismatchError(
+            `idempotency key ${JSON.stringify(idempotencyKey)} was used for pool ${prior.pool}, not ${pool}`,
+          ),
+        );
+      }
+      const eip = view.getEip(prior.id);
+      if (eip) return { ok: true, value: { eip, created: false } };
+    }
+  }
+  const held = view.countEipsOfProject(project.name);
+  if (held >= project.quota) {
+    return fail(new QuotaExceededError(`project ${project.name} holds ${held} of its ${project.quota} elastic IPs`));
+  }
+  const placed = allocateAddress(view, layout, { vmId: id });
+  if (!placed.ok) return placed;
+  const eip: EipRecord = {
+    id,
+    project: project.name,
+    pool,
+    publicIp: placed.value.allocation.ip,
+    state: "allocated",
+    createdAt: placed.value.allocation.createdAt,
+    ...(idempotencyKey === undefined ? {} : { idempotencyKey }),
+  };
+  view.putEip(eip);
+  if (idempotencyKey !== undefined) view.putIdempotency(project.name, idempotencyKey, { id, pool });
+  return { ok: true, value: { eip, created: true } };
 }
 
 /** The project's EIP; missing and someone else's answer alike, so existence does not leak. */

@@ -1,4 +1,4 @@
-/** The storage the EIP service needs beside the pool store; same transaction rules (see pool/store.ts). */
+/** The storage the EIP service needs beside the pool store: part of the view a step sees (store/steps.ts). */
 
 export const EIP_STATES = ["allocated", "associated"] as const;
 export type EipState = (typeof EIP_STATES)[number];

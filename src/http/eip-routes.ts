@@ -41,16 +41,16 @@ export function eipRoutes(eips: EipService, associations: EipAssociations, proje
     )
     .get(
       "",
-      ({ query, project }) =>
-        eips
-          .list(project, {
-            ...(query.state === undefined ? {} : { state: query.state }),
-            ...(query.instance_id === undefined ? {} : { instanceId: query.instance_id }),
-          })
-          .map(eipView),
+      async ({ query, project }) => {
+        const listed = await eips.list(project, {
+          ...(query.state === undefined ? {} : { state: query.state }),
+          ...(query.instance_id === undefined ? {} : { instanceId: query.instance_id }),
+        });
+        return listed.map(eipView);
+      },
       { query: EipListQuery, response: { 200: Type.Array(EipView), ...eipErrors() }, detail: API_KEY },
     )
-    .get("/:id", ({ params, project }) => eipView(eips.get(project, params.id)), {
+    .get("/:id", async ({ params, project }) => eipView(await eips.get(project, params.id)), {
       params: EipParams,
       response: { 200: EipView, ...eipErrors("NOT_FOUND") },
       detail: API_KEY,

@@ -10,14 +10,17 @@ import { allocationView } from "./views.ts";
 /** Allocations per page read from the store: a few milliseconds of work between other requests. */
 const PAGE = 200;
 
-export function streamedList(pools: PoolService, query: { readonly pool?: string; readonly after?: string }): Response {
+export async function streamedList(
+  pools: PoolService,
+  query: { readonly pool?: string; readonly after?: string },
+): Promise<Response> {
   const pageAfter = (after: string | undefined) =>
     pools.list({
       ...(query.pool === undefined ? {} : { pool: query.pool }),
       ...(after === undefined ? {} : { after }),
       limit: PAGE,
     });
-  let page: ListPage | null = pageAfter(query.after);
+  let page: ListPage | null = await pageAfter(query.after);
   let written = 0;
   const encoder = new TextEncoder();
   const stream = new ReadableStream<Uint8Array>({
@@ -33,7 +36,7 @@ export function streamedList(pools: PoolService, query: { readonly pool?: string
         written++;
       }
       const { next } = page;
-      page = next === undefined ? null : pageAfter(next);
+      page = next === undefined ? null : await pageAfter(next);
       if (page === null) text += "]";
       controller.enqueue(encoder.encode(text));
       if (page === null) controller.close();

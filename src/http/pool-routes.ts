@@ -77,16 +77,20 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
           const { limit, ...rest } = query;
           // Without a limit, the whole list: streamed a page at a time (list-stream.ts).
           if (limit === undefined) return streamedList(pools, rest);
-          const page = pools.list({ ...rest, limit: Number(limit) });
-          if (page.next !== undefined) set.headers["x-next-after"] = page.next;
-          return page.items.map(view);
+          // Typed apart from the return: inferred there, it would be one promise of both answers,
+          // which Elysia's handler type does not take.
+          const page = pools.list({ ...rest, limit: Number(limit) }).then((listed) => {
+            if (listed.next !== undefined) set.headers["x-next-after"] = listed.next;
+            return listed.items.map(view);
+          });
+          return page;
         },
         {
           query: ListQuery,
           response: { 200: Type.Array(AllocationView), ...adminErrors("INVALID_IP", "POOL_NOT_FOUND") },
         },
       )
-      .get("/ip/stats", ({ query }) => statsView(pools.stats(query.pool)), {
+      .get("/ip/stats", async ({ query }) => statsView(await pools.stats(query.pool)), {
         query: PoolQuery,
         response: { 200: StatsView, ...adminErrors("POOL_NOT_FOUND") },
       })
@@ -115,12 +119,12 @@ export function poolRoutes(pools: PoolService, gate: AdminGate) {
         },
         { params: IpParams, response: { 200: ReleaseView, ...adminErrors("INVALID_IP", "NOT_FOUND", "STORAGE_FULL") } },
       )
-      .get("/ip/:vm_id", ({ params, query }) => view(pools.get(params.vm_id, query.pool)), {
+      .get("/ip/:vm_id", async ({ params, query }) => view(await pools.get(params.vm_id, query.pool)), {
         params: VmIdParams,
         query: PoolQuery,
         response: { 200: AllocationView, ...adminErrors("NOT_FOUND", "POOL_NOT_FOUND") },
       })
-      .get("/pools", () => pools.layouts.map((layout) => poolView(pools, layout)), {
+      .get("/pools", () => Promise.all(pools.layouts.map((layout) => poolView(pools, layout))), {
         response: { 200: Type.Array(PoolView), ...adminErrors() },
       })
       .get("/pools/:name", ({ params }) => poolView(pools, pools.layout(params.name)), {

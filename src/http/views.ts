@@ -28,7 +28,7 @@ export function statsView(stats: PoolStats): StatsView {
   return { ...rest, ...(gateway === null ? {} : { gateway }) };
 }
 
-export function poolView(pools: PoolService, layout: PoolLayout) {
+export async function poolView(pools: PoolService, layout: PoolLayout) {
   return {
     name: layout.name,
     network: layout.network,
@@ -36,6 +36,6 @@ export function poolView(pools: PoolService, layout: PoolLayout) {
     strategy: layout.strategy,
     default: layout.name === pools.defaultPool,
     reserved: layout.reserved.map(formatRange),
-    stats: statsView(pools.stats(layout.name)),
+    stats: statsView(await pools.stats(layout.name)),
   };
 }

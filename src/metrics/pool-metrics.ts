@@ -12,7 +12,7 @@ export interface PoolMetricsSource {
   /** The configured pools, so their counters exist (at zero) before anything happens. */
   readonly pools: readonly { readonly pool: string; readonly kind: PoolKind }[];
   /** Every pool's current usage; called at each scrape. */
-  usage(): Iterable<PoolUsage>;
+  usage(): Promise<Iterable<PoolUsage>>;
 }
 
 export function poolMetrics(registry: Registry, source: PoolMetricsSource): PoolEvents {
@@ -21,9 +21,10 @@ export function poolMetrics(registry: Registry, source: PoolMetricsSource): Pool
     help: "Addresses of a pool by state: allocated, available (together the pool size) and reserved (never handed out: network, broadcast, gateway, reservations).",
     labelNames: ["pool", "kind", "state"] as const,
     registers: [registry],
-    collect() {
+    async collect() {
+      const usages = await source.usage();
       this.reset();
-      for (const usage of source.usage()) {
+      for (const usage of usages) {
         const { pool, kind } = usage;
         this.set({ pool, kind, state: "allocated" }, usage.allocated);
         this.set({ pool, kind, state: "available" }, usage.available);
@@ -36,9 +37,10 @@ export function poolMetrics(registry: Registry, source: PoolMetricsSource): Pool
     help: "Addresses a pool can hand out (its CIDR without the reserved ones).",
     labelNames: ["pool", "kind"] as const,
     registers: [registry],
-    collect() {
+    async collect() {
+      const usages = await source.usage();
       this.reset();
-      for (const { pool, kind, usable } of source.usage()) this.set({ pool, kind }, usable);
+      for (const { pool, kind, usable } of usages) this.set({ pool, kind }, usable);
     },
   });
   const allocated = new Tally<"pool" | "kind">();

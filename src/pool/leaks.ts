@@ -176,7 +176,7 @@ export class LeakDetector {
     const pools = pool === undefined ? this.pools.layouts.map((layout) => layout.name) : [this.pools.layout(pool).name];
     // Allocations first, then the hosts: a VM whose allocation is in this snapshot and that
     // exists is listed by its host; an allocation made later is not judged at all.
-    const allocations = [...this.pools.allAllocations(pool)];
+    const allocations = await this.pools.allocations(pool);
     const answers = await Promise.all(this.hosts.hostNames().map((host) => this.ask(host)));
     const decision = decideLeaks(allocations, answers, gracePeriodS * 1000, checkedAt);
     const base = {

@@ -7,6 +7,7 @@ import { type Nic, type PoolLink, sameLink } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
 import { type Outcome, unwrap } from "../outcome.ts";
+import type { StepStore } from "../store/steps.ts";
 import {
   type Allocated,
   type AllocateRequest,
@@ -51,9 +52,9 @@ export interface PoolUsage {
   readonly reserved: number;
 }
 
-/** Usage of one pool; `name` is the configured name when the layout's own name is a store key. */
-export function poolUsage(store: PoolStore, layout: PoolLayout, kind: PoolKind, name = layout.name): PoolUsage {
-  const allocated = store.getCounters(layout.name)?.allocated ?? 0;
+/** Usage of one pool (a read step); `name` is the configured name when the layout's own name is a store key. */
+export function poolUsage(view: PoolStore, layout: PoolLayout, kind: PoolKind, name = layout.name): PoolUsage {
+  const allocated = view.getCounters(layout.name)?.allocated ?? 0;
   return {
     pool: name,
     kind,
@@ -89,7 +90,7 @@ export class PoolService {
   private links: readonly PoolLink[] = [];
 
   constructor(
-    private readonly store: PoolStore,
+    private readonly store: StepStore,
     readonly layouts: readonly PoolLayout[],
     readonly defaultPool: string,
     private readonly events: PoolEvents = NO_POOL_EVENTS,
@@ -134,7 +135,7 @@ export class PoolService {
     };
     let outcome: Outcome<Allocated>;
     try {
-      outcome = await this.store.write(() => allocateInTransaction(this.store, layout, allocating));
+      outcome = await this.store.write((view) => allocateInTransaction(view, layout, allocating));
     } catch (error) {
       this.events.allocationFailed(layout.name, "vm", failureReason(error));
       throw error;
@@ -170,19 +171,16 @@ export class PoolService {
     return this.links.some((link) => link.pool === layout.name && sameLink(link, nic.link));
   }
 
-  /** Allocates inside the caller's transaction; for bulk loads that batch many allocations (not counted in metrics). */
-  allocateWithinTransaction(pool: string, request: AllocateRequest): Outcome<Allocated> {
-    return allocateInTransaction(this.store, this.layout(pool), request);
-  }
-
   /**
    * Releases the VM's address in one pool, or in every pool when none is named. `vmIdOrName` is
    * its vm_id or its name. With `fromHost`, a VM recorded on another host keeps its address.
    */
   async release(vmIdOrName: string, pool?: string, options: ReleaseOptions = {}): Promise<Allocation[]> {
     const layouts = pool === undefined ? this.layouts : [this.layout(pool)];
-    const held = layouts.flatMap(
-      (layout) => this.allocationOf(layout, vmIdOrName) ?? this.allocationNamed(layout, vmIdOrName) ?? [],
+    const held = await this.store.read((view) =>
+      layouts.flatMap(
+        (layout) => allocationOf(view, layout, vmIdOrName) ?? allocationNamed(view, layout, vmIdOrName) ?? [],
+      ),
     );
     if (held.length === 0) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     const { fromHost } = options;
@@ -211,8 +209,10 @@ export class PoolService {
     const ip = isIpv4(ipText) ? parseIpv4(ipText) : undefined;
     const layout = ip === undefined ? undefined : this.layouts.find((l) => l.contains(ip));
     if (ip === undefined || !layout) throw new InvalidIpError(ORIGINAL_MESSAGES.invalidIp);
-    const vmId = this.store.vmAt(layout.name, ip);
-    const held = vmId === undefined ? undefined : this.allocationOf(layout, vmId);
+    const held = await this.store.read((view) => {
+      const vmId = view.vmAt(layout.name, ip);
+      return vmId === undefined ? undefined : allocationOf(view, layout, vmId);
+    });
     const [released] = held ? await this.releaseHeld([held], () => true) : [];
     if (!released) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     return released;
@@ -229,13 +229,13 @@ export class PoolService {
     if (allocations.length === 0) return [];
     const vmIds = [...new Set(allocations.map((allocation) => allocation.vmId))];
     const released = await this.dependents.releasing(vmIds, () =>
-      this.store.write(() =>
+      this.store.write((view) =>
         allocations.flatMap((expected) => {
           const layout = this.byName.get(expected.pool);
-          const record = layout && this.store.getAllocation(layout.name, expected.vmId);
+          const record = layout && view.getAllocation(layout.name, expected.vmId);
           if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
           if (!still(record)) return [];
-          return releaseInTransaction(this.store, layout, expected.vmId, record) ?? [];
+          return releaseInTransaction(view, layout, expected.vmId, record) ?? [];
         }),
       ),
     );
@@ -247,26 +247,28 @@ export class PoolService {
   }
 
   /** The vm's allocation in the named pool, or in the first pool (default first) that has one. */
-  get(vmId: string, pool?: string): Allocation {
-    const found = this.find(vmId, pool);
+  async get(vmId: string, pool?: string): Promise<Allocation> {
+    const found = await this.find(vmId, pool);
     if (!found) throw new AllocationNotFoundError(ORIGINAL_MESSAGES.notFound);
     return found;
   }
 
   /** By vm_id in every pool (default first), then by name: a name never hides another VM's vm_id. */
-  find(vmIdOrName: string, pool?: string): Allocation | undefined {
+  find(vmIdOrName: string, pool?: string): Promise<Allocation | undefined> {
     const layouts = pool === undefined ? this.searchOrder() : [this.layout(pool)];
-    for (const lookup of [this.allocationOf, this.allocationNamed]) {
-      for (const layout of layouts) {
-        const found = lookup.call(this, layout, vmIdOrName);
-        if (found) return found;
+    return this.store.read((view) => {
+      for (const lookup of [allocationOf, allocationNamed]) {
+        for (const layout of layouts) {
+          const found = lookup(view, layout, vmIdOrName);
+          if (found) return found;
+        }
       }
-    }
-    return undefined;
+      return undefined;
+    });
   }
 
   /** Allocations in pool order then address order; a bounded page when `limit` is given. */
-  list(query: ListQuery): ListPage {
+  list(query: ListQuery): Promise<ListPage> {
     let layouts = query.pool === undefined ? [...this.layouts] : [this.layout(query.pool)];
     let from: number | undefined;
     if (query.after !== undefined) {
@@ -277,27 +279,12 @@ export class PoolService {
       from = after + 1;
     }
     const limit = query.limit ?? Number.POSITIVE_INFINITY;
-    const items: Allocation[] = [];
-    for (const layout of layouts) {
-      const first = from ?? layout.cidr.base;
-      from = undefined;
-      const last = layout.cidr.base + layout.cidr.size - 1;
-      // One more than asked, to know whether another page follows.
-      const want = limit === Number.POSITIVE_INFINITY ? undefined : limit + 1 - items.length;
-      for (const { ip, vmId } of this.store.addresses(layout.name, first, last, want)) {
-        const record = this.store.getAllocation(layout.name, vmId);
-        if (record) items.push({ pool: layout.name, vmId, ...record, ip });
-      }
-      if (items.length > limit) break;
-    }
-    if (items.length <= limit) return { items };
-    items.length = limit;
-    return { items, next: formatIpv4((items.at(-1) as Allocation).ip) };
+    return this.store.read((view) => listPage(view, layouts, from, limit));
   }
 
-  stats(pool?: string): PoolStats {
+  async stats(pool?: string): Promise<PoolStats> {
     const layout = this.layout(pool);
-    const { usable, allocated, available } = poolUsage(this.store, layout, "vm");
+    const { usable, allocated, available } = await this.store.read((view) => poolUsage(view, layout, "vm"));
     return {
       pool: layout.name,
       network: layout.network,
@@ -313,33 +300,56 @@ export class PoolService {
    * Every allocation of one pool, or of every pool, in pool then vm_id order. Reads every record:
    * not for request paths that must stay cheap.
    */
-  *allAllocations(pool?: string): Generator<Allocation> {
-    for (const layout of pool === undefined ? this.layouts : [this.layout(pool)]) {
-      for (const { vmId, record } of this.store.allocationEntries(layout.name))
-        yield { pool: layout.name, vmId, ...record };
-    }
+  allocations(pool?: string): Promise<Allocation[]> {
+    const layouts = pool === undefined ? this.layouts : [this.layout(pool)];
+    return this.store.read((view) =>
+      layouts.flatMap((layout) =>
+        Array.from(view.allocationEntries(layout.name), ({ vmId, record }) => ({ pool: layout.name, vmId, ...record })),
+      ),
+    );
   }
 
   /** Every pool's addresses by state (read at each metrics scrape). */
-  usage(): PoolUsage[] {
-    return this.layouts.map((layout) => poolUsage(this.store, layout, "vm"));
-  }
-
-  private allocationOf(layout: PoolLayout, vmId: string): Allocation | undefined {
-    const record = this.store.getAllocation(layout.name, vmId);
-    return record && { pool: layout.name, vmId, ...record };
-  }
-
-  /** The allocation of the VM that carries `name` in this pool. */
-  private allocationNamed(layout: PoolLayout, name: string): Allocation | undefined {
-    const vmId = this.store.vmNamed(layout.name, name);
-    return vmId === undefined ? undefined : this.allocationOf(layout, vmId);
+  usage(): Promise<PoolUsage[]> {
+    return this.store.read((view) => this.layouts.map((layout) => poolUsage(view, layout, "vm")));
   }
 
   private searchOrder(): PoolLayout[] {
     const first = this.layout();
     return [first, ...this.layouts.filter((l) => l !== first)];
   }
+}
+
+/** One page of `list`: from address `from` of the first layout (its start when undefined) on. */
+function listPage(view: PoolStore, layouts: readonly PoolLayout[], start: number | undefined, limit: number): ListPage {
+  let from = start;
+  const items: Allocation[] = [];
+  for (const layout of layouts) {
+    const first = from ?? layout.cidr.base;
+    from = undefined;
+    const last = layout.cidr.base + layout.cidr.size - 1;
+    // One more than asked, to know whether another page follows.
+    const want = limit === Number.POSITIVE_INFINITY ? undefined : limit + 1 - items.length;
+    for (const { ip, vmId } of view.addresses(layout.name, first, last, want)) {
+      const record = view.getAllocation(layout.name, vmId);
+      if (record) items.push({ pool: layout.name, vmId, ...record, ip });
+    }
+    if (items.length > limit) break;
+  }
+  if (items.length <= limit) return { items };
+  items.length = limit;
+  return { items, next: formatIpv4((items.at(-1) as Allocation).ip) };
+}
+
+function allocationOf(view: PoolStore, layout: PoolLayout, vmId: string): Allocation | undefined {
+  const record = view.getAllocation(layout.name, vmId);
+  return record && { pool: layout.name, vmId, ...record };
+}
+
+/** The allocation of the VM that carries `name` in this pool. */
+function allocationNamed(view: PoolStore, layout: PoolLayout, name: string): Allocation | undefined {
+  const vmId = view.vmNamed(layout.name, name);
+  return vmId === undefined ? undefined : allocationOf(view, layout, vmId);
 }
 
 /** A VM with no recorded host is taken to be on whichever host reports it. */

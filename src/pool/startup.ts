@@ -8,19 +8,20 @@
  * start instead.
  */
 import { formatCidr, formatIpv4, parseCidr } from "../net/ipv4.ts";
+import type { StepStore } from "../store/steps.ts";
 import { emptyPage, setBit, zeroedWords } from "./bitmap.ts";
 import { PoolStateConflictError } from "./errors.ts";
 import type { PoolLayout } from "./layout.ts";
 import type { PoolStore } from "./store.ts";
 
 /** Adopts the configured layouts in one transaction, or throws `PoolStateConflictError` and changes nothing. */
-export function adoptPoolLayouts(store: PoolStore, layouts: readonly PoolLayout[]): void {
-  store.writeSync(() => {
+export function adoptPoolLayouts(store: StepStore, layouts: readonly PoolLayout[]): Promise<void> {
+  return store.write((view) => {
     const configured = new Set(layouts.map((l) => l.name));
-    for (const name of store.poolNames()) {
-      if (!configured.has(name)) dropUnconfiguredPool(store, name);
+    for (const name of view.poolNames()) {
+      if (!configured.has(name)) dropUnconfiguredPool(view, name);
     }
-    for (const layout of layouts) adoptPoolLayout(store, layout);
+    for (const layout of layouts) adoptPoolLayout(view, layout);
   });
 }
 

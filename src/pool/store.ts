@@ -1,8 +1,8 @@
 import type { Nic } from "../dhcp/link.ts";
 
 /**
- * The narrow storage interface the pool logic needs. Every method is synchronous and, for
- * writes, only valid inside `write()`'s callback, which runs inside one store transaction.
+ * The narrow storage interface the pool logic needs: the view a step sees (store/steps.ts). Every
+ * method is synchronous; writes are valid only in a write step.
  */
 
 /** What layout a pool's bitmap was built for; written at start, read at start. */
@@ -33,11 +33,6 @@ export interface AllocationRecord {
 }
 
 export interface PoolStore {
-  /** Runs `body` in one write transaction; resolves after the commit is durable on disk. */
-  write<T>(body: () => T): Promise<T>;
-  /** Runs `body` in one write transaction synchronously (startup and bulk loads). */
-  writeSync<T>(body: () => T): T;
-
   poolNames(): string[];
   getStamp(pool: string): PoolStamp | undefined;
   putStamp(pool: string, stamp: PoolStamp): void;

@@ -12,6 +12,7 @@ import { pageFromBytes, pageToBytes } from "../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp, PoolStore } from "../pool/store.ts";
 import { StorageFullError, StoreOpenError } from "./errors.ts";
 import { PoolCache } from "./pool-cache.ts";
+import type { StepStore, StoreView } from "./steps.ts";
 
 type PageKey = [string, number];
 type AllocationKey = [string, string];
@@ -41,7 +42,7 @@ export const STORE_FILE = "ippool.mdb";
 /** EIP ids and project names are printable ASCII, so `[name, AFTER_VM_IDS]` sorts after every key of `name`. */
 const AFTER_VM_IDS = "\uffff";
 
-export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
+export class LmdbStore implements StepStore, PoolStore, EipStore, EipIndexReader {
   private readonly root: RootDatabase;
   private readonly stamps: Database<PoolStamp, string>;
   private readonly counters: Database<Buffer, string>;
@@ -152,12 +153,17 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     };
   }
 
+  /** A read step runs at once, over the latest committed state: LMDB reads need no transaction of their own. */
+  async read<T>(step: (view: StoreView) => T): Promise<T> {
+    return step(this);
+  }
+
   /**
    * Runs `body` in a write transaction and resolves once it is committed and on disk. A commit the
    * file system has no room for is a `StorageFullError` (nothing of it is kept); writing resumes
    * by itself with the first commit that fits.
    */
-  async write<T>(body: () => T): Promise<T> {
+  async write<T>(body: (view: StoreView) => T): Promise<T> {
     let result: T;
     try {
       // Without overlapping sync (see the constructor) a commit resolves once LMDB's commit, its
@@ -209,7 +215,8 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     return cause;
   }
 
-  writeSync<T>(body: () => T): T {
+  /** Runs `body` in one write transaction synchronously (tests that write behind the services' back). */
+  writeSync<T>(body: (view: StoreView) => T): T {
     try {
       return this.root.transactionSync(() => this.writingIn(body));
     } catch (error) {
@@ -218,10 +225,10 @@ export class LmdbStore implements PoolStore, EipStore, EipIndexReader {
     }
   }
 
-  private writingIn<T>(body: () => T): T {
+  private writingIn<T>(body: (view: StoreView) => T): T {
     this.writing = true;
     try {
-      return body();
+      return body(this);
     } finally {
       this.writing = false;
     }

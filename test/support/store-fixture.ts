@@ -44,7 +44,7 @@ export class TempStore {
  * it. `opened` is told each store as it opens (before the scope's own beforeEach runs, and again
  * after a `reopen`): a suite keeps it in its own `store` variable, or builds its services over it.
  */
-export function storePerTest(opened: (store: LmdbStore) => void): {
+export function storePerTest(opened: (store: LmdbStore) => void | Promise<void>): {
   readonly dir: string;
   reopen(whileClosed?: (dir: string) => Promise<void> | void): Promise<void>;
 } {
@@ -53,9 +53,9 @@ export function storePerTest(opened: (store: LmdbStore) => void): {
     if (!temp) throw new Error("storePerTest: no store outside a test");
     return temp;
   };
-  beforeEach(() => {
+  beforeEach(async () => {
     temp = new TempStore();
-    opened(temp.store);
+    await opened(temp.store);
   });
   afterEach(async () => {
     await temp?.dispose();
@@ -66,7 +66,7 @@ export function storePerTest(opened: (store: LmdbStore) => void): {
       return current().dir;
     },
     async reopen(whileClosed) {
-      opened(await current().reopen(whileClosed));
+      await opened(await current().reopen(whileClosed));
     },
   };
 }
@@ -110,12 +110,12 @@ export interface StoreFixture {
 }
 
 /** VM pool "vms" over `vmCidr` (gateway: its first address), EIP pool "public" over 100.64.0.0/24. */
-export function storeFixture(vmCidr = "192.168.100.0/24"): StoreFixture {
+export async function storeFixture(vmCidr = "192.168.100.0/24"): Promise<StoreFixture> {
   const temp = new TempStore();
   const { store } = temp;
   const vm = poolLayout("vms", vmCidr);
   const publicPool = publicPoolLayout("public", "100.64.0.0/24");
-  adoptPoolLayouts(store, [vm, publicPool]);
+  await adoptPoolLayouts(store, [vm, publicPool]);
   return {
     dir: temp.dir,
     store,

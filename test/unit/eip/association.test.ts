@@ -144,8 +144,8 @@ function logs(): string[] {
   return logged;
 }
 
-beforeEach(() => {
-  fixture = storeFixture();
+beforeEach(async () => {
+  fixture = await storeFixture();
   ({ store, pools, eips } = fixture);
   hosts = new ScriptedHosts(["hv1", "hv2"]);
   logger = new Logger("text", "debug", (text) => logged.push(...text.trimEnd().split("\n")));
@@ -181,7 +181,7 @@ describe("associate", () => {
     const associated = await associations.associate(acme, eip.id, { instanceId: "web-1" });
     expect(associated).toMatchObject({ state: "associated", instanceId: "web-1", host: "hv1", privateIp: vm.ip });
     expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(vm.ip) });
-    expect(eips.get(acme, eip.id)).toEqual(associated);
+    expect(await eips.get(acme, eip.id)).toEqual(associated);
   });
 
   test("repeating it for the same instance changes nothing", async () => {
@@ -206,7 +206,7 @@ describe("associate", () => {
     await arrange();
     const { eip } = await eips.allocate(acme, {});
     expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "x" }))).toBe(code);
-    expect(eips.get(acme, eip.id).state).toBe("allocated");
+    expect((await eips.get(acme, eip.id)).state).toBe("allocated");
     expect(hosts.rulesOf("hv1")).toEqual({});
   });
 
@@ -224,7 +224,7 @@ describe("associate", () => {
     const { eip } = await eips.allocate(acme, {});
     await associations.associate(acme, eip.id, { instanceId: "web-1" });
     expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-2" }))).toBe("ALREADY_ASSOCIATED");
-    expect(eips.get(acme, eip.id).instanceId).toBe("web-1");
+    expect((await eips.get(acme, eip.id)).instanceId).toBe("web-1");
   });
 
   test("a host command failure answers 502 and leaves the recorded state unchanged", async () => {
@@ -232,7 +232,7 @@ describe("associate", () => {
     hosts.failing.add("hv1");
     const { eip } = await eips.allocate(acme, {});
     expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_COMMAND_FAILED");
-    expect(eips.get(acme, eip.id)).toEqual(eip);
+    expect(await eips.get(acme, eip.id)).toEqual(eip);
   });
 
   test("an unreachable target host answers HOST_UNAVAILABLE and leaves the recorded state unchanged", async () => {
@@ -240,7 +240,7 @@ describe("associate", () => {
     hosts.down.add("hv1");
     const { eip } = await eips.allocate(acme, {});
     expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_UNAVAILABLE");
-    expect(eips.get(acme, eip.id)).toEqual(eip);
+    expect(await eips.get(acme, eip.id)).toEqual(eip);
   });
 
   test("a release that lands while the host is being changed stands: NOT_FOUND, rules taken back, address stays free", async () => {
@@ -329,8 +329,8 @@ describe("an EIP follows its VM's address", () => {
     await associations.associate(acme, eip.id, { instanceId: "web-1" });
     await pools.release("web-1");
     expect(hosts.rulesOf("hv1")).toEqual({});
-    expect(eips.get(acme, eip.id)).toMatchObject({ state: "allocated", project: "acme" });
-    expect(eips.get(acme, eip.id).privateIp).toBeUndefined();
+    expect(await eips.get(acme, eip.id)).toMatchObject({ state: "allocated", project: "acme" });
+    expect((await eips.get(acme, eip.id)).privateIp).toBeUndefined();
     expect(store.eipOfInstance("web-1")).toBeUndefined();
     // The address is free again and another VM may have it: nothing points at it any more.
     const other = await pools.allocate({ vmId: "other", ip: vm.ip });
@@ -345,7 +345,7 @@ describe("an EIP follows its VM's address", () => {
     await associations.associate(acme, eip.id, { instanceId: "web-1" });
     hosts.down.add("hv1");
     await pools.release("web-1");
-    expect(eips.get(acme, eip.id).state).toBe("allocated");
+    expect((await eips.get(acme, eip.id)).state).toBe("allocated");
     hosts.reconnect("hv1");
     await reconciler.reconcileHost("hv1");
     expect(hosts.rulesOf("hv1")).toEqual({});
@@ -361,7 +361,7 @@ describe("an EIP follows its VM's address", () => {
     ]);
     expect(released.status).toBe("fulfilled");
     expect(["fulfilled", "rejected"]).toContain(associated.status);
-    expect(eips.get(acme, eip.id).state).toBe("allocated");
+    expect((await eips.get(acme, eip.id)).state).toBe("allocated");
     expect(hosts.rulesOf("hv1")).toEqual({});
   });
 });
@@ -438,7 +438,7 @@ describe("disassociate and release", () => {
     const { eip } = await eips.allocate(acme, {});
     await associations.associate(acme, eip.id, { instanceId: "web-1" });
     expect(await codeOf(eips.release(acme, eip.id))).toBe("STILL_ASSOCIATED");
-    expect(eips.get(acme, eip.id).state).toBe("associated");
+    expect((await eips.get(acme, eip.id)).state).toBe("associated");
   });
 });
 

@@ -35,7 +35,7 @@ function problems(): string[] {
 }
 
 beforeEach(async () => {
-  fx = storeFixture();
+  fx = await storeFixture();
   allocated = (await fx.eips.allocate(PROJECT, { idempotencyKey: "k1" })).eip;
   associated = await associate((await fx.eips.allocate(PROJECT, {})).eip, "vm-a");
 });

@@ -114,8 +114,8 @@ describe("the EIP services report to them", () => {
   let associations: EipAssociations;
   let reconciler: EipReconciler;
 
-  beforeEach(() => {
-    fixture = storeFixture();
+  beforeEach(async () => {
+    fixture = await storeFixture();
     ({ store } = fixture);
     registry = new Registry();
     hosts = new StubHosts();

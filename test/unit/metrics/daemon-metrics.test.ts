@@ -15,7 +15,7 @@ function metrics() {
         { pool: "vms", kind: "vm" },
         { pool: "public", kind: "eip" },
       ],
-      usage: () => [
+      usage: async () => [
         { pool: "vms", kind: "vm", usable: 253, allocated: 1, available: 252, reserved: 3 },
         { pool: "public", kind: "eip", usable: 254, allocated: 2, available: 252, reserved: 2 },
       ],

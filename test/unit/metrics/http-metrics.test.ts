@@ -47,8 +47,8 @@ describe("through the app", () => {
   let registry: Registry;
   let handle: FetchHandler;
 
-  beforeAll(() => {
-    fixture = storeFixture("10.0.0.0/24");
+  beforeAll(async () => {
+    fixture = await storeFixture("10.0.0.0/24");
     const { store, pools, eips } = fixture;
     const logger = new Logger("text", "error", () => {});
     const associations = new EipAssociations(store, {} as HostGateway, pools, new KeyedLocks(), logger);

@@ -24,7 +24,7 @@ describe("poolMetrics", () => {
       { pool: "vms", kind: "vm", usable: 253, allocated: 3, available: 250, reserved: 3 },
       { pool: "public", kind: "eip", usable: 256, allocated: 0, available: 256, reserved: 0 },
     ];
-    poolMetrics(registry, { pools: [], usage: () => usage });
+    poolMetrics(registry, { pools: [], usage: async () => usage });
     let samples = await scrape(registry);
     expect(sampleValue(samples, "ippool_pool_addresses", { pool: "vms", kind: "vm", state: "allocated" })).toBe(3);
     expect(sampleValue(samples, "ippool_pool_addresses", { pool: "vms", kind: "vm", state: "available" })).toBe(250);
@@ -44,7 +44,7 @@ describe("poolMetrics", () => {
         { pool: "vms", kind: "vm" },
         { pool: "public", kind: "eip" },
       ],
-      usage: () => [],
+      usage: async () => [],
     });
     const samples = await scrape(registry);
     expect(sampleValue(samples, "ippool_pool_allocations_total", { pool: "vms", kind: "vm" })).toBe(0);
@@ -60,7 +60,7 @@ describe("poolMetrics", () => {
 
   test("counts the events it is told", async () => {
     const registry = new Registry();
-    const events = poolMetrics(registry, { pools: [], usage: () => [] });
+    const events = poolMetrics(registry, { pools: [], usage: async () => [] });
     events.allocated("vms", "vm");
     events.allocated("vms", "vm");
     events.released("vms", "vm");
@@ -78,18 +78,18 @@ describe("the pool services report to it", () => {
   let eips: EipService;
   const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 2 };
 
-  storePerTest((store) => {
+  storePerTest(async (store) => {
     registry = new Registry();
     // A /29: network, broadcast, gateway and one reservation leave 4 usable addresses.
     const vm = poolLayout("vms", "10.0.0.0/29", { reserved: ["10.0.0.6"] });
     const publicPool = publicPoolLayout("public", "100.64.0.0/30");
-    adoptPoolLayouts(store, [vm, publicPool]);
+    await adoptPoolLayouts(store, [vm, publicPool]);
     const events = poolMetrics(registry, {
       pools: [
         { pool: "vms", kind: "vm" },
         { pool: "public", kind: "eip" },
       ],
-      usage: () => [...pools.usage(), ...eips.usage()],
+      usage: async () => [...(await pools.usage()), ...(await eips.usage())],
     });
     pools = new PoolService(store, [vm], "vms", events);
     eips = new EipService(store, new Map([["public", publicPool]]), "public", events);
@@ -120,7 +120,7 @@ describe("the pool services report to it", () => {
     expect(failures("vm_has_other_address")).toBe(1);
     expect(failures("exhausted")).toBe(1);
     // The gauges are the service's own stats.
-    const stats = pools.stats("vms");
+    const stats = await pools.stats("vms");
     expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "allocated" })).toBe(stats.allocated);
     expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "available" })).toBe(stats.available);
     expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "reserved" })).toBe(4);

@@ -136,8 +136,8 @@ describe("LeakDetector over a real store", () => {
   };
   const layouts = [poolLayout("vms", "10.0.0.0/24"), poolLayout("lab", "10.1.0.0/24")];
 
-  storePerTest((store) => {
-    adoptPoolLayouts(store, layouts);
+  storePerTest(async (store) => {
+    await adoptPoolLayouts(store, layouts);
     registry = new Registry();
     const events = poolMetrics(registry, {
       pools: layouts.map((l) => ({ pool: l.name, kind: "vm" as const })),
@@ -175,7 +175,7 @@ describe("LeakDetector over a real store", () => {
       { host: "hv2", domains: 1 },
     ]);
     expect(report.released).toBeUndefined();
-    expect(pools.stats("vms").allocated).toBe(3);
+    expect((await pools.stats("vms")).allocated).toBe(3);
     const samples = parseExposition(await registry.metrics());
     expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
     expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
@@ -188,17 +188,17 @@ describe("LeakDetector over a real store", () => {
     expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
     const samples = parseExposition(await registry.metrics());
     expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
-    expect(pools.find("ghost", "lab")).toBeDefined();
-    expect(pools.find("web-1")).toBeDefined();
+    expect(await pools.find("ghost", "lab")).toBeDefined();
+    expect(await pools.find("web-1")).toBeDefined();
   });
 
   test("release releases exactly the leaks, counts them, and a second run finds none", async () => {
     await seed();
     const report = await detector().release();
     expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
-    expect(pools.find("ghost")).toBeUndefined();
-    expect(pools.find("web-1")).toBeDefined();
-    expect(pools.find(UUID_B)).toBeDefined();
+    expect(await pools.find("ghost")).toBeUndefined();
+    expect(await pools.find("web-1")).toBeDefined();
+    expect(await pools.find(UUID_B)).toBeDefined();
     let samples = parseExposition(await registry.metrics());
     expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(1);
     expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "lab" })).toBe(1);
@@ -216,7 +216,7 @@ describe("LeakDetector over a real store", () => {
     await detector().check();
     const report = await detector().release("lab");
     expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["lab/ghost"]);
-    expect(pools.find("ghost", "vms")).toBeDefined();
+    expect(await pools.find("ghost", "vms")).toBeDefined();
     const samples = parseExposition(await registry.metrics());
     expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
     expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
@@ -228,7 +228,7 @@ describe("LeakDetector over a real store", () => {
     const report = await detector(0).release();
     expect(report.leaks).toEqual([]);
     expect(report.released).toEqual([]);
-    expect(pools.find("ghost")).toBeDefined();
+    expect(await pools.find("ghost")).toBeDefined();
   });
 
   test("a host that cannot be asked: refused with the host named, nothing released, the gauge kept", async () => {
@@ -238,8 +238,8 @@ describe("LeakDetector over a real store", () => {
     const refused = detector().release();
     await expect(refused).rejects.toBeInstanceOf(LeakCheckIncompleteError);
     await expect(refused).rejects.toThrow(/hv2: not connected: connect ECONNREFUSED/);
-    expect(pools.find("ghost")).toBeDefined();
-    expect(pools.find("ghost", "lab")).toBeDefined();
+    expect(await pools.find("ghost")).toBeDefined();
+    expect(await pools.find("ghost", "lab")).toBeDefined();
     const samples = parseExposition(await registry.metrics());
     expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
     expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
@@ -252,7 +252,7 @@ describe("LeakDetector over a real store", () => {
     expect(report.reason).toBe(NO_HOSTS_REASON);
     expect(report.leaks).toEqual([]);
     expect(report.released).toEqual([]);
-    expect(pools.stats("vms").allocated).toBe(3);
+    expect((await pools.stats("vms")).allocated).toBe(3);
   });
 
   test("an allocation released and allocated again while hosts were asked is not released", async () => {
@@ -271,6 +271,6 @@ describe("LeakDetector over a real store", () => {
     const report = await new LeakDetector(pools, slow, GRACE / 1000, { now: () => Date.now() + GRACE }).release();
     expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
     expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["lab/ghost"]);
-    expect(pools.find("ghost", "vms")).toBeDefined();
+    expect(await pools.find("ghost", "vms")).toBeDefined();
   });
 });

@@ -21,7 +21,7 @@ async function allocateMany(service: PoolService, prefix: string, count: number)
 }
 
 test("pages served from memory are what the store holds on disk after a reopen", async () => {
-  adoptPoolLayouts(store, [layout]);
+  await adoptPoolLayouts(store, [layout]);
   const service = new PoolService(store, [layout], "lab");
   await allocateMany(service, "a", 300);
   await service.release("a-7");
@@ -35,7 +35,7 @@ test("pages served from memory are what the store holds on disk after a reopen",
 });
 
 test("a page changed behind the cache (a commit it did not see) is read again, never handed out twice", async () => {
-  adoptPoolLayouts(store, [layout]);
+  await adoptPoolLayouts(store, [layout]);
   const service = new PoolService(store, [layout], "lab");
   const first = await allocateMany(service, "a", 5);
   // A second store over the same directory writes the next addresses: the first one's cached page
