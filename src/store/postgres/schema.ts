@@ -88,6 +88,23 @@ export const MIGRATIONS: readonly Migration[] = [
          expires_at timestamptz NOT NULL)`,
     ],
   },
+  {
+    // Version 2, for the store's first backend over this schema (store/postgres/store.ts):
+    // - a page's `filled` flag (no free address left) is the pool summary's bit, inverted: there is
+    //   no per-pool summary row for allocations to contend on;
+    // - each daemon's next-fit cursor lives beside its count;
+    // - the references to a pool are checked at commit, so a step may write a pool's pages before
+    //   the pool row, in the order the pool logic writes them.
+    version: 2,
+    statements: [
+      "ALTER TABLE pool_pages ADD COLUMN filled boolean NOT NULL DEFAULT false",
+      "ALTER TABLE pool_counts ADD COLUMN cursor bigint NOT NULL DEFAULT 0",
+      "ALTER TABLE pool_pages ALTER CONSTRAINT pool_pages_pool_fkey DEFERRABLE INITIALLY DEFERRED",
+      "ALTER TABLE pool_counts ALTER CONSTRAINT pool_counts_pool_fkey DEFERRABLE INITIALLY DEFERRED",
+      "ALTER TABLE allocations ALTER CONSTRAINT allocations_pool_fkey DEFERRABLE INITIALLY DEFERRED",
+      "ALTER TABLE pending_frees ALTER CONSTRAINT pending_frees_pool_fkey DEFERRABLE INITIALLY DEFERRED",
+    ],
+  },
 ];
 
 /** The schema version this binary writes and reads. */

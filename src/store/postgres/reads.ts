@@ -1,0 +1,357 @@
+/**
+ * What a step may ask the shared store for, and how each is fetched. A step runs synchronously
+ * over what has been fetched so far (view.ts); when it reads something not fetched yet, the view
+ * throws `Missing` with one of these reads, the store fetches it and runs the step again.
+ *
+ * In a write step, the rows a step may go on to change are read `FOR UPDATE`: they stay as read
+ * until the transaction ends, as LMDB's single writer guarantees. Rows that do not exist cannot be
+ * locked; a competing insert of them fails on the schema's constraints, and the step is run again
+ * in a new transaction (store.ts).
+ */
+import type { Sql, TransactionSql } from "postgres";
+import type { Nic } from "../../dhcp/link.ts";
+import type { EipRecord, EipState, IdempotencyRecord } from "../../eip/store.ts";
+import type { AllocationRecord, PoolStamp } from "../../pool/store.ts";
+import type { Writable } from "../../writable.ts";
+
+export type Read =
+  | { readonly kind: "pools" }
+  | { readonly kind: "counts"; readonly pool: string }
+  | { readonly kind: "fullPages"; readonly pool: string }
+  | { readonly kind: "page"; readonly pool: string; readonly index: number }
+  | { readonly kind: "pageIndexes"; readonly pool: string }
+  | { readonly kind: "allocation"; readonly pool: string; readonly vmId: string }
+  | { readonly kind: "allocations"; readonly pool: string }
+  | { readonly kind: "address"; readonly pool: string; readonly ip: number }
+  | {
+      readonly kind: "addresses";
+      readonly pool: string;
+      readonly from: number;
+      readonly to: number;
+      readonly limit: number | undefined;
+    }
+  | { readonly kind: "name"; readonly pool: string; readonly name: string }
+  | { readonly kind: "names"; readonly pool: string }
+  | { readonly kind: "eip"; readonly id: string }
+  | { readonly kind: "eipsOfProject"; readonly project: string }
+  | { readonly kind: "allEips" }
+  | { readonly kind: "eipCount"; readonly pool: string; readonly project: string; readonly state: EipState }
+  | { readonly kind: "instance"; readonly instanceId: string }
+  | { readonly kind: "idempotency"; readonly project: string; readonly key: string }
+  /** Every allocation and name of a pool, instead of one point read after another (store.ts). */
+  | { readonly kind: "poolRows"; readonly pool: string }
+  /** Every page of a pool, likewise. */
+  | { readonly kind: "poolPages"; readonly pool: string };
+
+/** A read the view needs before the step can go on. Steps never catch it (store/steps.ts). */
+export class Missing extends Error {
+  constructor(
+    readonly key: string,
+    readonly read: Read,
+  ) {
+    super(`the step needs ${key} fetched`);
+  }
+}
+
+/** The key a read's answer is kept under; point reads share theirs with the writes that change them. */
+export function keyOf(read: Read): string {
+  switch (read.kind) {
+    case "pools":
+    case "allEips":
+      return read.kind;
+    case "counts":
+    case "fullPages":
+    case "pageIndexes":
+    case "allocations":
+    case "names":
+    case "poolRows":
+    case "poolPages":
+      return `${read.kind}\0${read.pool}`;
+    case "page":
+      return pageKey(read.pool, read.index);
+    case "allocation":
+      return allocationKey(read.pool, read.vmId);
+    case "address":
+      return addressKey(read.pool, read.ip);
+    case "addresses":
+      return `addresses\0${read.pool}\0${read.from}\0${read.to}\0${read.limit ?? ""}`;
+    case "name":
+      return nameKey(read.pool, read.name);
+    case "eip":
+      return eipKey(read.id);
+    case "eipsOfProject":
+      return `eipsOfProject\0${read.project}`;
+    case "eipCount":
+      return `eipCount\0${read.pool}\0${read.project}\0${read.state}`;
+    case "instance":
+      return instanceKey(read.instanceId);
+    case "idempotency":
+      return idempotencyKey(read.project, read.key);
+  }
+}
+
+export const pageKey = (pool: string, index: number) => `page\0${pool}\0${index}`;
+export const allocationKey = (pool: string, vmId: string) => `allocation\0${pool}\0${vmId}`;
+export const addressKey = (pool: string, ip: number) => `address\0${pool}\0${ip}`;
+export const nameKey = (pool: string, name: string) => `name\0${pool}\0${name}`;
+export const eipKey = (id: string) => `eip\0${id}`;
+export const instanceKey = (instanceId: string) => `instance\0${instanceId}`;
+export const idempotencyKey = (project: string, key: string) => `idempotency\0${project}\0${key}`;
+/**
+ * The read that answers every point read of one kind in a pool at once: a pool's allocations,
+ * addresses and names come with `poolRows`, its pages with `poolPages`. Once it is fetched, a point
+ * read it did not answer is of a row that does not exist.
+ */
+export function wholePoolRead(read: Read): Read | undefined {
+  switch (read.kind) {
+    case "allocation":
+    case "address":
+    case "name":
+      return { kind: "poolRows", pool: read.pool };
+    case "page":
+      return { kind: "poolPages", pool: read.pool };
+    default:
+      return undefined;
+  }
+}
+
+/** A bitmap page as stored: its allocation bits and whether the summary counts it as full. */
+export interface StoredPage {
+  readonly bits: Uint32Array;
+  readonly full: boolean;
+}
+
+export interface StoredCounts {
+  readonly allocated: number;
+  /** This daemon's next-fit cursor in the pool. */
+  readonly cursor: number;
+}
+
+type Db = Sql | TransactionSql;
+
+/** Where fetched answers go: the read's own key, and point keys a range read answered on the way. */
+export type Answers = Map<string, unknown>;
+
+/**
+ * Fetches one read into `answers`. `locking` (write steps) reads the rows a step may change
+ * `FOR UPDATE`. Range reads also answer the point reads of the rows they return, only when not
+ * locking: a write step must not decide on a row it has not locked.
+ */
+export async function fetchRead(db: Db, read: Read, answers: Answers, daemon: string, locking: boolean): Promise<void> {
+  const lock = locking ? db`FOR UPDATE` : db``;
+  const key = keyOf(read);
+  switch (read.kind) {
+    case "pools": {
+      const rows = await db<{ name: string; cidr: string; fingerprint: string }[]>`
+        SELECT name, cidr, fingerprint FROM pools ORDER BY name`;
+      answers.set(
+        key,
+        new Map<string, PoolStamp>(rows.map((r) => [r.name, { cidr: r.cidr, fingerprint: r.fingerprint }])),
+      );
+      return;
+    }
+    case "counts": {
+      const [row] = await db<{ allocated: number; cursor: number }[]>`
+        SELECT coalesce(sum(allocated), 0)::float8 AS allocated,
+               coalesce(max(cursor) FILTER (WHERE daemon = ${daemon}), 0)::float8 AS cursor
+        FROM pool_counts WHERE pool = ${read.pool}`;
+      answers.set(key, { allocated: row?.allocated ?? 0, cursor: row?.cursor ?? 0 } satisfies StoredCounts);
+      return;
+    }
+    case "fullPages": {
+      const rows = await db<{ page: number }[]>`SELECT page FROM pool_pages WHERE pool = ${read.pool} AND filled`;
+      answers.set(key, new Set(rows.map((r) => r.page)));
+      return;
+    }
+    case "page": {
+      const [row] = await db<{ bits: Buffer; filled: boolean }[]>`
+        SELECT bits, filled FROM pool_pages WHERE pool = ${read.pool} AND page = ${read.index} ${lock}`;
+      answers.set(key, row && ({ bits: wordsOf(row.bits), full: row.filled } satisfies StoredPage));
+      return;
+    }
+    case "pageIndexes": {
+      const rows = await db<{ page: number }[]>`SELECT page FROM pool_pages WHERE pool = ${read.pool} ORDER BY page`;
+      answers.set(
+        key,
+        rows.map((r) => r.page),
+      );
+      return;
+    }
+    case "allocation": {
+      const [row] = await db<AllocationRow[]>`
+        SELECT ${allocationColumns(db)} FROM allocations WHERE pool = ${read.pool} AND vm_id = ${read.vmId} ${lock}`;
+      answers.set(key, row && allocationOf(row));
+      return;
+    }
+    case "allocations": {
+      const rows = await db<AllocationRow[]>`
+        SELECT ${allocationColumns(db)} FROM allocations WHERE pool = ${read.pool} ORDER BY vm_id`;
+      answers.set(
+        key,
+        rows.map((row) => ({ vmId: row.vm_id, record: allocationOf(row) })),
+      );
+      if (!locking) for (const row of rows) answers.set(allocationKey(read.pool, row.vm_id), allocationOf(row));
+      return;
+    }
+    case "address": {
+      const [row] = await db<{ vm_id: string }[]>`
+        SELECT vm_id FROM allocations WHERE pool = ${read.pool} AND ip = ${read.ip}`;
+      answers.set(key, row?.vm_id);
+      return;
+    }
+    case "addresses": {
+      const rows = await db<AllocationRow[]>`
+        SELECT ${allocationColumns(db)} FROM allocations
+        WHERE pool = ${read.pool} AND ip BETWEEN ${read.from} AND ${read.to}
+        ORDER BY ip ${read.limit === undefined ? db`` : db`LIMIT ${read.limit}`}`;
+      answers.set(
+        key,
+        rows.map((row) => ({ ip: row.ip, vmId: row.vm_id })),
+      );
+      if (!locking) for (const row of rows) answers.set(allocationKey(read.pool, row.vm_id), allocationOf(row));
+      return;
+    }
+    case "name": {
+      const [row] = await db<{ vm_id: string }[]>`
+        SELECT vm_id FROM vm_names WHERE pool = ${read.pool} AND name = ${read.name} ${lock}`;
+      answers.set(key, row?.vm_id);
+      return;
+    }
+    case "names": {
+      const rows = await db<{ name: string; vm_id: string }[]>`
+        SELECT name, vm_id FROM vm_names WHERE pool = ${read.pool} ORDER BY name`;
+      answers.set(
+        key,
+        rows.map((r) => ({ name: r.name, vmId: r.vm_id })),
+      );
+      return;
+    }
+    case "eip": {
+      const [row] = await db<EipRow[]>`SELECT ${eipColumns(db)} FROM eips WHERE id = ${read.id} ${lock}`;
+      answers.set(key, row && eipOf(row));
+      return;
+    }
+    case "eipsOfProject": {
+      const rows = await db<EipRow[]>`SELECT ${eipColumns(db)} FROM eips WHERE project = ${read.project} ORDER BY id`;
+      answers.set(
+        key,
+        rows.map((row) => row.id),
+      );
+      if (!locking) for (const row of rows) answers.set(eipKey(row.id), eipOf(row));
+      return;
+    }
+    case "allEips": {
+      const rows = await db<EipRow[]>`SELECT ${eipColumns(db)} FROM eips ORDER BY id`;
+      answers.set(key, rows.map(eipOf));
+      return;
+    }
+    case "eipCount": {
+      const [row] = await db<{ count: number }[]>`
+        SELECT count(*)::float8 AS count FROM eips
+        WHERE pool = ${read.pool} AND project = ${read.project} AND state = ${read.state}`;
+      answers.set(key, row?.count ?? 0);
+      return;
+    }
+    case "instance": {
+      const [row] = await db<{ id: string }[]>`SELECT id FROM eips WHERE instance_id = ${read.instanceId}`;
+      answers.set(key, row?.id);
+      return;
+    }
+    case "poolRows": {
+      const rows = await db<AllocationRow[]>`
+        SELECT ${allocationColumns(db)} FROM allocations WHERE pool = ${read.pool} ${lock}`;
+      for (const row of rows) {
+        answers.set(allocationKey(read.pool, row.vm_id), allocationOf(row));
+        answers.set(addressKey(read.pool, row.ip), row.vm_id);
+      }
+      const names = await db<{ name: string; vm_id: string }[]>`
+        SELECT name, vm_id FROM vm_names WHERE pool = ${read.pool} ${lock}`;
+      for (const { name, vm_id } of names) answers.set(nameKey(read.pool, name), vm_id);
+      answers.set(key, true);
+      return;
+    }
+    case "poolPages": {
+      const rows = await db<{ page: number; bits: Buffer; filled: boolean }[]>`
+        SELECT page, bits, filled FROM pool_pages WHERE pool = ${read.pool} ${lock}`;
+      for (const row of rows) answers.set(pageKey(read.pool, row.page), { bits: wordsOf(row.bits), full: row.filled });
+      answers.set(key, true);
+      return;
+    }
+    case "idempotency": {
+      const [row] = await db<{ eip_id: string; pool: string }[]>`
+        SELECT eip_id, pool FROM eip_idempotency WHERE project = ${read.project} AND key = ${read.key} ${lock}`;
+      answers.set(key, row && ({ id: row.eip_id, pool: row.pool } satisfies IdempotencyRecord));
+      return;
+    }
+  }
+}
+
+/** A page's 512 bytes as words (copied: the driver's buffer is not ours to keep). */
+function wordsOf(bytes: Buffer): Uint32Array {
+  const words = new Uint32Array(new ArrayBuffer(bytes.length));
+  new Uint8Array(words.buffer).set(bytes);
+  return words;
+}
+
+interface AllocationRow {
+  readonly vm_id: string;
+  readonly ip: number;
+  readonly hostname: string | null;
+  readonly name: string | null;
+  readonly host: string | null;
+  readonly nic: Nic | null;
+  readonly created_ms: number;
+}
+
+/** Times are kept as timestamptz and read back as the milliseconds they were written from. */
+function allocationColumns(db: Db) {
+  return db`vm_id, ip::float8 AS ip, hostname, name, host, nic,
+            round(extract(epoch FROM created_at) * 1000)::float8 AS created_ms`;
+}
+
+function allocationOf(row: AllocationRow): AllocationRecord {
+  const record: Writable<AllocationRecord> = { ip: row.ip, createdAt: row.created_ms };
+  if (row.hostname !== null) record.hostname = row.hostname;
+  if (row.name !== null) record.name = row.name;
+  if (row.host !== null) record.host = row.host;
+  if (row.nic !== null) record.nic = row.nic;
+  return record;
+}
+
+interface EipRow {
+  readonly id: string;
+  readonly project: string;
+  readonly pool: string;
+  readonly public_ip: number;
+  readonly state: EipState;
+  readonly created_ms: number;
+  readonly idempotency_key: string | null;
+  readonly instance_id: string | null;
+  readonly host: string | null;
+  readonly private_ip: number | null;
+  readonly associated_ms: number | null;
+}
+
+function eipColumns(db: Db) {
+  return db`id, project, pool, public_ip::float8 AS public_ip, state,
+            round(extract(epoch FROM created_at) * 1000)::float8 AS created_ms,
+            idempotency_key, instance_id, host, private_ip::float8 AS private_ip,
+            round(extract(epoch FROM associated_at) * 1000)::float8 AS associated_ms`;
+}
+
+function eipOf(row: EipRow): EipRecord {
+  const record: Writable<EipRecord> = {
+    id: row.id,
+    project: row.project,
+    pool: row.pool,
+    publicIp: row.public_ip,
+    state: row.state,
+    createdAt: row.created_ms,
+  };
+  if (row.idempotency_key !== null) record.idempotencyKey = row.idempotency_key;
+  if (row.instance_id !== null) record.instanceId = row.instance_id;
+  if (row.host !== null) record.host = row.host;
+  if (row.private_ip !== null) record.privateIp = row.private_ip;
+  if (row.associated_ms !== null) record.associatedAt = row.associated_ms;
+  return record;
+}

@@ -1,0 +1,310 @@
+/**
+ * The view a step sees over the shared store: what has been fetched (reads.ts), with the step's
+ * own writes over it. Reads of anything not fetched throw `Missing`; writes are recorded as
+ * `Write`s for the store to apply in the step's transaction (writes.ts), in the order made.
+ *
+ * The schema keeps some of LMDB's indexes as columns: an allocation's address is its `ip` column
+ * (so `putAddress` only updates what this step sees), an EIP's instance its `instance_id`, and a
+ * pool's summary its pages' `full` flags.
+ */
+import type { EipRecord, EipState, IdempotencyRecord } from "../../eip/store.ts";
+import { parseCidr } from "../../net/ipv4.ts";
+import { PAGE_BITS, setBit, testBit, zeroedWords } from "../../pool/bitmap.ts";
+import type { AllocationRecord, PoolCounters, PoolStamp } from "../../pool/store.ts";
+import type { StoreView } from "../steps.ts";
+import {
+  type Answers,
+  addressKey,
+  allocationKey,
+  eipKey,
+  idempotencyKey,
+  instanceKey,
+  keyOf,
+  Missing,
+  nameKey,
+  pageKey,
+  type Read,
+  type StoredCounts,
+  type StoredPage,
+  wholePoolRead,
+} from "./reads.ts";
+
+export type Write =
+  | { readonly kind: "putStamp"; readonly pool: string; readonly stamp: PoolStamp; readonly pageCount: number }
+  | { readonly kind: "removePool"; readonly pool: string }
+  | { readonly kind: "counts"; readonly pool: string; readonly delta: number; readonly cursor: number }
+  | { readonly kind: "setFull"; readonly pool: string; readonly index: number; readonly full: boolean }
+  | { readonly kind: "putPage"; readonly pool: string; readonly index: number; readonly bits: Uint32Array }
+  | { readonly kind: "removePage"; readonly pool: string; readonly index: number }
+  | { readonly kind: "putAllocation"; readonly pool: string; readonly vmId: string; readonly record: AllocationRecord }
+  | { readonly kind: "removeAllocation"; readonly pool: string; readonly vmId: string }
+  | { readonly kind: "putName"; readonly pool: string; readonly name: string; readonly vmId: string }
+  | { readonly kind: "removeName"; readonly pool: string; readonly name: string }
+  | { readonly kind: "putEip"; readonly record: EipRecord }
+  | { readonly kind: "removeEip"; readonly id: string }
+  | {
+      readonly kind: "putIdempotency";
+      readonly project: string;
+      readonly key: string;
+      readonly record: IdempotencyRecord;
+    }
+  | { readonly kind: "removeIdempotency"; readonly project: string; readonly key: string };
+
+/** The scope of the EIP range reads (a write to any EIP changes them). */
+const EIPS = "\0eips";
+
+export class StepView implements StoreView {
+  readonly writes: Write[] = [];
+  /** Point keys this step wrote, with their new values (undefined: removed). */
+  private readonly written = new Map<string, unknown>();
+  /** Pools (and EIPS) this step wrote to: their range reads would no longer be what was fetched. */
+  private readonly changed = new Set<string>();
+  /** Pools removed by this step: nothing fetched of them holds any more. */
+  private readonly removed = new Set<string>();
+
+  constructor(private readonly answers: Answers) {}
+
+  private fetched<T>(read: Read): T {
+    const key = keyOf(read);
+    if (this.written.has(key)) return this.written.get(key) as T;
+    if (this.answers.has(key)) return this.answers.get(key) as T;
+    const whole = wholePoolRead(read);
+    if (whole !== undefined && this.answers.has(keyOf(whole))) return undefined as T;
+    throw new Missing(key, read);
+  }
+
+  /** A range read. The step rule (reads first, writes last) makes one after a write a mistake. */
+  private range<T>(read: Read, scope: string): T {
+    if (this.changed.has(scope)) {
+      throw new Error(`a step read ${keyOf(read).replaceAll("\0", " ")} after writing to it (store/steps.ts)`);
+    }
+    return this.fetched(read);
+  }
+
+  private write(write: Write, key?: string, value?: unknown): void {
+    this.writes.push(write);
+    if (key !== undefined) this.written.set(key, value);
+  }
+
+  poolNames(): string[] {
+    const names = new Set(this.fetched<Map<string, PoolStamp>>({ kind: "pools" }).keys());
+    for (const [key, stamp] of this.written) {
+      if (!key.startsWith("stamp\0")) continue;
+      const pool = key.slice("stamp\0".length);
+      if (stamp === undefined) names.delete(pool);
+      else names.add(pool);
+    }
+    return [...names].sort();
+  }
+
+  getStamp(pool: string): PoolStamp | undefined {
+    const key = `stamp\0${pool}`;
+    if (this.written.has(key)) return this.written.get(key) as PoolStamp | undefined;
+    return this.fetched<Map<string, PoolStamp>>({ kind: "pools" }).get(pool);
+  }
+
+  putStamp(pool: string, stamp: PoolStamp): void {
+    const pageCount = Math.ceil(parseCidr(stamp.cidr).size / PAGE_BITS);
+    this.write({ kind: "putStamp", pool, stamp, pageCount }, `stamp\0${pool}`, stamp);
+  }
+
+  getCounters(pool: string): PoolCounters | undefined {
+    const key = `counts\0${pool}`;
+    if (this.written.has(key)) return this.written.get(key) as PoolCounters | undefined;
+    if (this.getStamp(pool) === undefined) return undefined;
+    return this.fetched<StoredCounts>({ kind: "counts", pool });
+  }
+
+  /** Counts are kept per daemon and summed: a change is written as this daemon's delta. */
+  putCounters(pool: string, counters: PoolCounters): void {
+    const key = `counts\0${pool}`;
+    const before = this.written.has(key)
+      ? (this.written.get(key) as PoolCounters | undefined)
+      : this.removed.has(pool)
+        ? undefined
+        : this.fetched<StoredCounts>({ kind: "counts", pool });
+    const delta = counters.allocated - (before?.allocated ?? 0);
+    this.write({ kind: "counts", pool, delta, cursor: counters.cursor }, key, { ...counters });
+  }
+
+  removePool(pool: string): void {
+    this.write({ kind: "removePool", pool }, `stamp\0${pool}`, undefined);
+    this.written.set(`counts\0${pool}`, undefined);
+    for (const key of [...this.written.keys()]) {
+      if (key.startsWith(`page\0${pool}\0`) || key.startsWith(`full\0${pool}\0`)) this.written.delete(key);
+    }
+    this.removed.add(pool);
+    this.changed.add(pool);
+  }
+
+  /**
+   * The summary (a bit per page with a free address) is the pages' `full` flags: one row per
+   * page, none per pool, so allocations on different pages never wait for one another here.
+   */
+  getSummary(pool: string): Uint32Array | undefined {
+    const stamp = this.getStamp(pool);
+    if (stamp === undefined) return undefined;
+    const pageCount = Math.ceil(parseCidr(stamp.cidr).size / PAGE_BITS);
+    const summary = zeroedWords(Math.max(1, Math.ceil(pageCount / 32)));
+    const fetchedFull = this.removed.has(pool)
+      ? new Set<number>()
+      : this.fetched<Set<number>>({ kind: "fullPages", pool });
+    for (let index = 0; index < pageCount; index++) {
+      if (!this.isFull(pool, index, fetchedFull)) setBit(summary, index);
+    }
+    return summary;
+  }
+
+  /** This step's flag, else the locked page's (fresher than the list of full pages), else the list's. */
+  private isFull(pool: string, index: number, fetchedFull: Set<number>): boolean {
+    const written = this.written.get(`full\0${pool}\0${index}`) as boolean | undefined;
+    if (written !== undefined) return written;
+    const page = this.removed.has(pool)
+      ? undefined
+      : (this.answers.get(pageKey(pool, index)) as StoredPage | undefined);
+    return page?.full ?? fetchedFull.has(index);
+  }
+
+  putSummary(pool: string, words: Uint32Array): void {
+    const before = this.getSummary(pool) ?? zeroedWords(words.length);
+    for (let index = 0; index < words.length * 32; index++) {
+      const free = testBit(words, index);
+      if (index < before.length * 32 && free === testBit(before, index)) continue;
+      if (index >= before.length * 32 && !free) continue;
+      this.write({ kind: "setFull", pool, index, full: !free }, `full\0${pool}\0${index}`, !free);
+    }
+  }
+
+  /** A copy: the pool logic changes the page it is given before putting it back. */
+  getPage(pool: string, index: number): Uint32Array | undefined {
+    const key = pageKey(pool, index);
+    if (this.written.has(key)) return (this.written.get(key) as Uint32Array | undefined)?.slice();
+    if (this.removed.has(pool)) return undefined;
+    return this.fetched<StoredPage | undefined>({ kind: "page", pool, index })?.bits.slice();
+  }
+
+  putPage(pool: string, index: number, words: Uint32Array): void {
+    const bits = words.slice();
+    this.write({ kind: "putPage", pool, index, bits }, pageKey(pool, index), bits);
+    this.changed.add(pool);
+  }
+
+  removePage(pool: string, index: number): void {
+    this.write({ kind: "removePage", pool, index }, pageKey(pool, index), undefined);
+    this.changed.add(pool);
+  }
+
+  pageIndexes(pool: string): Iterable<number> {
+    return this.range<number[]>({ kind: "pageIndexes", pool }, pool);
+  }
+
+  getAllocation(pool: string, vmId: string): AllocationRecord | undefined {
+    return this.fetched({ kind: "allocation", pool, vmId });
+  }
+
+  putAllocation(pool: string, vmId: string, record: AllocationRecord): void {
+    this.write({ kind: "putAllocation", pool, vmId, record }, allocationKey(pool, vmId), record);
+    this.changed.add(pool);
+  }
+
+  removeAllocation(pool: string, vmId: string): void {
+    this.write({ kind: "removeAllocation", pool, vmId }, allocationKey(pool, vmId), undefined);
+    this.changed.add(pool);
+  }
+
+  allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
+    return this.range({ kind: "allocations", pool }, pool);
+  }
+
+  vmNamed(pool: string, name: string): string | undefined {
+    return this.fetched({ kind: "name", pool, name });
+  }
+
+  putName(pool: string, name: string, vmId: string): void {
+    this.write({ kind: "putName", pool, name, vmId }, nameKey(pool, name), vmId);
+    this.changed.add(pool);
+  }
+
+  removeName(pool: string, name: string): void {
+    this.write({ kind: "removeName", pool, name }, nameKey(pool, name), undefined);
+    this.changed.add(pool);
+  }
+
+  vmNames(pool: string): Iterable<{ name: string; vmId: string }> {
+    return this.range({ kind: "names", pool }, pool);
+  }
+
+  vmAt(pool: string, ip: number): string | undefined {
+    return this.fetched({ kind: "address", pool, ip });
+  }
+
+  /** The allocation's own row carries its address: only this step's view changes. */
+  putAddress(pool: string, ip: number, vmId: string): void {
+    this.written.set(addressKey(pool, ip), vmId);
+    this.changed.add(pool);
+  }
+
+  removeAddress(pool: string, ip: number): void {
+    this.written.set(addressKey(pool, ip), undefined);
+    this.changed.add(pool);
+  }
+
+  addresses(pool: string, fromIp: number, toIp: number, limit?: number): Iterable<{ ip: number; vmId: string }> {
+    return this.range({ kind: "addresses", pool, from: fromIp, to: toIp, limit }, pool);
+  }
+
+  getEip(id: string): EipRecord | undefined {
+    return this.fetched({ kind: "eip", id });
+  }
+
+  putEip(record: EipRecord): void {
+    this.write({ kind: "putEip", record }, eipKey(record.id), record);
+    this.changed.add(EIPS);
+  }
+
+  removeEip(record: EipRecord): void {
+    this.write({ kind: "removeEip", id: record.id }, eipKey(record.id), undefined);
+    this.changed.add(EIPS);
+  }
+
+  eipIdsOfProject(project: string): Iterable<string> {
+    return this.range<string[]>({ kind: "eipsOfProject", project }, EIPS);
+  }
+
+  countEipsOfProject(project: string): number {
+    return this.range<string[]>({ kind: "eipsOfProject", project }, EIPS).length;
+  }
+
+  allEips(): Iterable<EipRecord> {
+    return this.range({ kind: "allEips" }, EIPS);
+  }
+
+  countEips(pool: string, project: string, state: EipState): number {
+    return this.range({ kind: "eipCount", pool, project, state }, EIPS);
+  }
+
+  eipOfInstance(instanceId: string): string | undefined {
+    return this.fetched({ kind: "instance", instanceId });
+  }
+
+  /** The EIP's own row carries its instance (`putEip`): only this step's view changes. */
+  putInstanceEip(instanceId: string, id: string): void {
+    this.written.set(instanceKey(instanceId), id);
+  }
+
+  removeInstanceEip(instanceId: string): void {
+    this.written.set(instanceKey(instanceId), undefined);
+  }
+
+  getIdempotency(project: string, key: string): IdempotencyRecord | undefined {
+    return this.fetched({ kind: "idempotency", project, key });
+  }
+
+  putIdempotency(project: string, key: string, record: IdempotencyRecord): void {
+    this.write({ kind: "putIdempotency", project, key, record }, idempotencyKey(project, key), record);
+  }
+
+  removeIdempotency(project: string, key: string): void {
+    this.write({ kind: "removeIdempotency", project, key }, idempotencyKey(project, key), undefined);
+  }
+}
