@@ -6,6 +6,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach } from "bun:test";
 import postgres from "postgres";
+import { LmdbStore } from "../../src/store/lmdb.ts";
 import { migrate } from "../../src/store/postgres/schema.ts";
 import { PostgresStore } from "../../src/store/postgres/store.ts";
 import type { StepStore } from "../../src/store/steps.ts";
@@ -19,6 +20,8 @@ interface OpenedStore {
   readonly store: StepStore;
   /** Closes the store and opens it again over the same state, as a daemon restart does. */
   reopen(): Promise<StepStore>;
+  /** Another store over the same state, as another daemon (another process) has; closed with the test. */
+  another(daemon: string): StepStore;
   dispose(): Promise<void>;
 }
 
@@ -30,7 +33,7 @@ interface OpenedStore {
 export function backendPerTest(
   backend: StoreBackend,
   opened: (store: StepStore) => void | Promise<void>,
-): { reopen(): Promise<void> } {
+): { reopen(): Promise<void>; another(daemon: string): StepStore } {
   const open = backend === "lmdb" ? openLmdb : postgresOpener();
   let current: OpenedStore | undefined;
   beforeEach(async () => {
@@ -41,22 +44,35 @@ export function backendPerTest(
     await current?.dispose();
     current = undefined;
   });
+  const now = () => {
+    if (!current) throw new Error("backendPerTest: no store outside a test");
+    return current;
+  };
   return {
     async reopen() {
-      if (!current) throw new Error("backendPerTest: no store outside a test");
-      await opened(await current.reopen());
+      await opened(await now().reopen());
     },
+    another: (daemon) => now().another(daemon),
   };
 }
 
 async function openLmdb(): Promise<OpenedStore> {
   const temp = new TempStore();
+  const others: LmdbStore[] = [];
   return {
     get store() {
       return temp.store;
     },
     reopen: () => temp.reopen(),
-    dispose: () => temp.dispose(),
+    another() {
+      const other = new LmdbStore(temp.dir);
+      others.push(other);
+      return other;
+    },
+    async dispose() {
+      for (const other of others) await other.close();
+      await temp.dispose();
+    },
   };
 }
 
@@ -78,6 +94,7 @@ function postgresOpener(): () => Promise<OpenedStore> {
     await migrate(admin);
     await admin.end();
     let store = PostgresStore.connect(url, { daemon: "test-daemon" });
+    const others: PostgresStore[] = [];
     return {
       get store() {
         return store;
@@ -87,7 +104,15 @@ function postgresOpener(): () => Promise<OpenedStore> {
         store = PostgresStore.connect(url, { daemon: "test-daemon" });
         return store;
       },
-      dispose: () => store.close(),
+      another(daemon) {
+        const other = PostgresStore.connect(url, { daemon });
+        others.push(other);
+        return other;
+      },
+      async dispose() {
+        for (const other of others) await other.close();
+        await store.close();
+      },
     };
   };
 }

@@ -14,6 +14,7 @@ import { PoolLayout, type Strategy } from "../../src/pool/layout.ts";
 import { PoolService } from "../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../src/pool/startup.ts";
 import { LmdbStore } from "../../src/store/lmdb.ts";
+import type { StepStore } from "../../src/store/steps.ts";
 
 /** An empty store in a new temporary directory. */
 export class TempStore {
@@ -98,31 +99,36 @@ export function publicPoolLayout(name: string, cidr: string): PoolLayout {
   return poolLayout(eipPoolKey(name), cidr, { gateway: null });
 }
 
-export interface StoreFixture {
+export interface StoreFixture extends Services {
   readonly dir: string;
   readonly store: LmdbStore;
-  readonly vm: PoolLayout;
-  readonly publicPool: PoolLayout;
-  readonly pools: PoolService;
-  readonly eips: EipService;
   /** Closes the store and removes its directory. */
   dispose(): Promise<void>;
 }
 
-/** VM pool "vms" over `vmCidr` (gateway: its first address), EIP pool "public" over 100.64.0.0/24. */
-export async function storeFixture(vmCidr = "192.168.100.0/24"): Promise<StoreFixture> {
-  const temp = new TempStore();
-  const { store } = temp;
+export interface Services {
+  readonly vm: PoolLayout;
+  readonly publicPool: PoolLayout;
+  readonly pools: PoolService;
+  readonly eips: EipService;
+}
+
+/** VM pool "vms" over `vmCidr` (gateway: its first address), EIP pool "public" over 100.64.0.0/24, on `store`. */
+export async function servicesOver(store: StepStore, vmCidr = "192.168.100.0/24"): Promise<Services> {
   const vm = poolLayout("vms", vmCidr);
   const publicPool = publicPoolLayout("public", "100.64.0.0/24");
   await adoptPoolLayouts(store, [vm, publicPool]);
   return {
-    dir: temp.dir,
-    store,
     vm,
     publicPool,
     pools: new PoolService(store, [vm], "vms"),
     eips: new EipService(store, new Map([["public", publicPool]]), "public"),
-    dispose: () => temp.dispose(),
   };
+}
+
+/** `servicesOver` a new LMDB store in a temporary directory. */
+export async function storeFixture(vmCidr = "192.168.100.0/24"): Promise<StoreFixture> {
+  const temp = new TempStore();
+  const { store } = temp;
+  return { dir: temp.dir, store, ...(await servicesOver(store, vmCidr)), dispose: () => temp.dispose() };
 }

@@ -232,6 +232,10 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, daemon: st
       return;
     }
     case "eipsOfProject": {
+      // A write step counts a project's EIPs to keep its quota: no row lock covers rows yet to be
+      // inserted, so it holds the project's lock until its transaction ends, and a rival daemon's
+      // allocation for the same project waits and counts again.
+      if (locking) await db`SELECT pg_advisory_xact_lock(hashtextextended(${`eips of ${read.project}`}, 0))`;
       const rows = await db<EipRow[]>`SELECT ${eipColumns(db)} FROM eips WHERE project = ${read.project} ORDER BY id`;
       answers.set(
         key,

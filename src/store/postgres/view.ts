@@ -36,17 +36,25 @@ export type Write =
   | { readonly kind: "setFull"; readonly pool: string; readonly index: number; readonly full: boolean }
   | { readonly kind: "putPage"; readonly pool: string; readonly index: number; readonly bits: Uint32Array }
   | { readonly kind: "removePage"; readonly pool: string; readonly index: number }
-  | { readonly kind: "putAllocation"; readonly pool: string; readonly vmId: string; readonly record: AllocationRecord }
+  | {
+      readonly kind: "putAllocation";
+      readonly pool: string;
+      readonly vmId: string;
+      readonly record: AllocationRecord;
+      /** Whether the row existed when read (locked): an update of it, else an insert that a rival's insert defeats. */
+      readonly exists: boolean;
+    }
   | { readonly kind: "removeAllocation"; readonly pool: string; readonly vmId: string }
   | { readonly kind: "putName"; readonly pool: string; readonly name: string; readonly vmId: string }
   | { readonly kind: "removeName"; readonly pool: string; readonly name: string }
-  | { readonly kind: "putEip"; readonly record: EipRecord }
+  | { readonly kind: "putEip"; readonly record: EipRecord; readonly exists: boolean }
   | { readonly kind: "removeEip"; readonly id: string }
   | {
       readonly kind: "putIdempotency";
       readonly project: string;
       readonly key: string;
       readonly record: IdempotencyRecord;
+      readonly exists: boolean;
     }
   | { readonly kind: "removeIdempotency"; readonly project: string; readonly key: string };
 
@@ -79,6 +87,18 @@ export class StepView implements StoreView {
       throw new Error(`a step read ${keyOf(read).replaceAll("\0", " ")} after writing to it (store/steps.ts)`);
     }
     return this.fetched(read);
+  }
+
+  /**
+   * Whether the row `read` names existed when fetched (and locked), whatever the step wrote since:
+   * a row the step puts without having read it is fetched first (the step runs again).
+   */
+  private existed(read: Read): boolean {
+    const key = keyOf(read);
+    if (this.answers.has(key)) return this.answers.get(key) !== undefined;
+    const whole = wholePoolRead(read);
+    if (whole !== undefined && this.answers.has(keyOf(whole))) return false;
+    throw new Missing(key, read);
   }
 
   private write(write: Write, key?: string, value?: unknown): void {
@@ -203,7 +223,8 @@ export class StepView implements StoreView {
   }
 
   putAllocation(pool: string, vmId: string, record: AllocationRecord): void {
-    this.write({ kind: "putAllocation", pool, vmId, record }, allocationKey(pool, vmId), record);
+    const exists = this.existed({ kind: "allocation", pool, vmId });
+    this.write({ kind: "putAllocation", pool, vmId, record, exists }, allocationKey(pool, vmId), record);
     this.changed.add(pool);
   }
 
@@ -258,7 +279,8 @@ export class StepView implements StoreView {
   }
 
   putEip(record: EipRecord): void {
-    this.write({ kind: "putEip", record }, eipKey(record.id), record);
+    const exists = this.existed({ kind: "eip", id: record.id });
+    this.write({ kind: "putEip", record, exists }, eipKey(record.id), record);
     this.changed.add(EIPS);
   }
 
@@ -301,7 +323,8 @@ export class StepView implements StoreView {
   }
 
   putIdempotency(project: string, key: string, record: IdempotencyRecord): void {
-    this.write({ kind: "putIdempotency", project, key, record }, idempotencyKey(project, key), record);
+    const exists = this.existed({ kind: "idempotency", project, key });
+    this.write({ kind: "putIdempotency", project, key, record, exists }, idempotencyKey(project, key), record);
   }
 
   removeIdempotency(project: string, key: string): void {

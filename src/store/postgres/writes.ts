@@ -88,13 +88,18 @@ function statementsOf(tx: TransactionSql, write: Write, daemon: string): Stateme
     case "putAllocation": {
       const { pool, vmId, record } = write;
       const nic = record.nic === undefined ? null : JSON.stringify(record.nic);
+      const createdAt = tx`to_timestamp(${record.createdAt}::float8 / 1000)`;
+      if (!write.exists) {
+        return [
+          tx`INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
+             VALUES (${pool}, ${vmId}, ${record.ip}, ${record.hostname ?? null}, ${record.name ?? null},
+                     ${record.host ?? null}, ${nic}::jsonb, ${createdAt})`,
+        ];
+      }
       return [
-        tx`INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
-           VALUES (${pool}, ${vmId}, ${record.ip}, ${record.hostname ?? null}, ${record.name ?? null},
-                   ${record.host ?? null}, ${nic}::jsonb, to_timestamp(${record.createdAt}::float8 / 1000))
-           ON CONFLICT (pool, vm_id) DO UPDATE SET
-             ip = excluded.ip, hostname = excluded.hostname, name = excluded.name, host = excluded.host,
-             nic = excluded.nic, created_at = excluded.created_at`,
+        tx`UPDATE allocations SET ip = ${record.ip}, hostname = ${record.hostname ?? null}, name = ${record.name ?? null},
+             host = ${record.host ?? null}, nic = ${nic}::jsonb, created_at = ${createdAt}
+           WHERE pool = ${pool} AND vm_id = ${vmId}`,
       ];
     }
     case "removeAllocation":
@@ -108,28 +113,48 @@ function statementsOf(tx: TransactionSql, write: Write, daemon: string): Stateme
       return [tx`DELETE FROM vm_names WHERE pool = ${write.pool} AND name = ${write.name}`];
     case "putEip": {
       const eip = write.record;
+      const columns = {
+        id: eip.id,
+        project: eip.project,
+        pool: eip.pool,
+        public_ip: eip.publicIp,
+        state: eip.state,
+        idempotency_key: eip.idempotencyKey ?? null,
+        instance_id: eip.instanceId ?? null,
+        host: eip.host ?? null,
+        private_ip: eip.privateIp ?? null,
+      };
+      const createdAt = tx`to_timestamp(${eip.createdAt}::float8 / 1000)`;
+      const associatedAt = tx`to_timestamp(${eip.associatedAt ?? null}::float8 / 1000)`;
+      if (!write.exists) {
+        return [
+          tx`INSERT INTO eips (id, project, pool, public_ip, state, idempotency_key, instance_id, host, private_ip,
+                               created_at, associated_at)
+             VALUES (${columns.id}, ${columns.project}, ${columns.pool}, ${columns.public_ip}, ${columns.state},
+                     ${columns.idempotency_key}, ${columns.instance_id}, ${columns.host}, ${columns.private_ip},
+                     ${createdAt}, ${associatedAt})`,
+        ];
+      }
       return [
-        tx`INSERT INTO eips (id, project, pool, public_ip, state, created_at, idempotency_key, instance_id, host,
-                             private_ip, associated_at)
-           VALUES (${eip.id}, ${eip.project}, ${eip.pool}, ${eip.publicIp}, ${eip.state},
-                   to_timestamp(${eip.createdAt}::float8 / 1000), ${eip.idempotencyKey ?? null},
-                   ${eip.instanceId ?? null}, ${eip.host ?? null}, ${eip.privateIp ?? null},
-                   to_timestamp(${eip.associatedAt ?? null}::float8 / 1000))
-           ON CONFLICT (id) DO UPDATE SET
-             project = excluded.project, pool = excluded.pool, public_ip = excluded.public_ip,
-             state = excluded.state, created_at = excluded.created_at,
-             idempotency_key = excluded.idempotency_key, instance_id = excluded.instance_id,
-             host = excluded.host, private_ip = excluded.private_ip, associated_at = excluded.associated_at`,
+        tx`UPDATE eips SET ${tx(columns)}, created_at = ${createdAt}, associated_at = ${associatedAt}
+           WHERE id = ${eip.id}`,
       ];
     }
     case "removeEip":
       return [tx`DELETE FROM eips WHERE id = ${write.id}`];
-    case "putIdempotency":
+    case "putIdempotency": {
+      const { project, key, record } = write;
+      if (!write.exists) {
+        return [
+          tx`INSERT INTO eip_idempotency (project, key, eip_id, pool)
+             VALUES (${project}, ${key}, ${record.id}, ${record.pool})`,
+        ];
+      }
       return [
-        tx`INSERT INTO eip_idempotency (project, key, eip_id, pool)
-           VALUES (${write.project}, ${write.key}, ${write.record.id}, ${write.record.pool})
-           ON CONFLICT (project, key) DO UPDATE SET eip_id = excluded.eip_id, pool = excluded.pool`,
+        tx`UPDATE eip_idempotency SET eip_id = ${record.id}, pool = ${record.pool}
+           WHERE project = ${project} AND key = ${key}`,
       ];
+    }
     case "removeIdempotency":
       return [tx`DELETE FROM eip_idempotency WHERE project = ${write.project} AND key = ${write.key}`];
   }

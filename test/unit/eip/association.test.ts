@@ -2,7 +2,7 @@
  * Association, disassociation and reconciliation over a real store, with the hosts replaced by
  * a scripted gateway (the SSH layer has its own suites in test/hosts).
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { afterEach, describe, expect, test } from "bun:test";
 import type { ProjectDefinition } from "../../../src/config/config.ts";
 import { EipAssociations } from "../../../src/eip/association.ts";
 import type { Convergence, HostGateway, HostMapping } from "../../../src/eip/hosts.ts";
@@ -12,9 +12,11 @@ import type { EipService } from "../../../src/eip/service.ts";
 import { AppError } from "../../../src/errors.ts";
 import { Logger } from "../../../src/log/logger.ts";
 import { formatIpv4, parseIpv4 } from "../../../src/net/ipv4.ts";
+import type { PoolLayout } from "../../../src/pool/layout.ts";
 import type { PoolService } from "../../../src/pool/service.ts";
-import type { LmdbStore } from "../../../src/store/lmdb.ts";
-import { type StoreFixture, storeFixture } from "../../support/store-fixture.ts";
+import type { StepStore } from "../../../src/store/steps.ts";
+import { backendPerTest, STORE_BACKENDS } from "../../support/store-backends.ts";
+import { servicesOver } from "../../support/store-fixture.ts";
 
 class HostDown extends AppError {
   readonly status = 502;
@@ -128,8 +130,8 @@ class ScriptedHosts implements HostGateway {
 const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 10 };
 const globex: ProjectDefinition = { name: "globex", apiKeySha256: "1".repeat(64), quota: 10 };
 
-let fixture: StoreFixture;
-let store: LmdbStore;
+let store: StepStore;
+let publicPool: PoolLayout;
 let hosts: ScriptedHosts;
 let pools: PoolService;
 let eips: EipService;
@@ -143,22 +145,6 @@ function logs(): string[] {
   logger.flush();
   return logged;
 }
-
-beforeEach(async () => {
-  fixture = await storeFixture();
-  ({ store, pools, eips } = fixture);
-  hosts = new ScriptedHosts(["hv1", "hv2"]);
-  logger = new Logger("text", "debug", (text) => logged.push(...text.trimEnd().split("\n")));
-  const locks = new KeyedLocks();
-  associations = new EipAssociations(store, hosts, pools, locks, logger);
-  reconciler = new EipReconciler(store, hosts, locks, logger);
-  logged.length = 0;
-});
-
-afterEach(async () => {
-  reconciler.stop();
-  await fixture.dispose();
-});
 
 async function codeOf(promise: Promise<unknown>): Promise<string> {
   try {
@@ -174,315 +160,336 @@ async function vmOn(host: string, vmId: string, state = "running") {
   return (await pools.allocate({ vmId, host })).allocation;
 }
 
-describe("associate", () => {
-  test("installs the association on the instance's host, then records it", async () => {
-    const vm = await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    const associated = await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    expect(associated).toMatchObject({ state: "associated", instanceId: "web-1", host: "hv1", privateIp: vm.ip });
-    expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(vm.ip) });
-    expect(await eips.get(acme, eip.id)).toEqual(associated);
-  });
+for (const backend of STORE_BACKENDS) {
+  describe(`${backend} store`, () => {
+    backendPerTest(backend, async (opened) => {
+      store = opened;
+      ({ pools, eips, publicPool } = await servicesOver(store));
+      hosts = new ScriptedHosts(["hv1", "hv2"]);
+      logger = new Logger("text", "debug", (text) => logged.push(...text.trimEnd().split("\n")));
+      const locks = new KeyedLocks();
+      associations = new EipAssociations(store, hosts, pools, locks, logger);
+      reconciler = new EipReconciler(store, hosts, locks, logger);
+      logged.length = 0;
+    });
 
-  test("repeating it for the same instance changes nothing", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    const first = await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    expect(await associations.associate(acme, eip.id, { instanceId: "web-1" })).toEqual(first);
-  });
+    afterEach(() => {
+      reconciler.stop();
+    });
 
-  test("without a pool allocation the instance is found by asking the hosts, its address from libvirt", async () => {
-    hosts.run("hv2", "db-1", "running", ["192.168.100.77"]);
-    const { eip } = await eips.allocate(acme, {});
-    const associated = await associations.associate(acme, eip.id, { instanceId: "db-1" });
-    expect(associated).toMatchObject({ host: "hv2", privateIp: parseIpv4("192.168.100.77") });
-  });
+    describe("associate", () => {
+      test("installs the association on the instance's host, then records it", async () => {
+        const vm = await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        const associated = await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        expect(associated).toMatchObject({ state: "associated", instanceId: "web-1", host: "hv1", privateIp: vm.ip });
+        expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(vm.ip) });
+        expect(await eips.get(acme, eip.id)).toEqual(associated);
+      });
 
-  test.each([
-    ["an instance no host has", async () => undefined, "INSTANCE_NOT_FOUND"],
-    ["a paused instance", async () => void (await vmOn("hv1", "x", "paused")), "INSTANCE_NOT_RUNNING"],
-    ["an instance with no known address", async () => hosts.run("hv1", "x"), "INSTANCE_HAS_NO_ADDRESS"],
-  ])("%s is refused and nothing changes", async (_what, arrange, code) => {
-    await arrange();
-    const { eip } = await eips.allocate(acme, {});
-    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "x" }))).toBe(code);
-    expect((await eips.get(acme, eip.id)).state).toBe("allocated");
-    expect(hosts.rulesOf("hv1")).toEqual({});
-  });
+      test("repeating it for the same instance changes nothing", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        const first = await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        expect(await associations.associate(acme, eip.id, { instanceId: "web-1" })).toEqual(first);
+      });
 
-  test("an instance that already has another EIP answers INSTANCE_HAS_EIP", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip: first } = await eips.allocate(acme, {});
-    const { eip: second } = await eips.allocate(acme, {});
-    await associations.associate(acme, first.id, { instanceId: "web-1" });
-    expect(await codeOf(associations.associate(acme, second.id, { instanceId: "web-1" }))).toBe("INSTANCE_HAS_EIP");
-  });
+      test("without a pool allocation the instance is found by asking the hosts, its address from libvirt", async () => {
+        hosts.run("hv2", "db-1", "running", ["192.168.100.77"]);
+        const { eip } = await eips.allocate(acme, {});
+        const associated = await associations.associate(acme, eip.id, { instanceId: "db-1" });
+        expect(associated).toMatchObject({ host: "hv2", privateIp: parseIpv4("192.168.100.77") });
+      });
 
-  test("an EIP associated elsewhere needs allow_reassociation", async () => {
-    await vmOn("hv1", "web-1");
-    await vmOn("hv2", "web-2");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-2" }))).toBe("ALREADY_ASSOCIATED");
-    expect((await eips.get(acme, eip.id)).instanceId).toBe("web-1");
-  });
+      test.each([
+        ["an instance no host has", async () => undefined, "INSTANCE_NOT_FOUND"],
+        ["a paused instance", async () => void (await vmOn("hv1", "x", "paused")), "INSTANCE_NOT_RUNNING"],
+        ["an instance with no known address", async () => hosts.run("hv1", "x"), "INSTANCE_HAS_NO_ADDRESS"],
+      ])("%s is refused and nothing changes", async (_what, arrange, code) => {
+        await arrange();
+        const { eip } = await eips.allocate(acme, {});
+        expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "x" }))).toBe(code);
+        expect((await eips.get(acme, eip.id)).state).toBe("allocated");
+        expect(hosts.rulesOf("hv1")).toEqual({});
+      });
 
-  test("a host command failure answers 502 and leaves the recorded state unchanged", async () => {
-    await vmOn("hv1", "web-1");
-    hosts.failing.add("hv1");
-    const { eip } = await eips.allocate(acme, {});
-    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_COMMAND_FAILED");
-    expect(await eips.get(acme, eip.id)).toEqual(eip);
-  });
+      test("an instance that already has another EIP answers INSTANCE_HAS_EIP", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip: first } = await eips.allocate(acme, {});
+        const { eip: second } = await eips.allocate(acme, {});
+        await associations.associate(acme, first.id, { instanceId: "web-1" });
+        expect(await codeOf(associations.associate(acme, second.id, { instanceId: "web-1" }))).toBe("INSTANCE_HAS_EIP");
+      });
 
-  test("an unreachable target host answers HOST_UNAVAILABLE and leaves the recorded state unchanged", async () => {
-    await vmOn("hv1", "web-1");
-    hosts.down.add("hv1");
-    const { eip } = await eips.allocate(acme, {});
-    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_UNAVAILABLE");
-    expect(await eips.get(acme, eip.id)).toEqual(eip);
-  });
+      test("an EIP associated elsewhere needs allow_reassociation", async () => {
+        await vmOn("hv1", "web-1");
+        await vmOn("hv2", "web-2");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-2" }))).toBe("ALREADY_ASSOCIATED");
+        expect((await eips.get(acme, eip.id)).instanceId).toBe("web-1");
+      });
 
-  test("a release that lands while the host is being changed stands: NOT_FOUND, rules taken back, address stays free", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    let release: Promise<unknown> = Promise.resolve();
-    const apply = hosts.apply.bind(hosts);
-    hosts.apply = async (host, association) => {
-      await apply(host, association);
-      release = eips.release(acme, eip.id);
-      await release;
-    };
-    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
-    expect(await release).toMatchObject({ id: eip.id });
-    expect(store.getEip(eip.id)).toBeUndefined();
-    expect(store.eipOfInstance("web-1")).toBeUndefined();
-    expect(store.getAllocation(fixture.publicPool.name, eip.id)).toBeUndefined();
-    expect(hosts.rulesOf("hv1")).toEqual({});
-  });
+      test("a host command failure answers 502 and leaves the recorded state unchanged", async () => {
+        await vmOn("hv1", "web-1");
+        hosts.failing.add("hv1");
+        const { eip } = await eips.allocate(acme, {});
+        expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_COMMAND_FAILED");
+        expect(await eips.get(acme, eip.id)).toEqual(eip);
+      });
 
-  test("a release that lands while the instance is looked up stands, and the host is never touched", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    const instanceState = hosts.instanceState.bind(hosts);
-    hosts.instanceState = async (host, instance) => {
-      await eips.release(acme, eip.id);
-      return instanceState(host, instance);
-    };
-    let applied = 0;
-    const apply = hosts.apply.bind(hosts);
-    hosts.apply = async (host, association) => {
-      applied++;
-      await apply(host, association);
-    };
-    expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
-    expect(applied).toBe(0);
-    expect(store.getEip(eip.id)).toBeUndefined();
-    expect(store.eipOfInstance("web-1")).toBeUndefined();
-  });
+      test("an unreachable target host answers HOST_UNAVAILABLE and leaves the recorded state unchanged", async () => {
+        await vmOn("hv1", "web-1");
+        hosts.down.add("hv1");
+        const { eip } = await eips.allocate(acme, {});
+        expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("HOST_UNAVAILABLE");
+        expect(await eips.get(acme, eip.id)).toEqual(eip);
+      });
 
-  test("another project's EIP is NOT_FOUND", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    expect(await codeOf(associations.associate(globex, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
-  });
-});
+      test("a release that lands while the host is being changed stands: NOT_FOUND, rules taken back, address stays free", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        let release: Promise<unknown> = Promise.resolve();
+        const apply = hosts.apply.bind(hosts);
+        hosts.apply = async (host, association) => {
+          await apply(host, association);
+          release = eips.release(acme, eip.id);
+          await release;
+        };
+        expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+        expect(await release).toMatchObject({ id: eip.id });
+        expect(await store.read((view) => view.getEip(eip.id))).toBeUndefined();
+        expect(await store.read((view) => view.eipOfInstance("web-1"))).toBeUndefined();
+        expect(await store.read((view) => view.getAllocation(publicPool.name, eip.id))).toBeUndefined();
+        expect(hosts.rulesOf("hv1")).toEqual({});
+      });
 
-describe("one VM, one identity", () => {
-  const UUID = "5c9d2e7a-1b3f-4a6d-9e8c-7f0a1b2c3d4e";
+      test("a release that lands while the instance is looked up stands, and the host is never touched", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        const instanceState = hosts.instanceState.bind(hosts);
+        hosts.instanceState = async (host, instance) => {
+          await eips.release(acme, eip.id);
+          return instanceState(host, instance);
+        };
+        let applied = 0;
+        const apply = hosts.apply.bind(hosts);
+        hosts.apply = async (host, association) => {
+          applied++;
+          await apply(host, association);
+        };
+        expect(await codeOf(associations.associate(acme, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+        expect(applied).toBe(0);
+        expect(await store.read((view) => view.getEip(eip.id))).toBeUndefined();
+        expect(await store.read((view) => view.eipOfInstance("web-1"))).toBeUndefined();
+      });
 
-  test("an EIP associated by name is the same association looked up by UUID", async () => {
-    hosts.run("hv1", "web-1");
-    hosts.alias("hv1", "web-1", UUID);
-    const vm = (await pools.allocate({ vmId: UUID, name: "web-1", host: "hv1" })).allocation;
-    const { eip } = await eips.allocate(acme, {});
-    const byName = await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    expect(byName).toMatchObject({ instanceId: UUID, privateIp: vm.ip });
-    expect(await associations.associate(acme, eip.id, { instanceId: UUID })).toEqual(byName);
-  });
+      test("another project's EIP is NOT_FOUND", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        expect(await codeOf(associations.associate(globex, eip.id, { instanceId: "web-1" }))).toBe("NOT_FOUND");
+      });
+    });
 
-  test("a second EIP for the same VM by its other identifier answers INSTANCE_HAS_EIP", async () => {
-    hosts.run("hv1", "web-1");
-    hosts.alias("hv1", "web-1", UUID);
-    await pools.allocate({ vmId: UUID, name: "web-1", host: "hv1" });
-    const { eip: first } = await eips.allocate(acme, {});
-    const { eip: second } = await eips.allocate(acme, {});
-    await associations.associate(acme, first.id, { instanceId: UUID });
-    expect(await codeOf(associations.associate(acme, second.id, { instanceId: "web-1" }))).toBe("INSTANCE_HAS_EIP");
-  });
+    describe("one VM, one identity", () => {
+      const UUID = "5c9d2e7a-1b3f-4a6d-9e8c-7f0a1b2c3d4e";
 
-  test("without an allocation, libvirt's UUID is the identity: name and UUID are one instance", async () => {
-    hosts.run("hv2", "db-1", "running", ["192.168.100.77"]);
-    hosts.alias("hv2", "db-1", UUID);
-    const { eip: first } = await eips.allocate(acme, {});
-    const { eip: second } = await eips.allocate(acme, {});
-    expect(await associations.associate(acme, first.id, { instanceId: "db-1" })).toMatchObject({ instanceId: UUID });
-    expect(await codeOf(associations.associate(acme, second.id, { instanceId: UUID }))).toBe("INSTANCE_HAS_EIP");
-  });
-});
+      test("an EIP associated by name is the same association looked up by UUID", async () => {
+        hosts.run("hv1", "web-1");
+        hosts.alias("hv1", "web-1", UUID);
+        const vm = (await pools.allocate({ vmId: UUID, name: "web-1", host: "hv1" })).allocation;
+        const { eip } = await eips.allocate(acme, {});
+        const byName = await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        expect(byName).toMatchObject({ instanceId: UUID, privateIp: vm.ip });
+        expect(await associations.associate(acme, eip.id, { instanceId: UUID })).toEqual(byName);
+      });
 
-describe("an EIP follows its VM's address", () => {
-  test("releasing the VM's address disassociates its EIP first: rules gone, EIP kept by its project", async () => {
-    const vm = await vmOn("hv1", "web-1");
-    pools.setAddressDependents(associations);
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    await pools.release("web-1");
-    expect(hosts.rulesOf("hv1")).toEqual({});
-    expect(await eips.get(acme, eip.id)).toMatchObject({ state: "allocated", project: "acme" });
-    expect((await eips.get(acme, eip.id)).privateIp).toBeUndefined();
-    expect(store.eipOfInstance("web-1")).toBeUndefined();
-    // The address is free again and another VM may have it: nothing points at it any more.
-    const other = await pools.allocate({ vmId: "other", ip: vm.ip });
-    expect(other.allocation.ip).toBe(vm.ip);
-    expect(logs().join("\n")).toContain("its VM's address was released");
-  });
+      test("a second EIP for the same VM by its other identifier answers INSTANCE_HAS_EIP", async () => {
+        hosts.run("hv1", "web-1");
+        hosts.alias("hv1", "web-1", UUID);
+        await pools.allocate({ vmId: UUID, name: "web-1", host: "hv1" });
+        const { eip: first } = await eips.allocate(acme, {});
+        const { eip: second } = await eips.allocate(acme, {});
+        await associations.associate(acme, first.id, { instanceId: UUID });
+        expect(await codeOf(associations.associate(acme, second.id, { instanceId: "web-1" }))).toBe("INSTANCE_HAS_EIP");
+      });
 
-  test("with the VM's host down, the release still disassociates and reconciliation removes the rules later", async () => {
-    await vmOn("hv1", "web-1");
-    pools.setAddressDependents(associations);
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    hosts.down.add("hv1");
-    await pools.release("web-1");
-    expect((await eips.get(acme, eip.id)).state).toBe("allocated");
-    hosts.reconnect("hv1");
-    await reconciler.reconcileHost("hv1");
-    expect(hosts.rulesOf("hv1")).toEqual({});
-  });
+      test("without an allocation, libvirt's UUID is the identity: name and UUID are one instance", async () => {
+        hosts.run("hv2", "db-1", "running", ["192.168.100.77"]);
+        hosts.alias("hv2", "db-1", UUID);
+        const { eip: first } = await eips.allocate(acme, {});
+        const { eip: second } = await eips.allocate(acme, {});
+        expect(await associations.associate(acme, first.id, { instanceId: "db-1" })).toMatchObject({
+          instanceId: UUID,
+        });
+        expect(await codeOf(associations.associate(acme, second.id, { instanceId: UUID }))).toBe("INSTANCE_HAS_EIP");
+      });
+    });
 
-  test("an association racing the release either lands before it (and is undone) or finds no address", async () => {
-    await vmOn("hv1", "web-1");
-    pools.setAddressDependents(associations);
-    const { eip } = await eips.allocate(acme, {});
-    const [associated, released] = await Promise.allSettled([
-      associations.associate(acme, eip.id, { instanceId: "web-1" }),
-      pools.release("web-1"),
-    ]);
-    expect(released.status).toBe("fulfilled");
-    expect(["fulfilled", "rejected"]).toContain(associated.status);
-    expect((await eips.get(acme, eip.id)).state).toBe("allocated");
-    expect(hosts.rulesOf("hv1")).toEqual({});
-  });
-});
+    describe("an EIP follows its VM's address", () => {
+      test("releasing the VM's address disassociates its EIP first: rules gone, EIP kept by its project", async () => {
+        const vm = await vmOn("hv1", "web-1");
+        pools.setAddressDependents(associations);
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        await pools.release("web-1");
+        expect(hosts.rulesOf("hv1")).toEqual({});
+        expect(await eips.get(acme, eip.id)).toMatchObject({ state: "allocated", project: "acme" });
+        expect((await eips.get(acme, eip.id)).privateIp).toBeUndefined();
+        expect(await store.read((view) => view.eipOfInstance("web-1"))).toBeUndefined();
+        // The address is free again and another VM may have it: nothing points at it any more.
+        const other = await pools.allocate({ vmId: "other", ip: vm.ip });
+        expect(other.allocation.ip).toBe(vm.ip);
+        expect(logs().join("\n")).toContain("its VM's address was released");
+      });
 
-describe("moving an EIP (failover)", () => {
-  test("moves to the new host and removes it from the old one", async () => {
-    await vmOn("hv1", "web-1");
-    const target = await vmOn("hv2", "web-2");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
-    expect(moved).toMatchObject({ host: "hv2", instanceId: "web-2", privateIp: target.ip });
-    await associations.settled();
-    expect(hosts.rulesOf("hv1")).toEqual({});
-    expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(target.ip) });
-    // The old instance is free for another EIP now.
-    const { eip: other } = await eips.allocate(acme, {});
-    expect((await associations.associate(acme, other.id, { instanceId: "web-1" })).state).toBe("associated");
-  });
+      test("with the VM's host down, the release still disassociates and reconciliation removes the rules later", async () => {
+        await vmOn("hv1", "web-1");
+        pools.setAddressDependents(associations);
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        hosts.down.add("hv1");
+        await pools.release("web-1");
+        expect((await eips.get(acme, eip.id)).state).toBe("allocated");
+        hosts.reconnect("hv1");
+        await reconciler.reconcileHost("hv1");
+        expect(hosts.rulesOf("hv1")).toEqual({});
+      });
 
-  test("succeeds while the old host is down; its return reconciles the stale rule away", async () => {
-    await vmOn("hv1", "web-1");
-    await vmOn("hv2", "web-2");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    hosts.down.add("hv1");
-    const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
-    expect(moved.host).toBe("hv2");
-    await associations.settled();
-    expect(hosts.rulesOf("hv1")).not.toEqual({});
-    reconciler.start(0);
-    hosts.reconnect("hv1");
-    await reconciler.settled();
-    expect(hosts.rulesOf("hv1")).toEqual({});
-    expect(logs().some((line) => line.includes("reconciled host") && line.includes("removed=1"))).toBe(true);
-  });
+      test("an association racing the release either lands before it (and is undone) or finds no address", async () => {
+        await vmOn("hv1", "web-1");
+        pools.setAddressDependents(associations);
+        const { eip } = await eips.allocate(acme, {});
+        const [associated, released] = await Promise.allSettled([
+          associations.associate(acme, eip.id, { instanceId: "web-1" }),
+          pools.release("web-1"),
+        ]);
+        expect(released.status).toBe("fulfilled");
+        expect(["fulfilled", "rejected"]).toContain(associated.status);
+        expect((await eips.get(acme, eip.id)).state).toBe("allocated");
+        expect(hosts.rulesOf("hv1")).toEqual({});
+      });
+    });
 
-  test("to another VM on the same host replaces the pair", async () => {
-    await vmOn("hv1", "web-1");
-    const second = await vmOn("hv1", "web-2");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
-    expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(second.ip) });
-  });
-});
+    describe("moving an EIP (failover)", () => {
+      test("moves to the new host and removes it from the old one", async () => {
+        await vmOn("hv1", "web-1");
+        const target = await vmOn("hv2", "web-2");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
+        expect(moved).toMatchObject({ host: "hv2", instanceId: "web-2", privateIp: target.ip });
+        await associations.settled();
+        expect(hosts.rulesOf("hv1")).toEqual({});
+        expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(target.ip) });
+        // The old instance is free for another EIP now.
+        const { eip: other } = await eips.allocate(acme, {});
+        expect((await associations.associate(acme, other.id, { instanceId: "web-1" })).state).toBe("associated");
+      });
 
-describe("disassociate and release", () => {
-  test("disassociate removes the rules and records the EIP as allocated", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    const back = await associations.disassociate(acme, eip.id);
-    expect(back).toEqual({ ...eip, state: "allocated" });
-    expect(hosts.rulesOf("hv1")).toEqual({});
-  });
+      test("succeeds while the old host is down; its return reconciles the stale rule away", async () => {
+        await vmOn("hv1", "web-1");
+        await vmOn("hv2", "web-2");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        hosts.down.add("hv1");
+        const moved = await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
+        expect(moved.host).toBe("hv2");
+        await associations.settled();
+        expect(hosts.rulesOf("hv1")).not.toEqual({});
+        reconciler.start(0);
+        hosts.reconnect("hv1");
+        await reconciler.settled();
+        expect(hosts.rulesOf("hv1")).toEqual({});
+        expect(logs().some((line) => line.includes("reconciled host") && line.includes("removed=1"))).toBe(true);
+      });
 
-  test("with the host down it is recorded and left to reconciliation", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    hosts.down.add("hv1");
-    expect((await associations.disassociate(acme, eip.id)).state).toBe("allocated");
-    expect(logs().some((line) => line.includes("left to reconciliation"))).toBe(true);
-  });
+      test("to another VM on the same host replaces the pair", async () => {
+        await vmOn("hv1", "web-1");
+        const second = await vmOn("hv1", "web-2");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        await associations.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true });
+        expect(hosts.rulesOf("hv1")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(second.ip) });
+      });
+    });
 
-  test("an EIP that is not associated answers NOT_ASSOCIATED", async () => {
-    const { eip } = await eips.allocate(acme, {});
-    expect(await codeOf(associations.disassociate(acme, eip.id))).toBe("NOT_ASSOCIATED");
-  });
+    describe("disassociate and release", () => {
+      test("disassociate removes the rules and records the EIP as allocated", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        const back = await associations.disassociate(acme, eip.id);
+        expect(back).toEqual({ ...eip, state: "allocated" });
+        expect(hosts.rulesOf("hv1")).toEqual({});
+      });
 
-  test("releasing an associated EIP answers STILL_ASSOCIATED and keeps the association", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    expect(await codeOf(eips.release(acme, eip.id))).toBe("STILL_ASSOCIATED");
-    expect((await eips.get(acme, eip.id)).state).toBe("associated");
-  });
-});
+      test("with the host down it is recorded and left to reconciliation", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        hosts.down.add("hv1");
+        expect((await associations.disassociate(acme, eip.id)).state).toBe("allocated");
+        expect(logs().some((line) => line.includes("left to reconciliation"))).toBe(true);
+      });
 
-describe("reconciliation", () => {
-  test("gives a flushed host its rules back and leaves other hosts alone", async () => {
-    await vmOn("hv1", "web-1");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-1" });
-    const expected = hosts.rulesOf("hv1");
-    hosts.rules.get("hv1")?.clear();
-    await reconciler.reconcileAll();
-    expect(hosts.rulesOf("hv1")).toEqual(expected);
-    expect(hosts.rulesOf("hv2")).toEqual({});
-  });
+      test("an EIP that is not associated answers NOT_ASSOCIATED", async () => {
+        const { eip } = await eips.allocate(acme, {});
+        expect(await codeOf(associations.disassociate(acme, eip.id))).toBe("NOT_ASSOCIATED");
+      });
 
-  test("an EIP taken off a host its record does not name is announced again from the host that holds it", async () => {
-    await vmOn("hv1", "web-1");
-    const web2 = await vmOn("hv2", "web-2");
-    const { eip } = await eips.allocate(acme, {});
-    await associations.associate(acme, eip.id, { instanceId: "web-2" });
-    // A move to web-1 that reached hv1 (and was announced there) but was never recorded: a crash.
-    hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
-    await reconciler.reconcileAll();
-    await reconciler.settled();
-    expect(hosts.rulesOf("hv1")).toEqual({});
-    expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(web2.ip) });
-    expect(hosts.announced).toEqual([`hv2 ${formatIpv4(eip.publicIp)}`]);
-  });
+      test("releasing an associated EIP answers STILL_ASSOCIATED and keeps the association", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        expect(await codeOf(eips.release(acme, eip.id))).toBe("STILL_ASSOCIATED");
+        expect((await eips.get(acme, eip.id)).state).toBe("associated");
+      });
+    });
 
-  test("a stale EIP that no instance holds is removed and announced nowhere", async () => {
-    const { eip } = await eips.allocate(acme, {});
-    hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
-    await reconciler.reconcileAll();
-    await reconciler.settled();
-    expect(hosts.rulesOf("hv1")).toEqual({});
-    expect(hosts.announced).toEqual([]);
-  });
+    describe("reconciliation", () => {
+      test("gives a flushed host its rules back and leaves other hosts alone", async () => {
+        await vmOn("hv1", "web-1");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-1" });
+        const expected = hosts.rulesOf("hv1");
+        hosts.rules.get("hv1")?.clear();
+        await reconciler.reconcileAll();
+        expect(hosts.rulesOf("hv1")).toEqual(expected);
+        expect(hosts.rulesOf("hv2")).toEqual({});
+      });
 
-  test("a host that cannot be reached is logged and tried again later", async () => {
-    hosts.down.add("hv2");
-    await reconciler.reconcileAll();
-    expect(logs().some((line) => line.includes("reconciliation failed") && line.includes("hv2"))).toBe(true);
+      test("an EIP taken off a host its record does not name is announced again from the host that holds it", async () => {
+        await vmOn("hv1", "web-1");
+        const web2 = await vmOn("hv2", "web-2");
+        const { eip } = await eips.allocate(acme, {});
+        await associations.associate(acme, eip.id, { instanceId: "web-2" });
+        // A move to web-1 that reached hv1 (and was announced there) but was never recorded: a crash.
+        hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
+        await reconciler.reconcileAll();
+        await reconciler.settled();
+        expect(hosts.rulesOf("hv1")).toEqual({});
+        expect(hosts.rulesOf("hv2")).toEqual({ [formatIpv4(eip.publicIp)]: formatIpv4(web2.ip) });
+        expect(hosts.announced).toEqual([`hv2 ${formatIpv4(eip.publicIp)}`]);
+      });
+
+      test("a stale EIP that no instance holds is removed and announced nowhere", async () => {
+        const { eip } = await eips.allocate(acme, {});
+        hosts.rules.get("hv1")?.set(eip.publicIp, parseIpv4("192.168.100.2"));
+        await reconciler.reconcileAll();
+        await reconciler.settled();
+        expect(hosts.rulesOf("hv1")).toEqual({});
+        expect(hosts.announced).toEqual([]);
+      });
+
+      test("a host that cannot be reached is logged and tried again later", async () => {
+        hosts.down.add("hv2");
+        await reconciler.reconcileAll();
+        expect(logs().some((line) => line.includes("reconciliation failed") && line.includes("hv2"))).toBe(true);
+      });
+    });
   });
-});
+}
 
 describe("KeyedLocks", () => {
   test("serialises holders of one key and lets other keys run", async () => {

@@ -11,7 +11,8 @@ import { parseIpv4 } from "../../../src/net/ipv4.ts";
 import { PoolService, type PoolUsage } from "../../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
-import { poolLayout, publicPoolLayout, storePerTest } from "../../support/store-fixture.ts";
+import { backendPerTest, STORE_BACKENDS } from "../../support/store-backends.ts";
+import { poolLayout, publicPoolLayout } from "../../support/store-fixture.ts";
 
 async function scrape(registry: Registry) {
   return parseExposition(await registry.metrics());
@@ -72,75 +73,79 @@ describe("poolMetrics", () => {
   });
 });
 
-describe("the pool services report to it", () => {
-  let registry: Registry;
-  let pools: PoolService;
-  let eips: EipService;
-  const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 2 };
+for (const backend of STORE_BACKENDS) {
+  describe(`the pool services report to it (${backend} store)`, () => {
+    let registry: Registry;
+    let pools: PoolService;
+    let eips: EipService;
+    const acme: ProjectDefinition = { name: "acme", apiKeySha256: "0".repeat(64), quota: 2 };
 
-  storePerTest(async (store) => {
-    registry = new Registry();
-    // A /29: network, broadcast, gateway and one reservation leave 4 usable addresses.
-    const vm = poolLayout("vms", "10.0.0.0/29", { reserved: ["10.0.0.6"] });
-    const publicPool = publicPoolLayout("public", "100.64.0.0/30");
-    await adoptPoolLayouts(store, [vm, publicPool]);
-    const events = poolMetrics(registry, {
-      pools: [
-        { pool: "vms", kind: "vm" },
-        { pool: "public", kind: "eip" },
-      ],
-      usage: async () => [...(await pools.usage()), ...(await eips.usage())],
+    backendPerTest(backend, async (store) => {
+      registry = new Registry();
+      // A /29: network, broadcast, gateway and one reservation leave 4 usable addresses.
+      const vm = poolLayout("vms", "10.0.0.0/29", { reserved: ["10.0.0.6"] });
+      const publicPool = publicPoolLayout("public", "100.64.0.0/30");
+      await adoptPoolLayouts(store, [vm, publicPool]);
+      const events = poolMetrics(registry, {
+        pools: [
+          { pool: "vms", kind: "vm" },
+          { pool: "public", kind: "eip" },
+        ],
+        usage: async () => [...(await pools.usage()), ...(await eips.usage())],
+      });
+      pools = new PoolService(store, [vm], "vms", events);
+      eips = new EipService(store, new Map([["public", publicPool]]), "public", events);
     });
-    pools = new PoolService(store, [vm], "vms", events);
-    eips = new EipService(store, new Map([["public", publicPool]]), "public", events);
+
+    test("allocations, repeats, refusals and releases of VM addresses", async () => {
+      await pools.allocate({ vmId: "a" });
+      await pools.allocate({ vmId: "a" }); // a repeat: not a new allocation
+      await pools.allocate({ vmId: "b", ip: parseIpv4("10.0.0.4") });
+      await expect(pools.allocate({ vmId: "c", ip: parseIpv4("10.0.0.4") })).rejects.toThrow();
+      await expect(pools.allocate({ vmId: "c", ip: parseIpv4("10.0.0.6") })).rejects.toThrow();
+      await expect(pools.allocate({ vmId: "b", ip: parseIpv4("10.0.0.5") })).rejects.toThrow();
+      await pools.allocate({ vmId: "c" });
+      await pools.allocate({ vmId: "d" });
+      await expect(pools.allocate({ vmId: "e" })).rejects.toThrow("No available IPs");
+      await pools.release("a");
+      await pools.releaseByIp("10.0.0.4");
+      await expect(pools.release("nobody")).rejects.toThrow();
+
+      const samples = await scrape(registry);
+      const vm = { pool: "vms", kind: "vm" };
+      expect(sampleValue(samples, "ippool_pool_allocations_total", vm)).toBe(4);
+      expect(sampleValue(samples, "ippool_pool_releases_total", vm)).toBe(2);
+      const failures = (reason: string) =>
+        sampleValue(samples, "ippool_pool_allocation_failures_total", { ...vm, reason });
+      expect(failures("address_in_use")).toBe(1);
+      expect(failures("invalid_ip")).toBe(1);
+      expect(failures("vm_has_other_address")).toBe(1);
+      expect(failures("exhausted")).toBe(1);
+      // The gauges are the service's own stats.
+      const stats = await pools.stats("vms");
+      expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "allocated" })).toBe(stats.allocated);
+      expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "available" })).toBe(stats.available);
+      expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "reserved" })).toBe(4);
+      expect(sampleValue(samples, "ippool_pool_size_addresses", vm)).toBe(stats.total);
+      expect(stats.total).toBe(4);
+    });
+
+    test("elastic IPs count under their configured pool name, kind eip", async () => {
+      const first = await eips.allocate(acme, { idempotencyKey: "k" });
+      await eips.allocate(acme, { idempotencyKey: "k" }); // a replay
+      await eips.allocate(acme, {});
+      await expect(eips.allocate(acme, {})).rejects.toThrow(); // quota 2
+      await eips.release(acme, first.eip.id);
+
+      const samples = await scrape(registry);
+      const eip = { pool: "public", kind: "eip" };
+      expect(sampleValue(samples, "ippool_pool_allocations_total", eip)).toBe(2);
+      expect(sampleValue(samples, "ippool_pool_releases_total", eip)).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_allocation_failures_total", { ...eip, reason: "quota_exceeded" })).toBe(
+        1,
+      );
+      expect(sampleValue(samples, "ippool_pool_addresses", { ...eip, state: "allocated" })).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_size_addresses", eip)).toBe(2); // a /30 without network and broadcast
+    });
   });
-
-  test("allocations, repeats, refusals and releases of VM addresses", async () => {
-    await pools.allocate({ vmId: "a" });
-    await pools.allocate({ vmId: "a" }); // a repeat: not a new allocation
-    await pools.allocate({ vmId: "b", ip: parseIpv4("10.0.0.4") });
-    await expect(pools.allocate({ vmId: "c", ip: parseIpv4("10.0.0.4") })).rejects.toThrow();
-    await expect(pools.allocate({ vmId: "c", ip: parseIpv4("10.0.0.6") })).rejects.toThrow();
-    await expect(pools.allocate({ vmId: "b", ip: parseIpv4("10.0.0.5") })).rejects.toThrow();
-    await pools.allocate({ vmId: "c" });
-    await pools.allocate({ vmId: "d" });
-    await expect(pools.allocate({ vmId: "e" })).rejects.toThrow("No available IPs");
-    await pools.release("a");
-    await pools.releaseByIp("10.0.0.4");
-    await expect(pools.release("nobody")).rejects.toThrow();
-
-    const samples = await scrape(registry);
-    const vm = { pool: "vms", kind: "vm" };
-    expect(sampleValue(samples, "ippool_pool_allocations_total", vm)).toBe(4);
-    expect(sampleValue(samples, "ippool_pool_releases_total", vm)).toBe(2);
-    const failures = (reason: string) =>
-      sampleValue(samples, "ippool_pool_allocation_failures_total", { ...vm, reason });
-    expect(failures("address_in_use")).toBe(1);
-    expect(failures("invalid_ip")).toBe(1);
-    expect(failures("vm_has_other_address")).toBe(1);
-    expect(failures("exhausted")).toBe(1);
-    // The gauges are the service's own stats.
-    const stats = await pools.stats("vms");
-    expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "allocated" })).toBe(stats.allocated);
-    expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "available" })).toBe(stats.available);
-    expect(sampleValue(samples, "ippool_pool_addresses", { ...vm, state: "reserved" })).toBe(4);
-    expect(sampleValue(samples, "ippool_pool_size_addresses", vm)).toBe(stats.total);
-    expect(stats.total).toBe(4);
-  });
-
-  test("elastic IPs count under their configured pool name, kind eip", async () => {
-    const first = await eips.allocate(acme, { idempotencyKey: "k" });
-    await eips.allocate(acme, { idempotencyKey: "k" }); // a replay
-    await eips.allocate(acme, {});
-    await expect(eips.allocate(acme, {})).rejects.toThrow(); // quota 2
-    await eips.release(acme, first.eip.id);
-
-    const samples = await scrape(registry);
-    const eip = { pool: "public", kind: "eip" };
-    expect(sampleValue(samples, "ippool_pool_allocations_total", eip)).toBe(2);
-    expect(sampleValue(samples, "ippool_pool_releases_total", eip)).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_allocation_failures_total", { ...eip, reason: "quota_exceeded" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_addresses", { ...eip, state: "allocated" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_size_addresses", eip)).toBe(2); // a /30 without network and broadcast
-  });
-});
+}

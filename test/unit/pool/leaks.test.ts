@@ -21,7 +21,8 @@ import {
 import { PoolService } from "../../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
-import { poolLayout, storePerTest } from "../../support/store-fixture.ts";
+import { backendPerTest, STORE_BACKENDS } from "../../support/store-backends.ts";
+import { poolLayout } from "../../support/store-fixture.ts";
 
 const NOW = Date.parse("2026-11-22T12:00:00Z");
 const MINUTE = 60_000;
@@ -121,156 +122,158 @@ describe("decideLeaks", () => {
   });
 });
 
-describe("LeakDetector over a real store", () => {
-  let pools: PoolService;
-  let registry: Registry;
-  let leakEvents: LeakEvents;
-  let domains: Map<string, Domain[] | Error>;
-  const directory: DomainDirectory = {
-    hostNames: () => [...domains.keys()],
-    listDomains: async (host) => {
-      const answer = domains.get(host);
-      if (answer instanceof Error) throw answer;
-      return answer ?? [];
-    },
-  };
-  const layouts = [poolLayout("vms", "10.0.0.0/24"), poolLayout("lab", "10.1.0.0/24")];
-
-  storePerTest(async (store) => {
-    await adoptPoolLayouts(store, layouts);
-    registry = new Registry();
-    const events = poolMetrics(registry, {
-      pools: layouts.map((l) => ({ pool: l.name, kind: "vm" as const })),
-      usage: () => pools.usage(),
-    });
-    pools = new PoolService(store, layouts, "vms", events);
-    leakEvents = leakMetrics(registry, ["vms", "lab"]);
-    domains = new Map([
-      ["hv1", [{ name: "web-1", uuid: UUID_A }]],
-      ["hv2", [{ name: "db-1", uuid: UUID_B }]],
-    ]);
-  });
-
-  /** A detector whose clock runs `aheadMs` ahead of the allocations' creation. */
-  const detector = (aheadMs = GRACE, grace = GRACE / 1000) =>
-    new LeakDetector(pools, directory, grace, {
-      events: leakEvents,
-      now: () => Date.now() + aheadMs,
-    });
-
-  async function seed(): Promise<void> {
-    await pools.allocate({ vmId: "web-1", host: "hv1" });
-    await pools.allocate({ vmId: UUID_B, host: "hv1" }); // recorded on hv1, now on hv2
-    await pools.allocate({ vmId: "ghost", host: "hv1" });
-    await pools.allocate({ vmId: "ghost", pool: "lab" });
-  }
-
-  test("check reports leaks across pools with their age, and releases nothing", async () => {
-    await seed();
-    const report = await detector().check();
-    expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
-    expect(report.leaks.every((l) => l.ageMs >= GRACE)).toBe(true);
-    expect(report.hosts).toEqual([
-      { host: "hv1", domains: 1 },
-      { host: "hv2", domains: 1 },
-    ]);
-    expect(report.released).toBeUndefined();
-    expect((await pools.stats("vms")).allocated).toBe(3);
-    const samples = parseExposition(await registry.metrics());
-    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
-  });
-
-  test("collect releases only leaks a hypervisor host reported (an undefined domain's), never an API-made allocation", async () => {
-    await seed();
-    const report = await detector().collect();
-    expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
-    expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
-    const samples = parseExposition(await registry.metrics());
-    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
-    expect(await pools.find("ghost", "lab")).toBeDefined();
-    expect(await pools.find("web-1")).toBeDefined();
-  });
-
-  test("release releases exactly the leaks, counts them, and a second run finds none", async () => {
-    await seed();
-    const report = await detector().release();
-    expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
-    expect(await pools.find("ghost")).toBeUndefined();
-    expect(await pools.find("web-1")).toBeDefined();
-    expect(await pools.find(UUID_B)).toBeDefined();
-    let samples = parseExposition(await registry.metrics());
-    expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "lab" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_releases_total", { pool: "vms", kind: "vm" })).toBe(1);
-    const again = await detector().release();
-    expect(again.leaks).toEqual([]);
-    expect(again.released).toEqual([]);
-    samples = parseExposition(await registry.metrics());
-    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(0);
-    expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(1);
-  });
-
-  test("one pool only: the other pool's leaks are neither reported nor released, and its gauge is kept", async () => {
-    await seed();
-    await detector().check();
-    const report = await detector().release("lab");
-    expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["lab/ghost"]);
-    expect(await pools.find("ghost", "vms")).toBeDefined();
-    const samples = parseExposition(await registry.metrics());
-    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
-    await expect(detector().check("nosuch")).rejects.toBeInstanceOf(PoolNotFoundError);
-  });
-
-  test("the grace period protects young allocations", async () => {
-    await seed();
-    const report = await detector(0).release();
-    expect(report.leaks).toEqual([]);
-    expect(report.released).toEqual([]);
-    expect(await pools.find("ghost")).toBeDefined();
-  });
-
-  test("a host that cannot be asked: refused with the host named, nothing released, the gauge kept", async () => {
-    await seed();
-    await detector().check();
-    domains.set("hv2", new Error("host hv2: not connected: connect ECONNREFUSED 10.77.0.12:22"));
-    const refused = detector().release();
-    await expect(refused).rejects.toBeInstanceOf(LeakCheckIncompleteError);
-    await expect(refused).rejects.toThrow(/hv2: not connected: connect ECONNREFUSED/);
-    expect(await pools.find("ghost")).toBeDefined();
-    expect(await pools.find("ghost", "lab")).toBeDefined();
-    const samples = parseExposition(await registry.metrics());
-    expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
-    expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
-  });
-
-  test("no hosts configured: no leaks, a reason, nothing released", async () => {
-    await seed();
-    domains.clear();
-    const report = await detector().release();
-    expect(report.reason).toBe(NO_HOSTS_REASON);
-    expect(report.leaks).toEqual([]);
-    expect(report.released).toEqual([]);
-    expect((await pools.stats("vms")).allocated).toBe(3);
-  });
-
-  test("an allocation released and allocated again while hosts were asked is not released", async () => {
-    await seed();
-    const slow: DomainDirectory = {
-      hostNames: directory.hostNames,
+for (const backend of STORE_BACKENDS) {
+  describe(`LeakDetector over a real ${backend} store`, () => {
+    let pools: PoolService;
+    let registry: Registry;
+    let leakEvents: LeakEvents;
+    let domains: Map<string, Domain[] | Error>;
+    const directory: DomainDirectory = {
+      hostNames: () => [...domains.keys()],
       listDomains: async (host) => {
-        if (host === "hv1") {
-          // Meanwhile: ghost's address is released, and ghost is allocated anew (a new VM by that name).
-          await pools.release("ghost", "vms");
-          await pools.allocate({ vmId: "ghost" });
-        }
-        return directory.listDomains(host);
+        const answer = domains.get(host);
+        if (answer instanceof Error) throw answer;
+        return answer ?? [];
       },
     };
-    const report = await new LeakDetector(pools, slow, GRACE / 1000, { now: () => Date.now() + GRACE }).release();
-    expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
-    expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["lab/ghost"]);
-    expect(await pools.find("ghost", "vms")).toBeDefined();
+    const layouts = [poolLayout("vms", "10.0.0.0/24"), poolLayout("lab", "10.1.0.0/24")];
+
+    backendPerTest(backend, async (store) => {
+      await adoptPoolLayouts(store, layouts);
+      registry = new Registry();
+      const events = poolMetrics(registry, {
+        pools: layouts.map((l) => ({ pool: l.name, kind: "vm" as const })),
+        usage: () => pools.usage(),
+      });
+      pools = new PoolService(store, layouts, "vms", events);
+      leakEvents = leakMetrics(registry, ["vms", "lab"]);
+      domains = new Map([
+        ["hv1", [{ name: "web-1", uuid: UUID_A }]],
+        ["hv2", [{ name: "db-1", uuid: UUID_B }]],
+      ]);
+    });
+
+    /** A detector whose clock runs `aheadMs` ahead of the allocations' creation. */
+    const detector = (aheadMs = GRACE, grace = GRACE / 1000) =>
+      new LeakDetector(pools, directory, grace, {
+        events: leakEvents,
+        now: () => Date.now() + aheadMs,
+      });
+
+    async function seed(): Promise<void> {
+      await pools.allocate({ vmId: "web-1", host: "hv1" });
+      await pools.allocate({ vmId: UUID_B, host: "hv1" }); // recorded on hv1, now on hv2
+      await pools.allocate({ vmId: "ghost", host: "hv1" });
+      await pools.allocate({ vmId: "ghost", pool: "lab" });
+    }
+
+    test("check reports leaks across pools with their age, and releases nothing", async () => {
+      await seed();
+      const report = await detector().check();
+      expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
+      expect(report.leaks.every((l) => l.ageMs >= GRACE)).toBe(true);
+      expect(report.hosts).toEqual([
+        { host: "hv1", domains: 1 },
+        { host: "hv2", domains: 1 },
+      ]);
+      expect(report.released).toBeUndefined();
+      expect((await pools.stats("vms")).allocated).toBe(3);
+      const samples = parseExposition(await registry.metrics());
+      expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
+    });
+
+    test("collect releases only leaks a hypervisor host reported (an undefined domain's), never an API-made allocation", async () => {
+      await seed();
+      const report = await detector().collect();
+      expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
+      expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
+      const samples = parseExposition(await registry.metrics());
+      expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
+      expect(await pools.find("ghost", "lab")).toBeDefined();
+      expect(await pools.find("web-1")).toBeDefined();
+    });
+
+    test("release releases exactly the leaks, counts them, and a second run finds none", async () => {
+      await seed();
+      const report = await detector().release();
+      expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
+      expect(await pools.find("ghost")).toBeUndefined();
+      expect(await pools.find("web-1")).toBeDefined();
+      expect(await pools.find(UUID_B)).toBeDefined();
+      let samples = parseExposition(await registry.metrics());
+      expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "lab" })).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_releases_total", { pool: "vms", kind: "vm" })).toBe(1);
+      const again = await detector().release();
+      expect(again.leaks).toEqual([]);
+      expect(again.released).toEqual([]);
+      samples = parseExposition(await registry.metrics());
+      expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(0);
+      expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(1);
+    });
+
+    test("one pool only: the other pool's leaks are neither reported nor released, and its gauge is kept", async () => {
+      await seed();
+      await detector().check();
+      const report = await detector().release("lab");
+      expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["lab/ghost"]);
+      expect(await pools.find("ghost", "vms")).toBeDefined();
+      const samples = parseExposition(await registry.metrics());
+      expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "lab" })).toBe(1);
+      await expect(detector().check("nosuch")).rejects.toBeInstanceOf(PoolNotFoundError);
+    });
+
+    test("the grace period protects young allocations", async () => {
+      await seed();
+      const report = await detector(0).release();
+      expect(report.leaks).toEqual([]);
+      expect(report.released).toEqual([]);
+      expect(await pools.find("ghost")).toBeDefined();
+    });
+
+    test("a host that cannot be asked: refused with the host named, nothing released, the gauge kept", async () => {
+      await seed();
+      await detector().check();
+      domains.set("hv2", new Error("host hv2: not connected: connect ECONNREFUSED 10.77.0.12:22"));
+      const refused = detector().release();
+      await expect(refused).rejects.toBeInstanceOf(LeakCheckIncompleteError);
+      await expect(refused).rejects.toThrow(/hv2: not connected: connect ECONNREFUSED/);
+      expect(await pools.find("ghost")).toBeDefined();
+      expect(await pools.find("ghost", "lab")).toBeDefined();
+      const samples = parseExposition(await registry.metrics());
+      expect(sampleValue(samples, "ippool_pool_leaked_allocations", { pool: "vms" })).toBe(1);
+      expect(sampleValue(samples, "ippool_pool_leaks_released_total", { pool: "vms" })).toBe(0);
+    });
+
+    test("no hosts configured: no leaks, a reason, nothing released", async () => {
+      await seed();
+      domains.clear();
+      const report = await detector().release();
+      expect(report.reason).toBe(NO_HOSTS_REASON);
+      expect(report.leaks).toEqual([]);
+      expect(report.released).toEqual([]);
+      expect((await pools.stats("vms")).allocated).toBe(3);
+    });
+
+    test("an allocation released and allocated again while hosts were asked is not released", async () => {
+      await seed();
+      const slow: DomainDirectory = {
+        hostNames: directory.hostNames,
+        listDomains: async (host) => {
+          if (host === "hv1") {
+            // Meanwhile: ghost's address is released, and ghost is allocated anew (a new VM by that name).
+            await pools.release("ghost", "vms");
+            await pools.allocate({ vmId: "ghost" });
+          }
+          return directory.listDomains(host);
+        },
+      };
+      const report = await new LeakDetector(pools, slow, GRACE / 1000, { now: () => Date.now() + GRACE }).release();
+      expect(report.leaks.map((l) => `${l.allocation.pool}/${l.allocation.vmId}`)).toEqual(["vms/ghost", "lab/ghost"]);
+      expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["lab/ghost"]);
+      expect(await pools.find("ghost", "vms")).toBeDefined();
+    });
   });
-});
+}
