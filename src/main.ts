@@ -15,7 +15,7 @@ import { parseCommand } from "./cli/flags.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
 import { ConfigError } from "./config/errors.ts";
 import { currentRuntime } from "./runtime/index.ts";
-import { DatabaseUnreachableError, SchemaTooNewError } from "./store/postgres/errors.ts";
+import { DatabaseUnreachableError, SchemaTooNewError, SchemaTooOldError } from "./store/postgres/errors.ts";
 import { VERSION } from "./version.ts";
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -61,7 +61,13 @@ async function main(argv: readonly string[]): Promise<void> {
 }
 
 function exitCode(error: unknown): number {
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof SchemaTooNewError) return 2;
+  if (
+    error instanceof UsageError ||
+    error instanceof ConfigError ||
+    error instanceof SchemaTooNewError ||
+    error instanceof SchemaTooOldError
+  )
+    return 2;
   if (error instanceof DaemonUnreachableError || error instanceof DatabaseUnreachableError) return 3;
   return 1;
 }

@@ -6,6 +6,7 @@
  */
 import { parseArgs } from "node:util";
 import postgres from "postgres";
+import { isConnectionFailure } from "../store/postgres/connection.ts";
 import { DatabaseUnreachableError } from "../store/postgres/errors.ts";
 import { migrate } from "../store/postgres/schema.ts";
 import { UsageError } from "./usage.ts";
@@ -40,17 +41,6 @@ function parseDbArgs(argv: readonly string[]) {
 
 /** A failure to reach or log in to the database, told apart from a failing statement. */
 function connectionFailure(error: unknown): DatabaseUnreachableError | undefined {
-  const code = (error as { code?: string }).code ?? "";
-  const unreachable = [
-    "ECONNREFUSED",
-    "ENOTFOUND",
-    "ETIMEDOUT",
-    "EHOSTUNREACH",
-    "CONNECT_TIMEOUT",
-    "28P01",
-    "28000",
-    "3D000",
-  ];
-  if (!unreachable.includes(code)) return undefined;
+  if (!isConnectionFailure(error)) return undefined;
   return new DatabaseUnreachableError(`cannot use the database: ${(error as Error).message}`);
 }

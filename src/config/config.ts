@@ -35,10 +35,22 @@ export interface HostDefinition {
   readonly commandTimeoutMs: number;
 }
 
+/** Where the state lives: the embedded LMDB store, or a PostgreSQL database a fleet shares. */
+export type StoreConfig =
+  | { readonly backend: "lmdb" }
+  | {
+      readonly backend: "postgres";
+      /** A connection URL; it may name several hosts. */
+      readonly url: string;
+      /** This daemon's name among the fleet's: its counts and cursors are kept under it. */
+      readonly daemon: string;
+    };
+
 export interface Config {
   readonly listen: ListenAddress | null;
   readonly socket: string | null;
   readonly dataDir: string;
+  readonly store: StoreConfig;
   /** Hex SHA-256 of the key the pool API needs over a non-loopback TCP listener. */
   readonly adminKeySha256: string | null;
   /** The pool API needs no key on any TCP address (`server.open_pool_api`); warned of at start. */

@@ -1,8 +1,10 @@
 /**
- * The two environment variables the daemon reads, both below the command line in precedence:
+ * The environment variables the daemon reads, all below the command line in precedence:
  * `IPPOOL_CONFIG`, the config file when `--config` is not given (a container image sets it, so
- * the arguments a `docker run` line puts after the image name keep the image's file), and
- * `RUST_LOG`, the original IP Pool API's log switch (`-e RUST_LOG=debug` in its README).
+ * the arguments a `docker run` line puts after the image name keep the image's file),
+ * `RUST_LOG`, the original IP Pool API's log switch (`-e RUST_LOG=debug` in its README), and
+ * `IPPOOL_DATABASE_URL`, the shared store's URL (it holds a password more often than not, so it
+ * need not be in the file), used where the file says `[store] backend = "postgres"`.
  */
 import type { LogLevel } from "./config.ts";
 import { ConfigError } from "./errors.ts";
@@ -24,9 +26,11 @@ const OWN_TARGET = "ippool";
 export function overridesFromEnv(env: Readonly<Record<string, string | undefined>>): Overrides {
   const configPath = env.IPPOOL_CONFIG || undefined;
   const logLevel = env.RUST_LOG ? logLevelOfRustLog(env.RUST_LOG) : undefined;
+  const databaseUrl = env.IPPOOL_DATABASE_URL || undefined;
   return {
     ...(configPath === undefined ? {} : { configPath }),
     ...(logLevel === undefined ? {} : { logLevel }),
+    ...(databaseUrl === undefined ? {} : { databaseUrl }),
   };
 }
 

@@ -22,6 +22,8 @@ export interface Overrides {
   /** From RUST_LOG; `debug` (the flag) wins over it. */
   readonly logLevel?: LogLevel;
   readonly logFormat?: string;
+  /** From IPPOOL_DATABASE_URL: the database of `[store] backend = "postgres"`. */
+  readonly databaseUrl?: string;
 }
 
 export function loadConfig(overrides: Overrides): Config {
@@ -75,7 +77,13 @@ function applyOverrides(document: Record<string, unknown>, flags: Overrides): Re
   } else if (flags.gateway !== undefined && Array.isArray(pools) && pools.length > 0) {
     pools = [{ ...(pools[0] as object), gateway: flags.gateway }, ...pools.slice(1)];
   }
-  return { ...document, server, ...(pools === undefined ? {} : { pools }) };
+  return { ...document, server, ...(pools === undefined ? {} : { pools }), ...storeOverride(document, flags) };
+}
+
+/** The database URL from the environment, over the file's, where the file asks for the shared store. */
+function storeOverride(document: Record<string, unknown>, flags: Overrides): Record<string, unknown> {
+  if (flags.databaseUrl === undefined || !isTable(document.store) || document.store.backend !== "postgres") return {};
+  return { store: { ...document.store, url: flags.databaseUrl } };
 }
 
 function isTable(value: unknown): value is Record<string, unknown> {

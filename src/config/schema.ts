@@ -137,9 +137,37 @@ export const LeaksSection = Type.Object(
   { additionalProperties: false },
 );
 
+export const DAEMON_NAME_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$";
+
+export const StoreSection = Type.Object(
+  {
+    backend: Type.Optional(
+      Type.Union([Type.Literal("lmdb"), Type.Literal("postgres")], {
+        description:
+          "lmdb: the embedded store in data_dir (one host); postgres: a database shared by a fleet's daemons",
+      }),
+    ),
+    url: Type.Optional(
+      Type.String({
+        pattern: "^postgres(ql)?://",
+        maxLength: 4096,
+        description: "postgres://user@host1,host2/db?target_session_attrs=primary (or env IPPOOL_DATABASE_URL)",
+      }),
+    ),
+    daemon: Type.Optional(
+      Type.String({
+        pattern: DAEMON_NAME_PATTERN,
+        description: "this daemon's name in the fleet (default: the host name); unique per daemon",
+      }),
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigFile = Type.Object(
   {
     server: Type.Optional(ServerSection),
+    store: Type.Optional(StoreSection),
     pools: Type.Optional(Type.Array(PoolSection, { minItems: 1, maxItems: 256 })),
     eip_pools: Type.Optional(Type.Array(EipPoolSection, { maxItems: 256 })),
     projects: Type.Optional(Type.Array(ProjectSection, { maxItems: 10_000 })),
@@ -156,3 +184,4 @@ export type PoolSection = Static<typeof PoolSection>;
 export type EipPoolSection = Static<typeof EipPoolSection>;
 export type ProjectSection = Static<typeof ProjectSection>;
 export type HostSection = Static<typeof HostSection>;
+export type StoreSection = Static<typeof StoreSection>;

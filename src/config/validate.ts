@@ -2,6 +2,8 @@
  * Turns a parsed config document into a `Config`, or throws a `ConfigError` whose one-line
  * message names the key that is wrong.
  */
+
+import { hostname } from "node:os";
 import { Value } from "@sinclair/typebox/value";
 import { type PoolLink, sameLink } from "../dhcp/link.ts";
 import {
@@ -16,9 +18,9 @@ import {
   parseRange,
 } from "../net/ipv4.ts";
 import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
-import type { Config, HostDefinition, ListenAddress, ProjectDefinition } from "./config.ts";
+import type { Config, HostDefinition, ListenAddress, ProjectDefinition, StoreConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
-import { ConfigFile, type HostSection, type PoolSection } from "./schema.ts";
+import { ConfigFile, DAEMON_NAME_PATTERN, type HostSection, type PoolSection, type StoreSection } from "./schema.ts";
 
 /** A project that does not say otherwise may hold this many EIPs. */
 const DEFAULT_QUOTA = 20;
@@ -92,6 +94,7 @@ export function validateConfig(document: unknown): Config {
     listen,
     socket,
     dataDir: server.data_dir ?? "/var/lib/ippool",
+    store: storeConfig(file.store ?? {}),
     adminKeySha256: server.admin_key_sha256?.toLowerCase() ?? null,
     openPoolApi: server.open_pool_api ?? false,
     logFormat: server.log_format ?? "text",
@@ -112,6 +115,25 @@ export function validateConfig(document: unknown): Config {
       links: Object.freeze(poolLinks(file.pools ?? [])),
     }),
   });
+}
+
+function storeConfig(section: StoreSection): StoreConfig {
+  if ((section.backend ?? "lmdb") === "lmdb") {
+    if (section.url !== undefined || section.daemon !== undefined) {
+      throw new ConfigError('store.url and store.daemon are for store.backend = "postgres"');
+    }
+    return { backend: "lmdb" };
+  }
+  if (section.url === undefined) {
+    throw new ConfigError('store.backend = "postgres" needs the database: store.url, or IPPOOL_DATABASE_URL');
+  }
+  const daemon = section.daemon ?? hostname();
+  if (!new RegExp(DAEMON_NAME_PATTERN).test(daemon)) {
+    throw new ConfigError(
+      `store.daemon: the host name ${JSON.stringify(daemon)} cannot name this daemon; set store.daemon`,
+    );
+  }
+  return { backend: "postgres", url: section.url, daemon };
 }
 
 /** Every pool's networks and bridges; one link is served by one pool only. */

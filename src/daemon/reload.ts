@@ -2,7 +2,7 @@
  * SIGHUP: the config file is read again, with the same flags and environment, and what can change
  * under a running daemon changes at once: projects and their keys, the admin key and
  * `open_pool_api`, hosts, reconciliation and leak settings, log settings. What only a restart can
- * change (listeners, data directory, pools, DHCP) keeps its running value, and each such key is
+ * change (listeners, data directory, store, pools, DHCP) keeps its running value, and each such key is
  * named in a warning. A file that does not load changes nothing.
  */
 import type { AdminGate } from "../auth/admin.ts";
@@ -29,6 +29,7 @@ const RESTART_ONLY: readonly (readonly [string, readonly (keyof Config)[]])[] = 
   ["server.listen", ["listen"]],
   ["server.socket", ["socket"]],
   ["server.data_dir", ["dataDir"]],
+  ["store", ["store"]],
   ["pools", ["pools", "defaultPool"]],
   ["eip_pools", ["eipPools", "defaultEipPool"]],
   ["dhcp", ["dhcp"]],

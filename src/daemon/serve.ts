@@ -7,13 +7,12 @@ import type { Config } from "../config/config.ts";
 import { createHandler } from "../http/app.ts";
 import { Logger } from "../log/logger.ts";
 import { currentRuntime, type FetchHandler, type Listener, type Runtime } from "../runtime/index.ts";
-import { lockDataDir } from "../store/data-dir-lock.ts";
-import { markStopped, openStoreSafely } from "../store/integrity.ts";
 import { letCommitFailureEchoesGo } from "../store/lmdb.ts";
 import { ListenError } from "./errors.ts";
 import { applyReload, type ReloadTargets } from "./reload.ts";
 import { type DaemonParts, wireServices } from "./services.ts";
 import { prepareSocketPath, removeSocket, restrictSocket } from "./socket.ts";
+import { openDaemonStore } from "./store.ts";
 
 /** `readConfig` reads the config file again, with the flags and environment of the start. */
 export async function serve(config: Config, readConfig: () => Config): Promise<void> {
@@ -38,12 +37,8 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     logger.flush();
     process.exit(1);
   });
-  lockDataDir(runtime, config.dataDir);
-  const store = await openStoreSafely(config.dataDir, runtime, logger);
-  const closeStore = async () => {
-    await store.close();
-    markStopped(config.dataDir, logger);
-  };
+  const store = await openDaemonStore(config, runtime, logger);
+  const closeStore = () => store.close();
   let parts: DaemonParts;
   try {
     parts = await wireServices(config, logger, runtime.name, store);
@@ -96,7 +91,7 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
   logger.info("started", {
     runtime: runtime.name,
     pools: config.pools.map((pool) => pool.name).join(","),
-    data_dir: config.dataDir,
+    ...store.description,
   });
 }
 

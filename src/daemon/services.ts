@@ -22,12 +22,11 @@ import { PoolLayout } from "../pool/layout.ts";
 import { LeakDetector } from "../pool/leaks.ts";
 import { PoolService } from "../pool/service.ts";
 import { adoptPoolLayouts } from "../pool/startup.ts";
-import type { LmdbStore } from "../store/lmdb.ts";
 import { VERSION } from "../version.ts";
 import { SshHostGateway } from "./host-gateway.ts";
+import type { DaemonStore } from "./store.ts";
 
 export interface DaemonParts {
-  readonly store: LmdbStore;
   readonly hosts: HostRegistry;
   readonly projects: ProjectDirectory;
   readonly adminGate: AdminGate;
@@ -45,7 +44,7 @@ export async function wireServices(
   config: Config,
   logger: Logger,
   runtime: "bun" | "deno",
-  store: LmdbStore,
+  { store, lmdb }: DaemonStore,
 ): Promise<DaemonParts> {
   // The gauges read the services below at scrape time, once the listeners are up.
   const metrics = createDaemonMetrics({
@@ -60,16 +59,16 @@ export async function wireServices(
     eips: {
       pools: config.eipPools.map((pool) => pool.name),
       projects: () => projects.names(),
-      count: (pool, project, state) => store.countEips(pool, project, state),
+      count: (pool, project, state) => store.read((view) => view.countEips(pool, project, state)),
     },
     hostNames: config.hosts.map((host) => host.name),
     hosts: { hosts: () => hosts.all() },
-    store,
+    ...(lmdb === undefined ? {} : { store: lmdb }),
   });
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
   const eipPools = publicPoolLayouts(config.eipPools);
   await adoptPoolLayouts(store, [...layouts, ...eipPools.values()]);
-  const indexed = store.ensureEipStateIndex();
+  const indexed = lmdb?.ensureEipStateIndex() ?? 0;
   if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
   const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
   const dhcp = new DhcpDelivery(
@@ -104,7 +103,6 @@ export async function wireServices(
   const syncReservations = async () =>
     dhcp.sync(config.dhcp.links, (await Promise.all(servedPools.map((pool) => pools.allocations(pool)))).flat());
   return {
-    store,
     hosts,
     projects,
     adminGate,

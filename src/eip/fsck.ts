@@ -19,13 +19,19 @@ export interface EipIndexReader {
   idempotencyIndex(): Iterable<{ project: string; key: string; record: IdempotencyRecord }>;
 }
 
-type Store = PoolStore & EipStore & EipIndexReader;
+type Store = PoolStore & EipStore;
 
 /**
  * One report per public pool (keyed by its configured name) plus one for the indexes, which span
- * pools. `layouts` maps configured names to layouts named by their store keys.
+ * pools. `layouts` maps configured names to layouts named by their store keys. `indexes` are the
+ * embedded store's index entries; the shared store has none apart from its rows (an EIP's
+ * instance and state are its own columns), so they are checked where given.
  */
-export function checkEips(store: Store, layouts: ReadonlyMap<string, PoolLayout>): PoolReport[] {
+export function checkEips(
+  store: Store,
+  layouts: ReadonlyMap<string, PoolLayout>,
+  indexes?: EipIndexReader,
+): PoolReport[] {
   const eips = new Map(Array.from(store.allEips(), (record): [string, EipRecord] => [record.id, record]));
   const reports = [...layouts].map(([name, layout]) => {
     const { allocations, problems } = checkPool(store, layout);
@@ -36,12 +42,12 @@ export function checkEips(store: Store, layouts: ReadonlyMap<string, PoolLayout>
     }
     return { pool: `elastic IPs ${name}`, allocations, problems };
   });
-  const indexes: string[] = [];
+  const problems: string[] = [];
   for (const record of eips.values()) {
-    if (!layouts.has(record.pool)) indexes.push(`${record.id}: pool ${record.pool} is not configured`);
+    if (!layouts.has(record.pool)) problems.push(`${record.id}: pool ${record.pool} is not configured`);
   }
-  checkIndexes(store, eips, indexes);
-  reports.push({ pool: "elastic IP indexes", allocations: eips.size, problems: indexes });
+  if (indexes !== undefined) checkIndexes(indexes, eips, problems);
+  reports.push({ pool: "elastic IP indexes", allocations: eips.size, problems });
   return reports;
 }
 
@@ -63,7 +69,7 @@ function checkRecord(store: Store, record: EipRecord, problems: string[]): void 
   }
 }
 
-function checkIndexes(store: Store, eips: ReadonlyMap<string, EipRecord>, problems: string[]): void {
+function checkIndexes(store: EipIndexReader, eips: ReadonlyMap<string, EipRecord>, problems: string[]): void {
   let projectEntries = 0;
   for (const { project, id } of store.projectIndex()) {
     projectEntries++;

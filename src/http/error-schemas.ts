@@ -33,6 +33,7 @@ const STATUS_OF_CODE = {
   DHCP_RESERVATION_FAILED: 502,
   POOL_EXHAUSTED: 503,
   LEAK_CHECK_INCOMPLETE: 503,
+  STORE_UNAVAILABLE: 503,
   STORAGE_FULL: 507,
 } as const;
 
@@ -43,8 +44,17 @@ export function documentedStatus(code: string): number | undefined {
   return (STATUS_OF_CODE as Record<string, number>)[code];
 }
 
-/** Every request with a body or parameters can be malformed, invalid, too large or too slow to arrive. */
-const REQUEST_ERRORS: ErrorCode[] = ["VALIDATION", "MALFORMED_JSON", "PAYLOAD_TOO_LARGE", "REQUEST_TIMEOUT"];
+/**
+ * Every request with a body or parameters can be malformed, invalid, too large or too slow to
+ * arrive; in fleet mode, any may find the shared store out of reach.
+ */
+const REQUEST_ERRORS: ErrorCode[] = [
+  "VALIDATION",
+  "MALFORMED_JSON",
+  "PAYLOAD_TOO_LARGE",
+  "REQUEST_TIMEOUT",
+  "STORE_UNAVAILABLE",
+];
 
 /** Response schemas for these codes (plus the request errors), keyed by HTTP status. */
 export function errorResponses(...codes: ErrorCode[]): Record<number, TSchema> {

@@ -11,7 +11,7 @@ export interface EipMetricsSource {
   readonly pools: readonly string[];
   /** The projects configured now (a reload may change them); called at each scrape. */
   projects(): readonly string[];
-  count(pool: string, project: string, state: EipState): number;
+  count(pool: string, project: string, state: EipState): Promise<number>;
 }
 
 export function eipMetrics(registry: Registry, source: EipMetricsSource): void {
@@ -20,13 +20,13 @@ export function eipMetrics(registry: Registry, source: EipMetricsSource): void {
     help: "Elastic IPs by pool, project and state (allocated: held, not associated; associated).",
     labelNames: ["pool", "project", "state"] as const,
     registers: [registry],
-    collect() {
+    async collect() {
+      const labels = source.pools.flatMap((pool) =>
+        source.projects().flatMap((project) => EIP_STATES.map((state) => ({ pool, project, state }))),
+      );
+      const counts = await Promise.all(labels.map(({ pool, project, state }) => source.count(pool, project, state)));
       this.reset();
-      for (const pool of source.pools) {
-        for (const project of source.projects()) {
-          for (const state of EIP_STATES) this.set({ pool, project, state }, source.count(pool, project, state));
-        }
-      }
+      for (const [i, label] of labels.entries()) this.set(label, counts[i] as number);
     },
   });
 }

@@ -25,7 +25,8 @@ export interface DaemonMetricsSources {
   /** Configured host names (their reconciliation series start at zero). */
   readonly hostNames: readonly string[];
   readonly hosts: HostMetricsSource;
-  readonly store: StoreMetricsSource;
+  /** The embedded store's own figures (absent with the shared store). */
+  readonly store?: StoreMetricsSource;
 }
 
 export interface DaemonMetrics {
@@ -52,7 +53,7 @@ export function createDaemonMetrics(sources: DaemonMetricsSources): DaemonMetric
   const reconciliation = reconciliationMetrics(registry, sources.hostNames);
   const hostCommands = hostMetrics(registry, sources.hosts);
   const requests = httpMetrics(registry);
-  storeMetrics(registry, sources.store);
+  if (sources.store !== undefined) storeMetrics(registry, sources.store);
   return { registry, pools, leaks, associations, reconciliation, hostCommands, requests };
 }
 

@@ -16,6 +16,11 @@ const NOBODY = 65534;
 export interface Postgres {
   /** A connection URL for the `postgres` database as the superuser `test` (trust authentication). */
   readonly url: string;
+  /** Stops the server at once (as a crash does), keeping its data. */
+  halt(): Promise<void>;
+  /** Starts the halted server again on the same port. */
+  resume(): Promise<void>;
+  /** Stops the server and removes its data. */
   stop(): Promise<void>;
 }
 
@@ -27,9 +32,8 @@ export async function startPostgres(): Promise<Postgres> {
   chmodSync(dir, 0o755);
   if (asRoot) chownSync(dir, NOBODY, NOBODY);
   const run = (argv: string[]) => sh(asRoot ? ["runuser", "-u", "nobody", "--", ...argv] : argv, { cwd: dir });
-  try {
-    await run([`${BIN}/initdb`, "-D", data, "-U", "test", "--auth=trust", "--no-sync"]);
-    await run([
+  const start = () =>
+    run([
       `${BIN}/pg_ctl`,
       "-D",
       data,
@@ -40,14 +44,20 @@ export async function startPostgres(): Promise<Postgres> {
       `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off`,
       "start",
     ]);
+  const halt = () => run([`${BIN}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"]);
+  try {
+    await run([`${BIN}/initdb`, "-D", data, "-U", "test", "--auth=trust", "--no-sync"]);
+    await start();
   } catch (error) {
     rmSync(dir, { recursive: true, force: true });
     throw error;
   }
   return {
     url: `postgres://test@127.0.0.1:${port}/postgres`,
+    halt: async () => void (await halt()),
+    resume: async () => void (await start()),
     async stop() {
-      await run([`${BIN}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"]).catch(() => {});
+      await halt().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
     },
   };

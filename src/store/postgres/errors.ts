@@ -6,8 +6,23 @@ export class SchemaTooNewError extends AppError {
   readonly code = "SCHEMA_TOO_NEW";
 }
 
+/** The database's schema is older than this binary's (or missing): `ippool db migrate` brings it up. */
+export class SchemaTooOldError extends AppError {
+  readonly status = 503;
+  readonly code = "SCHEMA_TOO_OLD";
+}
+
 /** The database could not be reached or refused the connection. */
 export class DatabaseUnreachableError extends AppError {
   readonly status = 503;
   readonly code = "DATABASE_UNREACHABLE";
+}
+
+/**
+ * A request needed the shared store and could not reach it (the database is down, failing over,
+ * or cut off from this daemon): nothing was changed, and the same request may be sent again.
+ */
+export class StoreUnavailableError extends AppError {
+  readonly status = 503;
+  readonly code = "STORE_UNAVAILABLE";
 }

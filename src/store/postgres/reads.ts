@@ -98,11 +98,11 @@ export const eipKey = (id: string) => `eip\0${id}`;
 export const instanceKey = (instanceId: string) => `instance\0${instanceId}`;
 export const idempotencyKey = (project: string, key: string) => `idempotency\0${project}\0${key}`;
 /**
- * The read that answers every point read of one kind in a pool at once: a pool's allocations,
- * addresses and names come with `poolRows`, its pages with `poolPages`. Once it is fetched, a point
- * read it did not answer is of a row that does not exist.
+ * The read that answers every point read of one kind at once: a pool's allocations, addresses and
+ * names come with `poolRows`, its pages with `poolPages`, every EIP, instance and idempotency key
+ * with `allEips`. Once it is fetched, a point read it did not answer is of a row that does not exist.
  */
-export function wholePoolRead(read: Read): Read | undefined {
+export function wholeRead(read: Read): Read | undefined {
   switch (read.kind) {
     case "allocation":
     case "address":
@@ -110,6 +110,10 @@ export function wholePoolRead(read: Read): Read | undefined {
       return { kind: "poolRows", pool: read.pool };
     case "page":
       return { kind: "poolPages", pool: read.pool };
+    case "eip":
+    case "instance":
+    case "idempotency":
+      return { kind: "allEips" };
     default:
       return undefined;
   }
@@ -245,8 +249,15 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, daemon: st
       return;
     }
     case "allEips": {
-      const rows = await db<EipRow[]>`SELECT ${eipColumns(db)} FROM eips ORDER BY id`;
+      const rows = await db<EipRow[]>`SELECT ${eipColumns(db)} FROM eips ORDER BY id ${lock}`;
+      const keys = await db<{ project: string; key: string; eip_id: string; pool: string }[]>`
+        SELECT project, key, eip_id, pool FROM eip_idempotency ${lock}`;
       answers.set(key, rows.map(eipOf));
+      for (const row of rows) {
+        answers.set(eipKey(row.id), eipOf(row));
+        if (row.instance_id !== null) answers.set(instanceKey(row.instance_id), row.id);
+      }
+      for (const row of keys) answers.set(idempotencyKey(row.project, row.key), { id: row.eip_id, pool: row.pool });
       return;
     }
     case "eipCount": {

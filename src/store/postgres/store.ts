@@ -19,7 +19,10 @@
  */
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { StepStore, StoreView } from "../steps.ts";
-import { type Answers, fetchRead, keyOf, Missing, type Read, wholePoolRead } from "./reads.ts";
+import { isConnectionFailure } from "./connection.ts";
+import { DatabaseUnreachableError, SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
+import { type Answers, fetchRead, keyOf, Missing, type Read, wholeRead } from "./reads.ts";
+import { SCHEMA_VERSION } from "./schema.ts";
 import { StepView } from "./view.ts";
 import { applyWrites } from "./writes.ts";
 
@@ -27,8 +30,8 @@ import { applyWrites } from "./writes.ts";
 const RETRIED = new Set(["23505", "40001", "40P01"]);
 const MAX_ATTEMPTS = 20;
 /**
- * A step that has asked for this many rows of one pool, one at a time, gets all of the pool's
- * rows at once instead (a consistency check, a bulk release: one query, not thousands). A write
+ * A step that has asked for this many rows of one kind (of one pool), one at a time, gets all of
+ * them at once instead (a consistency check, a bulk release: one query, not thousands). A write
  * step then holds all of them locked, as it would have one by one.
  */
 const POINT_READS_BEFORE_WHOLE_POOL = 16;
@@ -46,7 +49,24 @@ export class PostgresStore implements StepStore {
     private readonly daemon: string,
   ) {}
 
-  /** Connects to `url` (which may name several hosts); the schema must already be migrated. */
+  /**
+   * Connects to `url` (which may name several hosts) and checks that the database's schema is this
+   * binary's: a database not migrated yet, or migrated by a newer ippool, is refused.
+   */
+  static async open(url: string, options: PostgresStoreOptions): Promise<PostgresStore> {
+    const store = PostgresStore.connect(url, options);
+    try {
+      await store.checkSchema();
+    } catch (error) {
+      await store.close();
+      if (isConnectionFailure(error))
+        throw new DatabaseUnreachableError(`cannot use the database: ${(error as Error).message}`);
+      throw error;
+    }
+    return store;
+  }
+
+  /** Connects to `url` without checking the schema (the suites, which migrate it themselves). */
   static connect(url: string, options: PostgresStoreOptions): PostgresStore {
     const sql = postgres(url, {
       max: options.max ?? 10,
@@ -57,8 +77,29 @@ export class PostgresStore implements StepStore {
     return new PostgresStore(sql, options.daemon);
   }
 
+  private async checkSchema(): Promise<void> {
+    const [table] = await this.sql<{ name: string | null }[]>`SELECT to_regclass('ippool_schema')::text AS name`;
+    const [row] = table?.name ? await this.sql<{ version: number }[]>`SELECT version FROM ippool_schema` : [];
+    const version = row?.version ?? 0;
+    if (version > SCHEMA_VERSION) {
+      throw new SchemaTooNewError(
+        `the database's schema is version ${version}, newer than this ippool's ${SCHEMA_VERSION}: upgrade ippool`,
+      );
+    }
+    if (version < SCHEMA_VERSION) {
+      throw new SchemaTooOldError(
+        `the database's schema is version ${version}, this ippool needs ${SCHEMA_VERSION}: run ippool db migrate`,
+      );
+    }
+  }
+
   read<T>(step: (view: StoreView) => T): Promise<T> {
-    return this.run(this.sql, step, false).then(({ value }) => value);
+    return this.run(this.sql, step, false).then(
+      ({ value }) => value,
+      (error: unknown) => {
+        throw unavailable(error) ?? error;
+      },
+    );
   }
 
   async write<T>(step: (view: StoreView) => T): Promise<T> {
@@ -70,7 +111,9 @@ export class PostgresStore implements StepStore {
           return value;
         })) as T;
       } catch (error) {
-        if (attempt >= MAX_ATTEMPTS || !RETRIED.has((error as { code?: string }).code ?? "")) throw error;
+        if (attempt >= MAX_ATTEMPTS || !RETRIED.has((error as { code?: string }).code ?? "")) {
+          throw unavailable(error) ?? error;
+        }
       }
     }
   }
@@ -100,9 +143,21 @@ export class PostgresStore implements StepStore {
   }
 }
 
-/** The read to fetch for `read`: the whole pool's rows or pages once the step has asked for enough of them. */
+/**
+ * A lost or refused connection as the API answers it (503). A commit whose connection broke is
+ * not known to have failed; the answer says so, and the request is safe to repeat (allocation
+ * and release are idempotent by vm_id).
+ */
+function unavailable(error: unknown): StoreUnavailableError | undefined {
+  if (!isConnectionFailure(error)) return undefined;
+  return new StoreUnavailableError(
+    `the shared store cannot be reached (${(error as Error).message}): the change may not have been made; send the request again`,
+  );
+}
+
+/** The read to fetch for `read`: all rows of its kind (in its pool) once the step has asked for enough of them. */
 function widened(read: Read, pointReads: Map<string, number>): Read {
-  const whole = wholePoolRead(read);
+  const whole = wholeRead(read);
   if (whole === undefined) return read;
   const key = keyOf(whole);
   const count = (pointReads.get(key) ?? 0) + 1;

@@ -26,7 +26,7 @@ import {
   type Read,
   type StoredCounts,
   type StoredPage,
-  wholePoolRead,
+  wholeRead,
 } from "./reads.ts";
 
 export type Write =
@@ -76,7 +76,7 @@ export class StepView implements StoreView {
     const key = keyOf(read);
     if (this.written.has(key)) return this.written.get(key) as T;
     if (this.answers.has(key)) return this.answers.get(key) as T;
-    const whole = wholePoolRead(read);
+    const whole = wholeRead(read);
     if (whole !== undefined && this.answers.has(keyOf(whole))) return undefined as T;
     throw new Missing(key, read);
   }
@@ -96,7 +96,7 @@ export class StepView implements StoreView {
   private existed(read: Read): boolean {
     const key = keyOf(read);
     if (this.answers.has(key)) return this.answers.get(key) !== undefined;
-    const whole = wholePoolRead(read);
+    const whole = wholeRead(read);
     if (whole !== undefined && this.answers.has(keyOf(whole))) return false;
     throw new Missing(key, read);
   }

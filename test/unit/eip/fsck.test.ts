@@ -31,7 +31,7 @@ async function associate(record: EipRecord, instanceId: string): Promise<EipReco
 }
 
 function problems(): string[] {
-  return checkEips(fx.store, new Map([["public", fx.publicPool]])).flatMap((report) => report.problems);
+  return checkEips(fx.store, new Map([["public", fx.publicPool]]), fx.store).flatMap((report) => report.problems);
 }
 
 beforeEach(async () => {
@@ -43,7 +43,7 @@ afterEach(() => fx.dispose());
 
 describe("ippool fsck over elastic IPs", () => {
   test("allocated and associated EIPs with their indexes have no problems", () => {
-    const reports = checkEips(fx.store, new Map([["public", fx.publicPool]]));
+    const reports = checkEips(fx.store, new Map([["public", fx.publicPool]]), fx.store);
     expect(reports.map((r) => [r.pool, r.allocations, r.problems])).toEqual([
       ["elastic IPs public", 2, []],
       ["elastic IP indexes", 2, []],
@@ -82,7 +82,7 @@ describe("ippool fsck over elastic IPs", () => {
   });
 
   test("an EIP of a public pool that is no longer configured is reported", () => {
-    const reports = checkEips(fx.store, new Map());
+    const reports = checkEips(fx.store, new Map(), fx.store);
     expect(reports.flatMap((r) => r.problems).sort()).toEqual(
       [`${allocated.id}: pool public is not configured`, `${associated.id}: pool public is not configured`].sort(),
     );

@@ -22,8 +22,9 @@ const NOT_ANSWERED_OVER_HTTP = new Set([
   "StoreDamagedError", // refuses the start (and fsck)
   "DaemonUnreachableError", // the client's own failure (exit 3)
   "InvalidCommandArgumentError", // the API's schemas admit only what host commands accept
-  "SchemaTooNewError", // ippool db migrate's own refusal (exit 2); fleet mode is not served yet
-  "DatabaseUnreachableError", // ippool db migrate's own failure (exit 3)
+  "SchemaTooNewError", // refuses the start, and ippool db migrate (exit 2)
+  "SchemaTooOldError", // refuses the start (exit 2)
+  "DatabaseUnreachableError", // refuses the start, and ippool db migrate (exit 3)
 ]);
 
 type ErrorClass = new (message: string, ...rest: never[]) => AppError;

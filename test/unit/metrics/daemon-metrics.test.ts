@@ -20,7 +20,7 @@ function metrics() {
         { pool: "public", kind: "eip", usable: 254, allocated: 2, available: 252, reserved: 2 },
       ],
     },
-    eips: { pools: ["public"], projects: () => ["acme"], count: () => 1 },
+    eips: { pools: ["public"], projects: () => ["acme"], count: async () => 1 },
     hostNames: ["hv1"],
     hosts: { hosts: () => [{ name: "hv1", connected: true }] },
     store: {

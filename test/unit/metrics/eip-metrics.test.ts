@@ -19,7 +19,7 @@ describe("eipMetrics", () => {
     eipMetrics(registry, {
       pools: ["public", "spare"],
       projects: () => ["acme", "globex"],
-      count: (pool, project, state) => counts[`${pool}/${project}/${state}`] ?? 0,
+      count: async (pool, project, state) => counts[`${pool}/${project}/${state}`] ?? 0,
     });
     const samples = parseExposition(await registry.metrics());
     expect(samples.filter((s) => s.name === "ippool_eips")).toHaveLength(8);
