@@ -84,7 +84,9 @@ describe("two daemons on one database", () => {
 
   test("allocating at once through both never hands out an address twice; each sees all of them", async () => {
     const answers = await Promise.all(
-      Array.from({ length: 80 }, (_, i) => (i % 2 === 0 ? a : b).post("/api/v1/ip/allocate", { vm_id: `vm-${i}`, pool: "pair" })),
+      Array.from({ length: 80 }, (_, i) =>
+        (i % 2 === 0 ? a : b).post("/api/v1/ip/allocate", { vm_id: `vm-${i}`, pool: "pair" }),
+      ),
     );
     expect(answers.map((answer) => answer.status)).toEqual(Array(80).fill(201));
     const ips = answers.map((answer) => answer.body.ip as string);
