@@ -110,6 +110,40 @@ describe("two daemons on one database", () => {
   });
 });
 
+describe("a daemon killed mid-load", () => {
+  test("kill -9 loses no acknowledged allocation: after its restart each VM has the address it was answered", async () => {
+    const config = POOLS + storeToml("hv1");
+    let daemon = await Daemon.start({ config });
+    const acknowledged = new Map<string, string>();
+    const load = Array.from({ length: 8 }, async (_, worker) => {
+      for (let i = 0; ; i++) {
+        const vmId = `kill-${worker}-${i}`;
+        try {
+          const { status, body } = await daemon.post("/api/v1/ip/allocate", { vm_id: vmId, pool: "pair" });
+          if (status === 201) acknowledged.set(vmId, body.ip);
+        } catch {
+          return; // the daemon is gone: this request's answer never came
+        }
+      }
+    });
+    await Bun.sleep(300);
+    await daemon.kill9();
+    await Promise.all(load);
+    expect(acknowledged.size).toBeGreaterThan(10);
+    daemon = await Daemon.start({ config, dir: daemon.dir });
+    try {
+      for (const [vmId, ip] of acknowledged) {
+        const { status, body } = await daemon.json(`/api/v1/ip/${vmId}?pool=pair`);
+        expect([vmId, status, body.ip]).toEqual([vmId, 200, ip]);
+      }
+      const out = await runToExit(["fsck", "--config", daemon.configPath]);
+      expect([out.code, out.stdout]).toEqual([0, expect.stringContaining("pair: ")]);
+    } finally {
+      await daemon.dispose();
+    }
+  });
+});
+
 describe("a database the binary does not match is refused at start", () => {
   const dir = mkdtempSync(join(tmpdir(), "ippool-fleet-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));

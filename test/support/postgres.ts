@@ -24,7 +24,12 @@ export interface Postgres {
   stop(): Promise<void>;
 }
 
-export async function startPostgres(): Promise<Postgres> {
+/**
+ * `durable` keeps PostgreSQL's own default, fsync on (benchmarks: every commit is on disk, as
+ * ippool's LMDB commits are); the suites turn it off, which a crash of the machine would punish
+ * but a test's kill of the server does not.
+ */
+export async function startPostgres({ durable = false }: { readonly durable?: boolean } = {}): Promise<Postgres> {
   const dir = mkdtempSync(join(tmpdir(), "ippool-pg-"));
   const data = join(dir, "data");
   const port = freePort();
@@ -41,7 +46,7 @@ export async function startPostgres(): Promise<Postgres> {
       "-l",
       join(dir, "server.log"),
       "-o",
-      `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off`,
+      `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1${durable ? "" : " -c fsync=off"}`,
       "start",
     ]);
   const halt = () => run([`${BIN}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"]);

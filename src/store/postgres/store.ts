@@ -34,13 +34,14 @@ const MAX_ATTEMPTS = 20;
  * them at once instead (a consistency check, a bulk release: one query, not thousands). A write
  * step then holds all of them locked, as it would have one by one.
  */
-const POINT_READS_BEFORE_WHOLE_POOL = 16;
+const POINT_READS_BEFORE_WHOLE_KIND = 16;
+
+/** Connections each daemon keeps: steps wait for one (a write step holds one until it commits). */
+const CONNECTIONS = 10;
 
 export interface PostgresStoreOptions {
   /** This daemon's identity in the fleet: its counts and cursors are kept under it. */
   readonly daemon: string;
-  /** Connections in the pool. */
-  readonly max?: number;
 }
 
 export class PostgresStore implements StepStore {
@@ -69,7 +70,7 @@ export class PostgresStore implements StepStore {
   /** Connects to `url` without checking the schema (the suites, which migrate it themselves). */
   static connect(url: string, options: PostgresStoreOptions): PostgresStore {
     const sql = postgres(url, {
-      max: options.max ?? 10,
+      max: CONNECTIONS,
       onnotice: () => {},
       // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
       types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
@@ -93,13 +94,19 @@ export class PostgresStore implements StepStore {
     }
   }
 
-  read<T>(step: (view: StoreView) => T): Promise<T> {
-    return this.run(this.sql, step, false).then(
-      ({ value }) => value,
-      (error: unknown) => {
-        throw unavailable(error) ?? error;
-      },
-    );
+  /**
+   * A read step sees one snapshot of the database, however many fetches it takes (a consistency
+   * check, a listing), as an LMDB read sees one transaction.
+   */
+  async read<T>(step: (view: StoreView) => T): Promise<T> {
+    try {
+      return (await this.sql.begin(
+        "isolation level repeatable read read only",
+        async (tx) => (await this.run(tx, step, false)).value,
+      )) as T;
+    } catch (error) {
+      throw unavailable(error) ?? error;
+    }
   }
 
   async write<T>(step: (view: StoreView) => T): Promise<T> {
@@ -151,7 +158,7 @@ export class PostgresStore implements StepStore {
 function unavailable(error: unknown): StoreUnavailableError | undefined {
   if (!isConnectionFailure(error)) return undefined;
   return new StoreUnavailableError(
-    `the shared store cannot be reached (${(error as Error).message}): the change may not have been made; send the request again`,
+    `the shared store cannot be reached (${(error as Error).message}); whether a change was made is not known: send the request again`,
   );
 }
 
@@ -162,5 +169,5 @@ function widened(read: Read, pointReads: Map<string, number>): Read {
   const key = keyOf(whole);
   const count = (pointReads.get(key) ?? 0) + 1;
   pointReads.set(key, count);
-  return count > POINT_READS_BEFORE_WHOLE_POOL ? whole : read;
+  return count > POINT_READS_BEFORE_WHOLE_KIND ? whole : read;
 }

@@ -1,0 +1,83 @@
+/**
+ * Fleet mode against the embedded store, in one run: allocations per second and latency over
+ * HTTP (bench/load.ts, closed loop, new vm_ids) for
+ *   - the LMDB store (one daemon),
+ *   - the PostgreSQL store with one daemon,
+ *   - the PostgreSQL store with three daemons on one pool, the load split across them.
+ * PostgreSQL 15 from Debian runs with its defaults (fsync and synchronous_commit on), its data on
+ * the same disk: every 2xx follows a durable commit, as with LMDB.
+ *
+ *   bun bench/fleet.ts [--seconds 5] [--connections 32]
+ *
+ * Prints one `FLEET case=… rps=… p50=… p99=… non2xx=…` line per case and the ratios to LMDB.
+ */
+import { parseArgs } from "node:util";
+import { poolsToml } from "../test/support/config-toml.ts";
+import { Daemon, runToExit } from "../test/support/daemon.ts";
+import { startPostgres } from "../test/support/postgres.ts";
+
+const { values } = parseArgs({
+  options: { seconds: { type: "string", default: "5" }, connections: { type: "string", default: "32" } },
+  strict: true,
+});
+const seconds = Number(values.seconds);
+const connections = Number(values.connections);
+
+interface Measured {
+  readonly rps: number;
+  readonly p50: number;
+  readonly p99: number;
+  readonly non2xx: number;
+}
+
+/** Runs bench/load.ts against each daemon at once, `connections` split between them. */
+async function load(daemons: readonly Daemon[], tag: string, duration: number): Promise<Measured> {
+  const runs = daemons.map((daemon, i) => {
+    const share = Math.floor(connections / daemons.length) + (i < connections % daemons.length ? 1 : 0);
+    const port = new URL(daemon.baseUrl).port;
+    const args = ["--port", port, "--script", "allocate", "--connections", `${share}`, "--seconds", `${duration}`];
+    return Bun.spawn([process.execPath, "bench/load.ts", ...args, "--tag", `${tag}-${i}`], { stdout: "pipe" });
+  });
+  const lines = await Promise.all(runs.map(async (run) => (await new Response(run.stdout).text()).trim()));
+  const fields = lines.map((line) =>
+    Object.fromEntries([...line.matchAll(/(\w+)=([\d.]+)/g)].map((m) => [m[1], Number(m[2])])),
+  );
+  const sum = (key: string) => fields.reduce((total, f) => total + (f[key] ?? 0), 0);
+  const worst = (key: string) => Math.max(...fields.map((f) => f[key] ?? 0));
+  return { rps: sum("rps"), p50: worst("p50"), p99: worst("p99"), non2xx: sum("non2xx") };
+}
+
+async function measure(name: string, daemons: readonly Daemon[]): Promise<Measured> {
+  await load(daemons, `${name}-warm`, 2);
+  const result = await load(daemons, name, seconds);
+  console.log(
+    `FLEET case=${name} daemons=${daemons.length} rps=${result.rps.toFixed(0)} p50=${result.p50} p99=${result.p99} non2xx=${result.non2xx}`,
+  );
+  return result;
+}
+
+const POOL = poolsToml([{ name: "bench", cidr: "10.64.0.0/12" }]);
+const pg = await startPostgres({ durable: true });
+const results = new Map<string, Measured>();
+try {
+  const migrated = await runToExit(["db", "migrate", "--database-url", pg.url]);
+  if (migrated.code !== 0) throw new Error(`ippool db migrate: ${migrated.stderr}`);
+  const lmdb = await Daemon.start({ config: POOL });
+  results.set("lmdb", await measure("lmdb", [lmdb]));
+  await lmdb.dispose();
+  const store = (daemon: string, pool: string) =>
+    `${poolsToml([{ name: pool, cidr: "10.64.0.0/12" }])}\n[store]\nbackend = "postgres"\nurl = "${pg.url}"\ndaemon = "${daemon}"\n`;
+  const one = await Daemon.start({ config: store("hv1", "one") });
+  results.set("postgres-1", await measure("postgres-1", [one]));
+  await one.dispose();
+  const three = await Promise.all(["hv1", "hv2", "hv3"].map((name) => Daemon.start({ config: store(name, "three") })));
+  results.set("postgres-3", await measure("postgres-3", three));
+  await Promise.all(three.map((daemon) => daemon.dispose()));
+} finally {
+  await pg.stop();
+}
+const base = results.get("lmdb")?.rps ?? 0;
+for (const name of ["postgres-1", "postgres-3"]) {
+  const rps = results.get(name)?.rps ?? 0;
+  console.log(`FLEET ratio ${name}/lmdb=${base > 0 ? (rps / base).toFixed(3) : "n/a"}`);
+}
