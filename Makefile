@@ -14,13 +14,13 @@ LIBVIRT_PACKAGES := libvirt-daemon-system libvirt-daemon-driver-qemu qemu-system
 	busybox-static cpio xz-utils
 TEST_PACKAGES := curl systemd openssh-server openssh-client nftables iproute2 libvirt-clients conntrack iputils-arping procps prometheus postgresql \
 	$(LIBVIRT_PACKAGES)
-BENCH_PACKAGES := wrk curl
+BENCH_PACKAGES := wrk curl postgresql
 
 PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
 .PHONY: all run build install check test test-local test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
-	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-keys bench-list clean image-test
+	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
 
 all: build
 
@@ -129,8 +129,9 @@ fuzz-config: build
 test-deno: node_modules/.installed
 	IPPOOL_DAEMON=deno $(BUN) test test/integration/smoke.test.ts
 
-## ippool against the floor of its stack (bench/floor.ts), Kea's lease rate, client start-up against curl, and
-## the throughput, latency, start-up, failover and key-timing runs (about 15 minutes; as root for Kea and the testbed).
+## ippool against the floor of its stack (bench/floor.ts), Kea's lease rate, client start-up against curl, the
+## throughput, latency, start-up, failover and key-timing runs, and fleet mode on PostgreSQL against LMDB (about 16
+## minutes; as root for Kea and the testbed).
 bench: build
 	bash hooks/install-packages $(BENCH_PACKAGES)
 	bash bench/run.sh
@@ -139,6 +140,11 @@ bench: build
 bench-flap: build
 	bash hooks/install-packages $(TEST_PACKAGES) $(BENCH_PACKAGES)
 	$(BUN) bench/flap.ts --raw bench/results/raw/flap.json
+
+## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons (about a minute).
+bench-fleet: build
+	bash hooks/install-packages $(BENCH_PACKAGES)
+	$(BUN) bench/fleet.ts
 
 ## Whether a wrong API key takes measurably longer or shorter to check than the right one (a report, no assertions).
 bench-keys: build

@@ -12,6 +12,7 @@
  * Prints one `FLEET case=… rps=… p50=… p99=… non2xx=…` line per case and the ratios to LMDB.
  */
 import { parseArgs } from "node:util";
+import postgres from "postgres";
 import { poolsToml } from "../test/support/config-toml.ts";
 import { Daemon, runToExit } from "../test/support/daemon.ts";
 import { startPostgres } from "../test/support/postgres.ts";
@@ -59,20 +60,38 @@ async function measure(name: string, daemons: readonly Daemon[]): Promise<Measur
 const POOL = poolsToml([{ name: "bench", cidr: "10.64.0.0/12" }]);
 const pg = await startPostgres({ durable: true });
 const results = new Map<string, Measured>();
-try {
-  const migrated = await runToExit(["db", "migrate", "--database-url", pg.url]);
+
+/** A new database, migrated as an operator would; its URL. */
+async function database(name: string): Promise<string> {
+  const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+  await admin`CREATE DATABASE ${admin(name)}`;
+  await admin.end();
+  const url = pg.url.replace(/\/postgres$/, `/${name}`);
+  const migrated = await runToExit(["db", "migrate", "--database-url", url]);
   if (migrated.code !== 0) throw new Error(`ippool db migrate: ${migrated.stderr}`);
-  const lmdb = await Daemon.start({ config: POOL });
-  results.set("lmdb", await measure("lmdb", [lmdb]));
-  await lmdb.dispose();
-  const store = (daemon: string, pool: string) =>
-    `${poolsToml([{ name: pool, cidr: "10.64.0.0/12" }])}\n[store]\nbackend = "postgres"\nurl = "${pg.url}"\ndaemon = "${daemon}"\n`;
-  const one = await Daemon.start({ config: store("hv1", "one") });
-  results.set("postgres-1", await measure("postgres-1", [one]));
-  await one.dispose();
-  const three = await Promise.all(["hv1", "hv2", "hv3"].map((name) => Daemon.start({ config: store(name, "three") })));
-  results.set("postgres-3", await measure("postgres-3", three));
-  await Promise.all(three.map((daemon) => daemon.dispose()));
+  return url;
+}
+
+/** `daemons` daemons (hv1, hv2, …) on a database of their own. */
+async function fleet(name: string, daemons: number): Promise<Daemon[]> {
+  const url = await database(name);
+  return Promise.all(
+    Array.from({ length: daemons }, (_, i) =>
+      Daemon.start({ config: `${POOL}\n[store]\nbackend = "postgres"\nurl = "${url}"\ndaemon = "hv${i + 1}"\n` }),
+    ),
+  );
+}
+
+try {
+  for (const [name, start] of [
+    ["lmdb", async () => [await Daemon.start({ config: POOL })]],
+    ["postgres-1", () => fleet("one", 1)],
+    ["postgres-3", () => fleet("three", 3)],
+  ] as const) {
+    const daemons = await start();
+    results.set(name, await measure(name, daemons));
+    await Promise.all(daemons.map((daemon) => daemon.dispose()));
+  }
 } finally {
   await pg.stop();
 }

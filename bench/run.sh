@@ -16,6 +16,8 @@
 #   8. pool API throughput and p99 while one host flaps vs steady: bench/flap.ts in the same testbed
 #      (as root; skipped otherwise)
 #   9. API key check timing, wrong vs right keys, in process and over HTTP: bench/key-timing.ts
+#  10. fleet mode: allocate over HTTP on LMDB vs PostgreSQL (fsync on) with one and three daemons,
+#      bench/fleet.ts (needs Debian's postgresql)
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
 # bench/results/raw/). Knobs (environment): BENCH_FLOOR_ROUNDS (5) and BENCH_FLOOR_DURATION (5s)
 # for section 1, BENCH_CLIENT_RUNS (30) for section 3, BENCH_CONNECTIONS (32), BENCH_HIGH_CONNECTIONS (128, a
@@ -312,6 +314,10 @@ fi
 log "API key check timing (bench/key-timing.ts)"
 KEYS=$("$BUN" bench/key-timing.ts)
 
+log "fleet mode: LMDB vs PostgreSQL, one and three daemons (bench/fleet.ts)"
+FLEET_FAILED=0
+FLEET=$("$BUN" bench/fleet.ts --seconds "${DURATION%s}" --connections "$CONNS") || FLEET_FAILED=1
+
 FREE_AT_FILL=$(awk -v p="$FILL_PERCENT" -v c="${BIG_CIDR#*/}" 'BEGIN { u = 2 ^ (32 - c) - 3; print u - int(u * p / 100) }')
 
 # --- report ----------------------------------------------------------------------------------------
@@ -406,6 +412,9 @@ REPORT="$RESULTS/latest.txt"
   echo "9. API key check timing"
   echo "$KEYS" | sed 's/^/  /'
   echo
+  echo "10. Fleet mode: allocate -c$CONNS over TCP (bench/load.ts, split across the daemons), PostgreSQL 15 with fsync on"
+  echo "$FLEET" | sed 's/^FLEET /  /'
+  echo
   for run in p12-{allocate,pairs,health}-c{"$CONNS","$HIGH_CONNS"} p10-{empty,full}-c{1,"$CONNS"}; do
     [ "$((${R[$run.non2xx]} + ${R[$run.sockerr]}))" = 0 ] || echo "WARNING: $run had errors: see $RESULTS/raw/$run.txt"
   done
@@ -417,8 +426,9 @@ REPORT="$RESULTS/latest.txt"
   [ "$KEA_FAILED" = 0 ] || echo "WARNING: section 2 (bench/kea.ts) failed"
   [ "$FAILOVER_FAILED" = 0 ] || echo "WARNING: section 7 (bench/failover.ts) failed"
   [ "$FLAP_FAILED" = 0 ] || echo "WARNING: section 8 (bench/flap.ts) failed"
+  [ "$FLEET_FAILED" = 0 ] || echo "WARNING: section 10 (bench/fleet.ts) failed"
   echo "Total wall time: $(($(date +%s) - BEGAN)) s"
 } >"$REPORT"
 echo
 cat "$REPORT"
-exit $((KEA_FAILED | FAILOVER_FAILED | FLAP_FAILED))
+exit $((KEA_FAILED | FAILOVER_FAILED | FLAP_FAILED | FLEET_FAILED))
