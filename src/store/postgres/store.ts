@@ -29,6 +29,10 @@ import { applyWrites } from "./writes.ts";
 /** Unique violation, serialization failure, deadlock: the step lost a race and is run again. */
 const RETRIED = new Set(["23505", "40001", "40P01"]);
 const MAX_ATTEMPTS = 20;
+/** Most write steps in one transaction (group commit). */
+const MAX_BATCH = 64;
+/** Rounds of fetching for a batch's steps together before they run in turn. */
+const PREFETCH_ROUNDS = 3;
 /**
  * A step that has asked for this many rows of one kind (of one pool), one at a time, gets all of
  * them at once instead (a consistency check, a bulk release: one query, not thousands). A write
@@ -44,7 +48,26 @@ export interface PostgresStoreOptions {
   readonly daemon: string;
 }
 
+interface QueuedWrite {
+  readonly step: (view: StoreView) => unknown;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** Settles a queued write with what `work` resolves or rejects with. */
+async function settle(write: QueuedWrite, work: () => Promise<unknown>): Promise<void> {
+  try {
+    write.resolve(await work());
+  } catch (error) {
+    write.reject(error);
+  }
+}
+
 export class PostgresStore implements StepStore {
+  private readonly queued: QueuedWrite[] = [];
+  /** True while a batch is being committed: new writes wait for the next. */
+  private committing = false;
+
   private constructor(
     private readonly sql: Sql,
     private readonly daemon: string,
@@ -109,14 +132,94 @@ export class PostgresStore implements StepStore {
     }
   }
 
-  async write<T>(step: (view: StoreView) => T): Promise<T> {
+  /**
+   * Group commit: write steps that arrive while a transaction is committing go together into the
+   * next one (up to MAX_BATCH), run one after another, so one commit (one flush) serves them all.
+   * Each step's promise settles after that commit.
+   */
+  write<T>(step: (view: StoreView) => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queued.push({ step, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.committing) void this.commitQueued();
+    });
+  }
+
+  private async commitQueued(): Promise<void> {
+    this.committing = true;
+    while (this.queued.length > 0) await this.commitBatch(this.queued.splice(0, MAX_BATCH));
+    this.committing = false;
+  }
+
+  /**
+   * One transaction for the batch. A step that refuses by throwing wrote nothing and is answered
+   * at once. A database error (a lost race on a constraint, a deadlock with another daemon) aborts
+   * the whole transaction: then every step of the batch that was not refused runs again alone.
+   */
+  private async commitBatch(batch: readonly QueuedWrite[]): Promise<void> {
+    const [only] = batch;
+    if (batch.length === 1 && only) return settle(only, () => this.writeAlone(only.step));
+    const completed: { write: QueuedWrite; value: unknown }[] = [];
+    const refused = new Set<QueuedWrite>();
+    try {
+      await this.sql.begin(async (tx) => {
+        // What one step fetched and wrote, the next one sees without asking again; its writes go
+        // out without waiting for their answers (the connection keeps their order), and any
+        // failure among them fails the transaction below.
+        const answers: Answers = new Map();
+        await this.prefetch(tx, batch, answers);
+        const applied: Promise<void>[] = [];
+        for (const write of batch) {
+          try {
+            const { value, view } = await this.run(tx, write.step, true, answers);
+            const applying = applyWrites(tx, view.writes, this.daemon);
+            applying.catch(() => {});
+            applied.push(applying);
+            view.carryInto(answers);
+            completed.push({ write, value });
+          } catch (error) {
+            if (error instanceof postgres.PostgresError || isConnectionFailure(error)) throw error;
+            refused.add(write);
+            write.reject(error);
+          }
+        }
+        await Promise.all(applied);
+      });
+    } catch (error) {
+      const unanswered = batch.filter((write) => !refused.has(write));
+      const lost = unavailable(error);
+      if (lost) for (const write of unanswered) write.reject(lost);
+      else await Promise.all(unanswered.map((write) => settle(write, () => this.writeAlone(write.step))));
+      return;
+    }
+    for (const { write, value } of completed) write.resolve(value);
+  }
+
+  /**
+   * Fetches at once what the batch's steps will ask for first (each VM's row, above all), so they
+   * do not ask one after another: each step is run over what is known, and whatever it misses is
+   * fetched together, for a few rounds. Only a guess: the steps then run in turn, each after the
+   * writes of those before it, and fetch whatever they still miss.
+   */
+  private async prefetch(tx: TransactionSql, batch: readonly QueuedWrite[], answers: Answers): Promise<void> {
+    for (let round = 0; round < PREFETCH_ROUNDS; round++) {
+      const missing = new Map<string, Read>();
+      for (const { step } of batch) {
+        try {
+          step(new StepView(answers));
+        } catch (error) {
+          if (error instanceof Missing && !answers.has(error.key)) missing.set(error.key, error.read);
+        }
+      }
+      if (missing.size === 0) return;
+      await Promise.all([...missing.values()].map((read) => fetchRead(tx, read, answers, this.daemon, true)));
+    }
+  }
+
+  /** One step in a transaction of its own, run again (in a new one) when it loses a race. */
+  private async writeAlone(step: (view: StoreView) => unknown): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return (await this.sql.begin(async (tx) => {
-          const { value, view } = await this.run(tx, step, true);
-          await applyWrites(tx, view.writes, this.daemon);
-          return value;
-        })) as T;
+        return await this.sql.begin((tx) => this.runAndApply(tx, step));
       } catch (error) {
         if (attempt >= MAX_ATTEMPTS || !RETRIED.has((error as { code?: string }).code ?? "")) {
           throw unavailable(error) ?? error;
@@ -125,13 +228,19 @@ export class PostgresStore implements StepStore {
     }
   }
 
+  private async runAndApply(tx: TransactionSql, step: (view: StoreView) => unknown): Promise<unknown> {
+    const { value, view } = await this.run(tx, step, true);
+    await applyWrites(tx, view.writes, this.daemon);
+    return value;
+  }
+
   /** Runs `step` until it completes, fetching what it asks for between runs. */
   private async run<T>(
     db: Sql | TransactionSql,
     step: (view: StoreView) => T,
     locking: boolean,
+    answers: Answers = new Map(),
   ): Promise<{ value: T; view: StepView }> {
-    const answers: Answers = new Map();
     const pointReads = new Map<string, number>();
     for (;;) {
       const view = new StepView(answers);

@@ -58,6 +58,19 @@ export type Write =
     }
   | { readonly kind: "removeIdempotency"; readonly project: string; readonly key: string };
 
+/** Writes that change a pool's layout: nothing fetched before them is carried to the next step. */
+const LAYOUT_WRITES: ReadonlySet<Write["kind"]> = new Set(["putStamp", "removePool", "removePage"]);
+
+/** Answers of range reads, which a write may have changed. */
+function isRangeKey(key: string): boolean {
+  return (
+    key === "allEips" ||
+    ["allocations\0", "names\0", "addresses\0", "eipsOfProject\0", "eipCount\0"].some((prefix) =>
+      key.startsWith(prefix),
+    )
+  );
+}
+
 /** The scope of the EIP range reads (a write to any EIP changes them). */
 const EIPS = "\0eips";
 
@@ -71,6 +84,35 @@ export class StepView implements StoreView {
   private readonly removed = new Set<string>();
 
   constructor(private readonly answers: Answers) {}
+
+  /**
+   * Leaves in `answers` what this step's writes made true, for the next step in the same
+   * transaction (group commit): the rows it read were locked, and those it wrote are this
+   * transaction's, so they hold until it ends. Range answers no longer hold and go; after a step
+   * that changed a pool's layout (start-up's adoption) nothing is carried over.
+   */
+  carryInto(answers: Answers): void {
+    if (this.writes.some((write) => LAYOUT_WRITES.has(write.kind))) {
+      answers.clear();
+      return;
+    }
+    if (this.written.size === 0) return;
+    for (const key of [...answers.keys()]) if (isRangeKey(key)) answers.delete(key);
+    for (const [key, value] of this.written) {
+      if (key.startsWith("full\0")) continue;
+      if (key.startsWith("page\0")) {
+        const before = answers.get(key) as StoredPage | undefined;
+        const full = this.written.get(`full${key.slice("page".length)}`) as boolean | undefined;
+        answers.set(key, value && { bits: value as Uint32Array, full: full ?? before?.full ?? false });
+      } else answers.set(key, value);
+    }
+    for (const [key, full] of this.written) {
+      if (!key.startsWith("full\0")) continue;
+      const page = `page${key.slice("full".length)}`;
+      const stored = answers.get(page) as StoredPage | undefined;
+      if (stored) answers.set(page, { ...stored, full: full as boolean });
+    }
+  }
 
   private fetched<T>(read: Read): T {
     const key = keyOf(read);

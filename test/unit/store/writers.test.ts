@@ -59,6 +59,19 @@ describe("three writers over one PostgreSQL store", () => {
     expect(await problems()).toEqual([]);
   });
 
+  test("two writers' batches allocating the same VMs collide, run again, and give each VM one address", async () => {
+    const [a, b] = writers() as [PoolService, PoolService];
+    const vmIds = Array.from({ length: 30 }, (_, i) => `both-${i}`);
+    const answers = await Promise.all(
+      [a, b].map((service) => Promise.all(vmIds.map((vmId) => service.allocate({ vmId })))),
+    );
+    const [fromA, fromB] = answers.map((list) => list.map(({ allocation }) => allocation.ip));
+    expect(fromB).toEqual(fromA as number[]);
+    expect(new Set(fromA).size).toBe(30);
+    expect(answers.flat().filter((answer) => answer.created)).toHaveLength(30);
+    expect(await problems()).toEqual([]);
+  });
+
   test("filling a pool at once, they run out at exactly its size", async () => {
     const attempts = await Promise.allSettled(
       writers().flatMap((service, w) =>
