@@ -141,10 +141,12 @@ bench-flap: build
 	bash hooks/install-packages $(TEST_PACKAGES) $(BENCH_PACKAGES)
 	$(BUN) bench/flap.ts --raw bench/results/raw/flap.json
 
-## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons (about a minute).
+## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons, and Kea's PostgreSQL lease backend
+## (about two minutes; as root for Kea).
 bench-fleet: build
-	bash hooks/install-packages $(BENCH_PACKAGES)
+	bash hooks/install-packages $(BENCH_PACKAGES) kea-dhcp4-server kea-admin
 	$(BUN) bench/fleet.ts
+	$(BUN) bench/kea.ts --pgsql
 
 ## Whether a wrong API key takes measurably longer or shorter to check than the right one (a report, no assertions).
 bench-keys: build

@@ -1,6 +1,8 @@
 /**
  * Kea's DHCPv4 lease rate on this machine, the reference `make bench` sets ippool's allocation
- * rate against: Debian's kea-dhcp4 (memfile, persisted, single-threaded) in one network namespace
+ * rate against: Debian's kea-dhcp4 (memfile, persisted, single-threaded; or with `--pgsql` its
+ * PostgreSQL lease backend, on a PostgreSQL 15 cluster started here with fsync on, which fleet
+ * mode is set against) in one network namespace
  * and perfdhcp (from kea-admin) in another, across a veth pair, the two sharing the machine's cores
  * as wrk and ippool do. perfdhcp offers DISCOVER/REQUEST exchanges at a rising rate (new client
  * MACs out of a million); the result is the highest rate of completed 4-way exchanges — leases —
@@ -8,24 +10,29 @@
  * the leases of the one before. Kea's memfile writes each lease to its CSV file without an fsync;
  * ippool's every answer waits for one.
  *
- *   bun bench/kea.ts [--seconds 5] [--rates 4000,6000,...] (as root)
+ *   bun bench/kea.ts [--seconds 5] [--rates 4000,6000,...] [--pgsql] (as root)
  *
  * Prints the offered rates' results on stderr and one line on stdout:
  * `KEA leases=… offered=… drops=…% version=…` (leases per second).
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import postgres from "postgres";
+import { type Postgres, startPostgres } from "../test/support/postgres.ts";
 
 const { values } = parseArgs({
   options: {
     seconds: { type: "string", default: "5" },
-    rates: { type: "string", default: "8000,12000,16000,18000,20000,22000,24000,26000,28000,32000" },
+    rates: { type: "string" },
+    pgsql: { type: "boolean", default: false },
   },
   strict: true,
 });
+const MEMFILE_RATES = "8000,12000,16000,18000,20000,22000,24000,26000,28000,32000";
+const PGSQL_RATES = "100,200,250,300,350,400,500,750,1000,1500,2000,3000";
 const SECONDS = Number(values.seconds);
-const RATES = (values.rates as string).split(",").map(Number);
+const RATES = (values.rates ?? (values.pgsql ? PGSQL_RATES : MEMFILE_RATES)).split(",").map(Number);
 const MAX_DROPS_PERCENT = 1;
 const SERVER_NS = `ippool-kea-s-${process.pid}`;
 const CLIENT_NS = `ippool-kea-c-${process.pid}`;
@@ -79,12 +86,39 @@ function tearDown(): void {
   rmSync(work, { recursive: true, force: true });
 }
 
+/** Where Kea keeps its leases: a CSV file per round, or a PostgreSQL database per round. */
+type LeaseDatabase = (round: number) => Promise<object>;
+
+function memfile(round: number): Promise<object> {
+  return Promise.resolve({
+    type: "memfile",
+    persist: true,
+    name: join(work, `leases-${round}.csv`),
+    "lfc-interval": 0,
+  });
+}
+
+/**
+ * Kea's PostgreSQL backend on `pg`: a new database per round, its schema made by kea-admin. Kea
+ * runs in a network namespace of its own, so it reaches the server through its Unix socket.
+ */
+function pgsql(pg: Postgres): LeaseDatabase {
+  return async (round) => {
+    const name = `kea${round}`;
+    const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+    await admin`CREATE DATABASE ${admin(name)}`;
+    await admin.end();
+    run(["kea-admin", "db-init", "pgsql", "-u", "test", "-p", "", "-n", name, "-h", pg.socketDir, "-P", `${pg.port}`]);
+    return { type: "postgresql", name, host: pg.socketDir, port: pg.port, user: "test" };
+  };
+}
+
 /** A /12 subnet, so no run can use up its pool whatever the rate. */
-function keaConfig(leaseFile: string): object {
+function keaConfig(leaseDatabase: object): object {
   return {
     Dhcp4: {
       "interfaces-config": { interfaces: [SERVER_IF], "dhcp-socket-type": "raw" },
-      "lease-database": { type: "memfile", persist: true, name: leaseFile, "lfc-interval": 0 },
+      "lease-database": leaseDatabase,
       "multi-threading": { "enable-multi-threading": false },
       "valid-lifetime": 3600,
       subnet4: [{ id: 1, subnet: "10.80.0.0/12", pools: [{ pool: "10.80.1.0 - 10.95.255.254" }] }],
@@ -93,15 +127,20 @@ function keaConfig(leaseFile: string): object {
   };
 }
 
-async function startKea(round: number): Promise<ReturnType<typeof Bun.spawn>> {
+async function startKea(round: number, leases: LeaseDatabase): Promise<ReturnType<typeof Bun.spawn>> {
   const config = join(work, `kea-${round}.json`);
-  writeFileSync(config, JSON.stringify(keaConfig(join(work, `leases-${round}.csv`))));
+  writeFileSync(config, JSON.stringify(keaConfig(await leases(round))));
   const kea = Bun.spawn(["ip", "netns", "exec", SERVER_NS, "kea-dhcp4", "-c", config], {
     stdout: "ignore",
-    stderr: "ignore",
+    stderr: Bun.file(join(work, "kea.log")),
+    // Its pid file where this run keeps its files: /run/kea exists only once the package's service has run.
+    env: { ...process.env, KEA_PIDFILE_DIR: work, KEA_LOCKFILE_DIR: work },
   });
   await Bun.sleep(1500); // kea-dhcp4 opens its raw socket within a second
-  if (kea.exitCode !== null) throw new Error(`kea-dhcp4 exited at start (${kea.exitCode}); see ${work}/kea.log`);
+  if (kea.exitCode !== null) {
+    const log = existsSync(join(work, "kea.log")) ? readFileSync(join(work, "kea.log"), "utf8") : "(no log)";
+    throw new Error(`kea-dhcp4 exited at start (${kea.exitCode}):\n${log.trim().split("\n").slice(-5).join("\n")}`);
+  }
   return kea;
 }
 
@@ -148,10 +187,10 @@ function perfdhcp(offered: number): RateResult {
   return { offered, leases: acked / SECONDS, dropsPercent: (100 * drops) / sent };
 }
 
-async function measure(): Promise<RateResult> {
+async function measure(leases: LeaseDatabase): Promise<RateResult> {
   let best: RateResult | undefined;
   for (const [round, offered] of RATES.entries()) {
-    const kea = await startKea(round);
+    const kea = await startKea(round, leases);
     let result: RateResult;
     try {
       result = perfdhcp(offered);
@@ -169,13 +208,15 @@ async function measure(): Promise<RateResult> {
   return best;
 }
 
+const pg = values.pgsql ? await startPostgres({ durable: true }) : undefined;
 try {
   setUpLink();
-  const best = await measure();
+  const best = await measure(pg ? pgsql(pg) : memfile);
   const version = run(["kea-dhcp4", "-v"]).trim();
   process.stdout.write(
-    `KEA leases=${best.leases.toFixed(0)} offered=${best.offered} drops=${best.dropsPercent.toFixed(2)}% version=${version}\n`,
+    `KEA leases=${best.leases.toFixed(0)} offered=${best.offered} drops=${best.dropsPercent.toFixed(2)}% version=${version} backend=${pg ? "postgresql" : "memfile"}\n`,
   );
 } finally {
   tearDown();
+  await pg?.stop();
 }

@@ -17,7 +17,8 @@
 #      (as root; skipped otherwise)
 #   9. API key check timing, wrong vs right keys, in process and over HTTP: bench/key-timing.ts
 #  10. fleet mode: allocate over HTTP on LMDB vs PostgreSQL (fsync on) with one and three daemons,
-#      bench/fleet.ts (needs Debian's postgresql)
+#      bench/fleet.ts (needs Debian's postgresql), and Kea's PostgreSQL lease backend under perfdhcp
+#      (bench/kea.ts --pgsql, as root)
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
 # bench/results/raw/). Knobs (environment): BENCH_FLOOR_ROUNDS (5) and BENCH_FLOOR_DURATION (5s)
 # for section 1, BENCH_CLIENT_RUNS (30) for section 3, BENCH_CONNECTIONS (32), BENCH_HIGH_CONNECTIONS (128, a
@@ -317,6 +318,19 @@ KEYS=$("$BUN" bench/key-timing.ts)
 log "fleet mode: LMDB vs PostgreSQL, one and three daemons (bench/fleet.ts)"
 FLEET_FAILED=0
 FLEET=$("$BUN" bench/fleet.ts --seconds "${DURATION%s}" --connections "$CONNS") || FLEET_FAILED=1
+KEA_PG="Kea with its PostgreSQL lease backend: skipped (needs root: network namespaces)"
+if [ "$(id -u)" = 0 ]; then
+  log "Kea DHCPv4 with its PostgreSQL lease backend under perfdhcp (bench/kea.ts --pgsql)"
+  if KEA_PG_LINE=$("$BUN" bench/kea.ts --pgsql); then
+    KEA_PG_LEASES=$(sed -E 's/.*leases=([0-9]+).*/\1/' <<<"$KEA_PG_LINE")
+    FLEET3_RPS=$(sed -nE 's/.*case=postgres-3 .*rps=([0-9]+).*/\1/p' <<<"$FLEET")
+    KEA_PG="Kea with its PostgreSQL lease backend (fsync on, single-threaded), perfdhcp, < 1 % dropped: $KEA_PG_LEASES leases/s
+fleet mode with three daemons / Kea PostgreSQL: $(ratio "$FLEET3_RPS" "$KEA_PG_LEASES")"
+  else
+    FLEET_FAILED=1
+    KEA_PG="Kea with its PostgreSQL lease backend: FAILED (bench/kea.ts --pgsql exited non-zero)"
+  fi
+fi
 
 FREE_AT_FILL=$(awk -v p="$FILL_PERCENT" -v c="${BIG_CIDR#*/}" 'BEGIN { u = 2 ^ (32 - c) - 3; print u - int(u * p / 100) }')
 
@@ -414,6 +428,7 @@ REPORT="$RESULTS/latest.txt"
   echo
   echo "10. Fleet mode: allocate -c$CONNS over TCP (bench/load.ts, split across the daemons), PostgreSQL 15 with fsync on"
   echo "$FLEET" | sed 's/^FLEET /  /'
+  echo "$KEA_PG" | sed 's/^/  /'
   echo
   for run in p12-{allocate,pairs,health}-c{"$CONNS","$HIGH_CONNS"} p10-{empty,full}-c{1,"$CONNS"}; do
     [ "$((${R[$run.non2xx]} + ${R[$run.sockerr]}))" = 0 ] || echo "WARNING: $run had errors: see $RESULTS/raw/$run.txt"

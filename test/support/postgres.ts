@@ -16,6 +16,9 @@ const NOBODY = 65534;
 export interface Postgres {
   /** A connection URL for the `postgres` database as the superuser `test` (trust authentication). */
   readonly url: string;
+  /** The directory of its Unix socket (reachable from other network namespaces) and its port. */
+  readonly socketDir: string;
+  readonly port: number;
   /** Stops the server at once (as a crash does), keeping its data. */
   halt(): Promise<void>;
   /** Starts the halted server again on the same port. */
@@ -59,6 +62,8 @@ export async function startPostgres({ durable = false }: { readonly durable?: bo
   }
   return {
     url: `postgres://test@127.0.0.1:${port}/postgres`,
+    socketDir: dir,
+    port,
     halt: async () => void (await halt()),
     resume: async () => void (await start()),
     async stop() {
