@@ -20,7 +20,7 @@ PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
 .PHONY: all run build install check test test-local test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
-	test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
+	test-crash-fleet test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
 
 all: build
 
@@ -98,6 +98,11 @@ test-libvirt: build
 CRASH_TRIALS ?= 200
 test-crash: build
 	$(BUN) test/crash/crash-loop.ts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
+## The same loop with the daemon on the shared store, a PostgreSQL cluster it starts (CRASH_TRIALS, CRASH_SEED).
+test-crash-fleet: build
+	bash hooks/install-packages postgresql
+	$(BUN) test/crash/crash-loop.ts --postgres --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
 ## The crash loop with EIPs associated on a namespace testbed (as root; CRASH_TRIALS, CRASH_SEED).
 test-crash-hosts: build

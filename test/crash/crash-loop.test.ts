@@ -1,17 +1,20 @@
 /**
  * Quick variants of the crash-consistency loop (test/crash/crash-loop.ts) for `make test`, with
  * the seed CRASH_SEED gives (`make test` fixes it; without it, from the clock; printed either way): 10 kill -9 trials on one data
- * directory, and 5 more with EIPs associated with VMs on a namespace testbed (as root).
+ * directory, 10 on the shared store (PostgreSQL), and 5 more with EIPs associated with VMs on a
+ * namespace testbed (as root).
  */
 import { expect, test } from "bun:test";
+import { daemonStore } from "../support/daemon-store.ts";
 import { type CrashLoopOptions, runCrashLoop } from "./crash-loop.ts";
 
 async function run(options: Omit<CrashLoopOptions, "seed" | "log">) {
   const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
   const lines: string[] = [];
   const result = await runCrashLoop({ ...options, seed, log: (line) => lines.push(line) });
+  const where = `${options.hosts ? " with hosts" : ""}${options.store ? " on PostgreSQL" : ""}`;
   console.log(
-    `crash loop${options.hosts ? " with hosts" : ""}: seed ${seed}, trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`,
+    `crash loop${where}: seed ${seed}, trials ${result.trials}, kills ${result.kills}, violations ${result.violations}`,
   );
   expect(result.messages).toEqual([]);
   expect(result.trials).toBe(options.trials);
@@ -24,6 +27,15 @@ async function run(options: Omit<CrashLoopOptions, "seed" | "log">) {
 test("10 kill -9 trials under mixed traffic lose nothing acknowledged and hold no address twice", async () => {
   await run({ trials: 10 });
 }, 60_000);
+
+test("10 kill -9 trials on the shared store (PostgreSQL) lose nothing acknowledged and hold no address twice", async () => {
+  const store = await daemonStore("postgres");
+  try {
+    await run({ trials: 10, store: store.toml });
+  } finally {
+    await store.stop();
+  }
+}, 90_000);
 
 test("5 kill -9 trials while EIPs are associated over SSH keep every acknowledged association, and the hosts converge to the records", async () => {
   const { associations } = await run({ trials: 5, hosts: true });

@@ -2,6 +2,7 @@ import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { type ConfigSpec, configToml } from "../support/config-toml.ts";
 import { Daemon, runToExit, tempDir } from "../support/daemon.ts";
+import { daemonStore } from "../support/daemon-store.ts";
 import { seededRandom } from "../support/seeded-random.ts";
 import { Testbed } from "../support/testbed.ts";
 import {
@@ -33,6 +34,8 @@ export interface CrashLoopOptions {
   readonly seed: number;
   /** Also associate EIPs with VMs on a namespace testbed (see associations.ts); needs root. */
   readonly hosts?: boolean;
+  /** A `[store]` section for the daemon's config (test/support/daemon-store.ts); the data directory's LMDB store by default. */
+  readonly store?: string;
   readonly log?: (line: string) => void;
 }
 
@@ -309,7 +312,7 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
 
   /** Starts the daemon on the run's directory; with hosts, in the daemon namespace, once its hosts are reconciled. */
   async function start(): Promise<Daemon> {
-    if (!hosted) return Daemon.start({ config: configToml(crashConfig("100.64.0.0/24")), dir });
+    if (!hosted) return Daemon.start({ config: configToml(crashConfig("100.64.0.0/24")) + (options.store ?? ""), dir });
     return startInTestbed(hosted, dir);
   }
 
@@ -442,21 +445,25 @@ export async function startInTestbed(hosted: HostedAssociations, dir: string): P
   return started;
 }
 
-function parseArgs(argv: readonly string[]): { trials: number; seed: number; hosts: boolean } {
+function parseArgs(argv: readonly string[]): { trials: number; seed: number; hosts: boolean; postgres: boolean } {
   let trials = 20;
   let seed = Math.floor(Math.random() * 2 ** 31);
   let hosts = false;
+  let postgres = false;
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const value = argv[i + 1];
     if (flag === "--hosts") hosts = true;
+    else if (flag === "--postgres") postgres = true;
     else if ((flag === "--trials" || flag === "--seed") && value !== undefined && /^\d+$/.test(value)) {
       if (flag === "--trials") trials = Number(value);
       else seed = Number(value);
       i++;
-    } else throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] [--hosts] (bad argument ${flag})`);
+    } else
+      throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] [--hosts | --postgres] (bad argument ${flag})`);
   }
-  return { trials, seed, hosts };
+  if (hosts && postgres) throw new Error("crash-loop.ts: --hosts and --postgres are not run together yet");
+  return { trials, seed, hosts, postgres };
 }
 
 /** The figures of a run, one line each (the last one is the verdict). */
@@ -475,10 +482,15 @@ function summary(result: CrashLoopResult, seconds: string): string[] {
 }
 
 if (import.meta.main) {
-  const { trials, seed, hosts } = parseArgs(process.argv.slice(2));
-  console.log(`crash loop: seed ${seed}, ${trials} trials${hosts ? ", with hosts" : ""}`);
+  const { trials, seed, hosts, postgres } = parseArgs(process.argv.slice(2));
+  console.log(
+    `crash loop: seed ${seed}, ${trials} trials${hosts ? ", with hosts" : ""}${postgres ? ", on PostgreSQL" : ""}`,
+  );
   const started = performance.now();
-  const result = await runCrashLoop({ trials, seed, hosts });
+  const store = postgres ? await daemonStore("postgres") : undefined;
+  const result = await runCrashLoop({ trials, seed, hosts, ...(store ? { store: store.toml } : {}) }).finally(() =>
+    store?.stop(),
+  );
   const seconds = ((performance.now() - started) / 1000).toFixed(1);
   for (const line of summary(result, seconds)) console.log(line);
   process.exit(result.violations === 0 ? 0 : 1);
