@@ -42,6 +42,8 @@ const POINT_READS_BEFORE_WHOLE_KIND = 16;
 
 /** Connections each daemon keeps: steps wait for one (a write step holds one until it commits). */
 const CONNECTIONS = 10;
+/** A database that does not answer a connection within this is out of reach (503), not waited for. */
+const CONNECT_TIMEOUT_S = 5;
 
 export interface PostgresStoreOptions {
   /** This daemon's identity in the fleet: its counts and cursors are kept under it. */
@@ -94,6 +96,7 @@ export class PostgresStore implements StepStore {
   static connect(url: string, options: PostgresStoreOptions): PostgresStore {
     const sql = postgres(url, {
       max: CONNECTIONS,
+      connect_timeout: CONNECT_TIMEOUT_S,
       onnotice: () => {},
       // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
       types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
