@@ -26,7 +26,7 @@ _ippool() {
   fi
   case "$cmd" in
 ${cases}
-    db) opts="migrate --database-url" ;;
+    db) opts="migrate import --database-url" ;;
     serve|fsck|backup) opts="--config --port --listen --network --gateway --socket --data-dir --log-format --debug" ;;
   esac
   COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -15,6 +15,8 @@ Usage:
                                 consistently, beside a running daemon or not
   ippool db migrate --database-url URL   bring a fleet's PostgreSQL database to this binary's
                                 schema (env IPPOOL_DATABASE_URL); refused if the database is newer
+  ippool db import DATA_DIR --database-url URL   copy a stopped daemon's LMDB store into the
+                                fleet's database, empty and migrated; compared after
   ippool COMMAND [ARGS] [CLIENT OPTIONS]   talk to a running daemon
   ippool completion bash        print a bash completion script
   ippool --version

@@ -78,5 +78,5 @@ test("no database where the URL points: exit 3 naming it; no URL at all: usage (
   expect(gone.stderr).toContain("cannot use the database");
   const missing = await runToExit(["db", "migrate"], { IPPOOL_DATABASE_URL: "" });
   expect(missing.code).toBe(2);
-  expect(missing.stderr).toContain("usage: ippool db migrate --database-url URL");
+  expect(missing.stderr).toContain("usage: ippool db migrate | ippool db import DATA_DIR, with --database-url URL");
 });

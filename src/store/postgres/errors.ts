@@ -26,3 +26,9 @@ export class StoreUnavailableError extends AppError {
   readonly status = 503;
   readonly code = "STORE_UNAVAILABLE";
 }
+
+/** `ippool db import` copies into an empty database only: it never merges into a fleet's state. */
+export class ImportTargetNotEmptyError extends AppError {
+  readonly status = 409;
+  readonly code = "IMPORT_TARGET_NOT_EMPTY";
+}

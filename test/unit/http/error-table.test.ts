@@ -25,6 +25,7 @@ const NOT_ANSWERED_OVER_HTTP = new Set([
   "SchemaTooNewError", // refuses the start, and ippool db migrate (exit 2)
   "SchemaTooOldError", // refuses the start (exit 2)
   "DatabaseUnreachableError", // refuses the start, and ippool db migrate (exit 3)
+  "ImportTargetNotEmptyError", // ippool db import's own refusal (exit 1)
 ]);
 
 type ErrorClass = new (message: string, ...rest: never[]) => AppError;
