@@ -46,6 +46,9 @@ export async function importStore(source: LmdbStore, target: StepStore): Promise
         `the database already holds ${pools.length} pools and ${eips} elastic IPs: import into an empty (just migrated) database`,
       );
     }
+    // Reads first: each allocation is looked up before anything is written, so the step asks
+    // for a pool's rows once (store.ts) rather than running its writes again for each.
+    for (const pool of copy.pools) for (const { vmId } of pool.allocations) view.getAllocation(pool.name, vmId);
     for (const pool of copy.pools) writePool(view, pool);
     for (const eip of copy.eips) view.putEip(eip);
     for (const { project, key, record } of copy.keys) view.putIdempotency(project, key, record);
