@@ -1,5 +1,7 @@
 # ippool — see README.md. Everything runs through the Bun and Deno pinned in package.json.
 BUN  := node_modules/.bin/bun
+# Per-test time limit for the suites (bunfig.toml's [test] timeout is not read by this Bun).
+BUN_TEST := $(BUN) test --timeout 60000
 DENO := node_modules/.bin/deno
 TSC  := node_modules/.bin/tsc
 BIOME := node_modules/.bin/biome
@@ -73,26 +75,26 @@ test: node_modules/.installed
 test-local: node_modules/.installed
 	$(MAKE) check
 	$(MAKE) build
-	$(BUN) test test/unit test/integration
-	CRASH_SEED=20261122 $(BUN) test test/crash/crash-loop.test.ts -t "under mixed traffic"
-	FUZZ_SEED=20261122 $(BUN) test test/fuzz
+	$(BUN_TEST) test/unit test/integration
+	CRASH_SEED=20261122 $(BUN_TEST) test/crash/crash-loop.test.ts -t "under mixed traffic"
+	FUZZ_SEED=20261122 $(BUN_TEST) test/fuzz
 
 test-unit: node_modules/.installed
-	$(BUN) test test/unit
+	$(BUN_TEST) test/unit
 
 test-integration: build
-	$(BUN) test test/integration
+	$(BUN_TEST) test/integration
 
 ## The host driver against fake hypervisor hosts in network namespaces (as root).
 test-hosts: build
 	bash hooks/install-packages $(TEST_PACKAGES)
-	$(BUN) test test/unit/hosts test/hosts
+	$(BUN_TEST) test/unit/hosts test/hosts
 
 ## ippool on a real libvirt host: real libvirtd and QEMU guests doing DHCP, the hook from make install,
 ## dnsmasq reservations, EIPs over a real sshd (as root; about 90 s; LIBVIRT_STARTS=10 times 10 starts).
 test-libvirt: build
 	bash hooks/install-packages $(TEST_PACKAGES)
-	$(BUN) test test/hosts/real-libvirt.test.ts
+	$(BUN_TEST) test/hosts/real-libvirt.test.ts
 
 ## kill -9 crash-consistency loop on one data directory (CRASH_TRIALS, default 200; CRASH_SEED to replay).
 CRASH_TRIALS ?= 200
@@ -111,12 +113,12 @@ test-crash-hosts: build
 
 ## The auth matrix alone (every /openapi.json route × 22 key presentations); `make bench-keys` times the key check.
 test-auth: build
-	$(BUN) test test/integration/auth-matrix.test.ts
+	$(BUN_TEST) test/integration/auth-matrix.test.ts
 
 ## SSH faults (hang, garbage, drop, changed host key, host down) with their figures; SSH_FAULTS_HOLD_S / SSH_FAULTS_DOWN_S lengthen them (as root).
 test-ssh-faults: build
 	bash hooks/install-packages $(TEST_PACKAGES)
-	SSH_FAULTS_REPORT=1 $(BUN) test test/hosts/ssh-faults.test.ts
+	SSH_FAULTS_REPORT=1 $(BUN_TEST) test/hosts/ssh-faults.test.ts
 
 ## Resource limits, long run: 15,000 idle TCP connections + 2,000 slow-loris clients for LIMITS_SECONDS (120) (as root: own network namespace).
 test-limits: build
@@ -128,11 +130,11 @@ fuzz: build
 
 ## The config fuzzer's long run: 100,000 files in-process and 300 through the binary (CONFIG_FUZZ_SEED=N picks the cases).
 fuzz-config: build
-	CONFIG_FUZZ_CASES=100000 CONFIG_FUZZ_BINARY_CASES=300 $(BUN) test test/fuzz/config-fuzz.test.ts
+	CONFIG_FUZZ_CASES=100000 CONFIG_FUZZ_BINARY_CASES=300 $(BUN_TEST) test/fuzz/config-fuzz.test.ts
 
 ## The integration smoke subset against `deno run src/main.ts` instead of the binary.
 test-deno: node_modules/.installed
-	IPPOOL_DAEMON=deno $(BUN) test test/integration/smoke.test.ts
+	IPPOOL_DAEMON=deno $(BUN_TEST) test/integration/smoke.test.ts
 
 ## ippool against the floor of its stack (bench/floor.ts), Kea's lease rate, client start-up against curl, the
 ## throughput, latency, start-up, failover and key-timing runs, and fleet mode on PostgreSQL against LMDB (about 16
@@ -169,7 +171,7 @@ soak: build
 	$(MAKE) test-crash-hosts
 	$(MAKE) fuzz
 	$(MAKE) fuzz-config
-	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN) test test/hosts/ssh-faults.test.ts
+	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN_TEST) test/hosts/ssh-faults.test.ts
 	$(MAKE) test-limits
 	$(BUN) bench/flap.ts --rounds 5 --duration 20 --raw bench/results/raw/flap-soak.json
 	$(BUN) bench/list-stream.ts
