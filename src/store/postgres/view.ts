@@ -71,14 +71,43 @@ function isRangeKey(key: string): boolean {
   );
 }
 
-/** The scope of the EIP range reads (a write to any EIP changes them). */
+/**
+ * What a range read covers, so a write can tell which range reads it changed: a pool's pages, its
+ * allocation rows (allocations and addresses), its names, and the EIPs (all of them).
+ */
+const pagesOf = (pool: string) => `pages\0${pool}`;
+const rowsOf = (pool: string) => `rows\0${pool}`;
+const namesOf = (pool: string) => `names\0${pool}`;
 const EIPS = "\0eips";
+
+/** The range reads a write changes. */
+function scopesOf(write: Write): string[] {
+  switch (write.kind) {
+    case "removePool":
+      return [pagesOf(write.pool), rowsOf(write.pool), namesOf(write.pool)];
+    case "putStamp": // makes the pool's page rows
+    case "putPage":
+    case "removePage":
+      return [pagesOf(write.pool)];
+    case "putAllocation":
+    case "removeAllocation":
+      return [rowsOf(write.pool)];
+    case "putName":
+    case "removeName":
+      return [namesOf(write.pool)];
+    case "putEip":
+    case "removeEip":
+      return [EIPS];
+    default:
+      return [];
+  }
+}
 
 export class StepView implements StoreView {
   readonly writes: Write[] = [];
   /** Point keys this step wrote, with their new values (undefined: removed). */
   private readonly written = new Map<string, unknown>();
-  /** Pools (and EIPS) this step wrote to: their range reads would no longer be what was fetched. */
+  /** Range scopes this step wrote to (scopesOf): their range reads would no longer be what was fetched. */
   private readonly changed = new Set<string>();
   /** Pools removed by this step: nothing fetched of them holds any more. */
   private readonly removed = new Set<string>();
@@ -145,6 +174,7 @@ export class StepView implements StoreView {
 
   private write(write: Write, key?: string, value?: unknown): void {
     this.writes.push(write);
+    for (const scope of scopesOf(write)) this.changed.add(scope);
     if (key !== undefined) this.written.set(key, value);
   }
 
@@ -196,7 +226,6 @@ export class StepView implements StoreView {
       if (key.startsWith(`page\0${pool}\0`) || key.startsWith(`full\0${pool}\0`)) this.written.delete(key);
     }
     this.removed.add(pool);
-    this.changed.add(pool);
   }
 
   /**
@@ -221,9 +250,11 @@ export class StepView implements StoreView {
   private isFull(pool: string, index: number, fetchedFull: Set<number>): boolean {
     const written = this.written.get(`full\0${pool}\0${index}`) as boolean | undefined;
     if (written !== undefined) return written;
-    const page = this.removed.has(pool)
-      ? undefined
-      : (this.answers.get(pageKey(pool, index)) as StoredPage | undefined);
+    // A page this step removed (a pool shrinking) has no address left: a summary put after it must
+    // not write a flag for it, which would make its row again.
+    const key = pageKey(pool, index);
+    if (this.written.has(key) && this.written.get(key) === undefined) return true;
+    const page = this.removed.has(pool) ? undefined : (this.answers.get(key) as StoredPage | undefined);
     return page?.full ?? fetchedFull.has(index);
   }
 
@@ -248,16 +279,14 @@ export class StepView implements StoreView {
   putPage(pool: string, index: number, words: Uint32Array): void {
     const bits = words.slice();
     this.write({ kind: "putPage", pool, index, bits }, pageKey(pool, index), bits);
-    this.changed.add(pool);
   }
 
   removePage(pool: string, index: number): void {
     this.write({ kind: "removePage", pool, index }, pageKey(pool, index), undefined);
-    this.changed.add(pool);
   }
 
   pageIndexes(pool: string): Iterable<number> {
-    return this.range<number[]>({ kind: "pageIndexes", pool }, pool);
+    return this.range<number[]>({ kind: "pageIndexes", pool }, pagesOf(pool));
   }
 
   getAllocation(pool: string, vmId: string): AllocationRecord | undefined {
@@ -267,16 +296,14 @@ export class StepView implements StoreView {
   putAllocation(pool: string, vmId: string, record: AllocationRecord): void {
     const exists = this.existed({ kind: "allocation", pool, vmId });
     this.write({ kind: "putAllocation", pool, vmId, record, exists }, allocationKey(pool, vmId), record);
-    this.changed.add(pool);
   }
 
   removeAllocation(pool: string, vmId: string): void {
     this.write({ kind: "removeAllocation", pool, vmId }, allocationKey(pool, vmId), undefined);
-    this.changed.add(pool);
   }
 
   allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
-    return this.range({ kind: "allocations", pool }, pool);
+    return this.range({ kind: "allocations", pool }, rowsOf(pool));
   }
 
   vmNamed(pool: string, name: string): string | undefined {
@@ -285,16 +312,14 @@ export class StepView implements StoreView {
 
   putName(pool: string, name: string, vmId: string): void {
     this.write({ kind: "putName", pool, name, vmId }, nameKey(pool, name), vmId);
-    this.changed.add(pool);
   }
 
   removeName(pool: string, name: string): void {
     this.write({ kind: "removeName", pool, name }, nameKey(pool, name), undefined);
-    this.changed.add(pool);
   }
 
   vmNames(pool: string): Iterable<{ name: string; vmId: string }> {
-    return this.range({ kind: "names", pool }, pool);
+    return this.range({ kind: "names", pool }, namesOf(pool));
   }
 
   vmAt(pool: string, ip: number): string | undefined {
@@ -304,16 +329,16 @@ export class StepView implements StoreView {
   /** The allocation's own row carries its address: only this step's view changes. */
   putAddress(pool: string, ip: number, vmId: string): void {
     this.written.set(addressKey(pool, ip), vmId);
-    this.changed.add(pool);
+    this.changed.add(rowsOf(pool));
   }
 
   removeAddress(pool: string, ip: number): void {
     this.written.set(addressKey(pool, ip), undefined);
-    this.changed.add(pool);
+    this.changed.add(rowsOf(pool));
   }
 
   addresses(pool: string, fromIp: number, toIp: number, limit?: number): Iterable<{ ip: number; vmId: string }> {
-    return this.range({ kind: "addresses", pool, from: fromIp, to: toIp, limit }, pool);
+    return this.range({ kind: "addresses", pool, from: fromIp, to: toIp, limit }, rowsOf(pool));
   }
 
   getEip(id: string): EipRecord | undefined {
@@ -323,12 +348,10 @@ export class StepView implements StoreView {
   putEip(record: EipRecord): void {
     const exists = this.existed({ kind: "eip", id: record.id });
     this.write({ kind: "putEip", record, exists }, eipKey(record.id), record);
-    this.changed.add(EIPS);
   }
 
   removeEip(record: EipRecord): void {
     this.write({ kind: "removeEip", id: record.id }, eipKey(record.id), undefined);
-    this.changed.add(EIPS);
   }
 
   eipIdsOfProject(project: string): Iterable<string> {

@@ -785,6 +785,20 @@ for (const backend of STORE_BACKENDS) {
         await expectClean(grown);
       });
 
+      test("a pool shrinks in place past a page boundary, its reservations checked after the pages it loses are dropped", async () => {
+        const service = await serve([poolLayout("lab", "10.0.0.0/19")]);
+        await fill(service, "lab", 10);
+        await stores.reopen();
+        const shrunk = await serve([poolLayout("lab", "10.0.0.0/20", { reserved: ["10.0.0.100"] })]);
+        expect(await shrunk.stats()).toMatchObject({ network: "10.0.0.0/20", allocated: 10 });
+        expect(
+          (await store.read((view) => [...view.pageIndexes("lab")])).every(
+            (index) => index < shrunk.layout("lab").pageCount,
+          ),
+        ).toBe(true);
+        await expectClean(shrunk);
+      });
+
       test("a pool shrinks in place when the part it loses is empty", async () => {
         const service = await serve([poolLayout("lab", "10.0.0.0/22")]);
         await fill(service, "lab", 300); // .0.2 to .1.45
