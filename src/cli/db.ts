@@ -8,8 +8,7 @@
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { DataDirInUseError } from "../store/errors.ts";
-import { isConnectionFailure } from "../store/postgres/connection.ts";
-import { DatabaseUnreachableError } from "../store/postgres/errors.ts";
+import { unreachable } from "../store/postgres/connection.ts";
 import { migrate } from "../store/postgres/schema.ts";
 import { UsageError } from "./usage.ts";
 
@@ -27,7 +26,7 @@ export async function runDb(argv: readonly string[], env: Record<string, string 
   const sql = postgres(url, { max: 1, connect_timeout: CONNECT_TIMEOUT_S, onnotice: () => {} });
   try {
     const { from, to } = await migrate(sql).catch((error: unknown) => {
-      throw connectionFailure(error) ?? error;
+      throw unreachable(error) ?? error;
     });
     return from === to
       ? `database schema: version ${to}, nothing to do\n`
@@ -77,10 +76,4 @@ function parseDbArgs(argv: readonly string[]) {
   } catch (error) {
     throw new UsageError(`db: ${(error as Error).message}`);
   }
-}
-
-/** A failure to reach or log in to the database, told apart from a failing statement. */
-function connectionFailure(error: unknown): DatabaseUnreachableError | undefined {
-  if (!isConnectionFailure(error)) return undefined;
-  return new DatabaseUnreachableError(`cannot use the database: ${(error as Error).message}`);
 }

@@ -19,8 +19,8 @@
  */
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { StepStore, StoreView } from "../steps.ts";
-import { isConnectionFailure } from "./connection.ts";
-import { DatabaseUnreachableError, SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
+import { isConnectionFailure, unreachable } from "./connection.ts";
+import { SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
 import { type Answers, fetchRead, keyOf, Missing, type Read, wholeRead } from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
 import { StepView } from "./view.ts";
@@ -85,9 +85,7 @@ export class PostgresStore implements StepStore {
       await store.checkSchema();
     } catch (error) {
       await store.close();
-      if (isConnectionFailure(error))
-        throw new DatabaseUnreachableError(`cannot use the database: ${(error as Error).message}`);
-      throw error;
+      throw unreachable(error) ?? error;
     }
     return store;
   }
