@@ -17,9 +17,9 @@ export async function applyWrites(tx: TransactionSql, writes: readonly Write[], 
 }
 
 /**
- * The writes without those a later one makes moot: a page put again before anything removes it,
- * and count changes of one pool in a row, summed. A bulk step (many allocations in one
- * transaction) then writes each page once.
+ * The writes without those a later one makes moot: a page put again, and a pool's count changes
+ * (summed into the first), until a page or pool is removed. A bulk step (many allocations in one
+ * transaction) then writes each page and count once.
  */
 function coalesced(writes: readonly Write[]): Write[] {
   const kept: Write[] = [];
