@@ -42,8 +42,10 @@ export type StoreConfig =
       readonly backend: "postgres";
       /** A connection URL; it may name several hosts. */
       readonly url: string;
-      /** This daemon's name among the fleet's: its counts and cursors are kept under it. */
+      /** This daemon's name among the fleet's: its counts, cursors and pages are kept under it. */
       readonly daemon: string;
+      /** Seconds its pages stay its own after its last heartbeat (store/postgres/pages.ts). */
+      readonly leaseSeconds: number;
     };
 
 export interface Config {

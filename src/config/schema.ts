@@ -160,6 +160,14 @@ export const StoreSection = Type.Object(
         description: "this daemon's name in the fleet (default: the host name); unique per daemon",
       }),
     ),
+    lease_s: Type.Optional(
+      Type.Integer({
+        minimum: 2,
+        maximum: 3600,
+        description:
+          "seconds a daemon's pages stay its own after its last heartbeat, then other daemons may take them (default 15; the same on every daemon)",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

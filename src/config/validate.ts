@@ -18,6 +18,7 @@ import {
   parseRange,
 } from "../net/ipv4.ts";
 import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
+import { DEFAULT_LEASE_S } from "../store/postgres/pages.ts";
 import type { Config, HostDefinition, ListenAddress, ProjectDefinition, StoreConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
 import { ConfigFile, DAEMON_NAME_PATTERN, type HostSection, type PoolSection, type StoreSection } from "./schema.ts";
@@ -119,8 +120,8 @@ export function validateConfig(document: unknown): Config {
 
 function storeConfig(section: StoreSection): StoreConfig {
   if ((section.backend ?? "lmdb") === "lmdb") {
-    if (section.url !== undefined || section.daemon !== undefined) {
-      throw new ConfigError('store.url and store.daemon are for store.backend = "postgres"');
+    if (section.url !== undefined || section.daemon !== undefined || section.lease_s !== undefined) {
+      throw new ConfigError('store.url, store.daemon and store.lease_s are for store.backend = "postgres"');
     }
     return { backend: "lmdb" };
   }
@@ -133,7 +134,7 @@ function storeConfig(section: StoreSection): StoreConfig {
       `store.daemon: the host name ${JSON.stringify(daemon)} cannot name this daemon; set store.daemon`,
     );
   }
-  return { backend: "postgres", url: section.url, daemon };
+  return { backend: "postgres", url: section.url, daemon, leaseSeconds: section.lease_s ?? DEFAULT_LEASE_S };
 }
 
 /** Every pool's networks and bridges; one link is served by one pool only. */

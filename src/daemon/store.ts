@@ -23,8 +23,8 @@ export interface DaemonStore {
 
 export async function openDaemonStore(config: Config, runtime: Runtime, logger: Logger): Promise<DaemonStore> {
   if (config.store.backend === "postgres") {
-    const { daemon } = config.store;
-    const store = await PostgresStore.open(config.store.url, { daemon });
+    const { daemon, leaseSeconds } = config.store;
+    const store = await PostgresStore.open(config.store.url, { daemon, leaseSeconds });
     return { store, lmdb: undefined, description: { store: "postgres", daemon }, close: () => store.close() };
   }
   lockDataDir(runtime, config.dataDir);

@@ -186,16 +186,21 @@ function checkRequested(store: PoolStore, layout: PoolLayout, ip: number): Outco
 }
 
 /**
- * Next free ordinal at or after the cursor (next-fit) or from 0 (lowest). Reads at most the
- * cursor's page, the pool summary and one more page, whatever the pool's size or fill.
+ * Next free ordinal at or after the cursor (next-fit) or from 0 (lowest), on the pages the store
+ * says to allocate from. Reads at most the cursor's page, that set of pages and one more page,
+ * whatever the pool's size or fill.
  */
 function findFreeOrdinal(store: PoolStore, layout: PoolLayout, counters: PoolCounters): Outcome<number> {
+  const pages = store.pagesToAllocateFrom(layout.name);
+  if (!pages) throw new Error(`pool ${layout.name} has no stored summary`);
   const start = layout.strategy === "next-fit" ? counters.cursor % layout.cidr.size : 0;
   const startPage = Math.floor(start / PAGE_BITS);
-  const page = store.getPage(layout.name, startPage) ?? emptyPage();
-  const bit = findClear(page, layout.reservedMask(startPage), start % PAGE_BITS, layout.bitsInPage(startPage));
-  if (bit >= 0) return { ok: true, value: startPage * PAGE_BITS + bit };
-  const next = findSetCircular(summaryOf(store, layout), startPage + 1, layout.pageCount);
+  if (testBit(pages, startPage)) {
+    const page = store.getPage(layout.name, startPage) ?? emptyPage();
+    const bit = findClear(page, layout.reservedMask(startPage), start % PAGE_BITS, layout.bitsInPage(startPage));
+    if (bit >= 0) return { ok: true, value: startPage * PAGE_BITS + bit };
+  }
+  const next = findSetCircular(pages, startPage + 1, layout.pageCount);
   if (next < 0) return fail(new PoolExhaustedError(ORIGINAL_MESSAGES.exhausted));
   const nextPage = store.getPage(layout.name, next) ?? emptyPage();
   const nextBit = findClear(nextPage, layout.reservedMask(next), 0, layout.bitsInPage(next));

@@ -42,6 +42,13 @@ export interface PoolStore {
 
   getSummary(pool: string): Uint32Array | undefined;
   putSummary(pool: string, words: Uint32Array): void;
+  /**
+   * The pages a new address is to be taken from, as a summary (a set bit per page): the summary
+   * itself where this daemon is the pool's only writer; in fleet mode the pages this daemon holds,
+   * so that daemons do not wait for one another on one page (docs/FLEET.md). Never a page the
+   * summary marks full.
+   */
+  pagesToAllocateFrom(pool: string): Uint32Array | undefined;
   getPage(pool: string, index: number): Uint32Array | undefined;
   putPage(pool: string, index: number, words: Uint32Array): void;
   removePage(pool: string, index: number): void;

@@ -308,6 +308,11 @@ export class LmdbStore implements StepStore, PoolStore, EipStore, EipIndexReader
     return cached.summary;
   }
 
+  /** One daemon writes this store: every page with a free address will do. */
+  pagesToAllocateFrom(pool: string): Uint32Array | undefined {
+    return this.getSummary(pool);
+  }
+
   putSummary(pool: string, words: Uint32Array): void {
     this.summaries.putSync(pool, pageToBytes(words));
     this.cache.of(pool).summary = words;

@@ -13,6 +13,7 @@ import type { Nic } from "../../dhcp/link.ts";
 import type { EipRecord, EipState, IdempotencyRecord } from "../../eip/store.ts";
 import type { AllocationRecord, PoolStamp } from "../../pool/store.ts";
 import type { Writable } from "../../writable.ts";
+import type { PageClaims } from "./pages.ts";
 
 export type Read =
   | { readonly kind: "pools" }
@@ -41,7 +42,12 @@ export type Read =
   /** Every allocation and name of a pool, instead of one point read after another (store.ts). */
   | { readonly kind: "poolRows"; readonly pool: string }
   /** Every page of a pool, likewise. */
-  | { readonly kind: "poolPages"; readonly pool: string };
+  | { readonly kind: "poolPages"; readonly pool: string }
+  /**
+   * Not a read: a page of the pool claimed for this daemon to take new addresses from (pages.ts),
+   * asked for when it holds none with a free address, once per holding (`generation`).
+   */
+  | { readonly kind: "claim"; readonly pool: string; readonly generation: number };
 
 /** A read the view needs before the step can go on. Steps never catch it (store/steps.ts). */
 export class Missing extends Error {
@@ -87,6 +93,8 @@ export function keyOf(read: Read): string {
       return instanceKey(read.instanceId);
     case "idempotency":
       return idempotencyKey(read.project, read.key);
+    case "claim":
+      return `claim\0${read.pool}\0${read.generation}`;
   }
 }
 
@@ -133,18 +141,74 @@ export interface StoredCounts {
 
 type Db = Sql | TransactionSql;
 
-/** Where fetched answers go: the read's own key, and point keys a range read answered on the way. */
-export type Answers = Map<string, unknown>;
+/**
+ * Where fetched answers go: the read's own key, and point keys a range read answered on the way.
+ * It also knows which of them are range answers (a write makes them stale) and which pages of a
+ * pool it has (their `full` flags are fresher than the list of full pages), without a scan.
+ */
+export class Answers extends Map<string, unknown> {
+  readonly ranges = new Set<string>();
+  private readonly pages = new Map<string, Set<number>>();
+
+  override set(key: string, value: unknown): this {
+    if (key.startsWith("page\0")) {
+      const cut = key.lastIndexOf("\0");
+      const pool = key.slice("page\0".length, cut);
+      const known = this.pages.get(pool) ?? new Set<number>();
+      known.add(Number(key.slice(cut + 1)));
+      this.pages.set(pool, known);
+    } else if (isRangeKey(key)) this.ranges.add(key);
+    return super.set(key, value);
+  }
+
+  override delete(key: string): boolean {
+    this.ranges.delete(key);
+    return super.delete(key);
+  }
+
+  override clear(): void {
+    this.ranges.clear();
+    this.pages.clear();
+    super.clear();
+  }
+
+  /** The pages of `pool` with an answer. */
+  pagesOf(pool: string): Iterable<number> {
+    return this.pages.get(pool) ?? [];
+  }
+}
+
+/** Answers of range reads, which a write may have changed. */
+function isRangeKey(key: string): boolean {
+  return (
+    key === "allEips" ||
+    ["allocations\0", "names\0", "addresses\0", "eipsOfProject\0", "eipCount\0"].some((prefix) =>
+      key.startsWith(prefix),
+    )
+  );
+}
+
+/** Who is reading: the daemon (its cursor is its own) and the pages it holds. */
+export interface Reader {
+  readonly daemon: string;
+  readonly pages: PageClaims;
+}
 
 /**
  * Fetches one read into `answers`. `locking` (write steps) reads the rows a step may change
  * `FOR UPDATE`. Range reads also answer the point reads of the rows they return, only when not
  * locking: a write step must not decide on a row it has not locked.
  */
-export async function fetchRead(db: Db, read: Read, answers: Answers, daemon: string, locking: boolean): Promise<void> {
+export async function fetchRead(db: Db, read: Read, answers: Answers, reader: Reader, locking: boolean): Promise<void> {
   const lock = locking ? db`FOR UPDATE` : db``;
   const key = keyOf(read);
+  const { daemon } = reader;
   switch (read.kind) {
+    case "claim": {
+      await reader.pages.claim(read.pool);
+      answers.set(key, true);
+      return;
+    }
     case "pools": {
       const rows = await db<{ name: string; cidr: string; fingerprint: string }[]>`
         SELECT name, cidr, fingerprint FROM pools ORDER BY name`;

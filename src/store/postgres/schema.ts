@@ -105,6 +105,17 @@ export const MIGRATIONS: readonly Migration[] = [
       "ALTER TABLE pending_frees ALTER CONSTRAINT pending_frees_pool_fkey DEFERRABLE INITIALLY DEFERRED",
     ],
   },
+  {
+    // Version 3, for pages held by daemons (store/postgres/pages.ts):
+    // - a release clears its bit under the page's row lock, whoever holds the page, so frees are
+    //   never left pending for the holder to fold in;
+    // - a claim looks for a pool's pages that have a free address and no live holder.
+    version: 3,
+    statements: [
+      "DROP TABLE pending_frees",
+      "CREATE INDEX pool_pages_claimable ON pool_pages (pool, page) WHERE NOT filled",
+    ],
+  },
 ];
 
 /** The schema version this binary writes and reads. */

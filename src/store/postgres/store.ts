@@ -13,17 +13,17 @@
  * constraints refuse; the transaction is rolled back and the step is run again in a new one, and
  * sees the winner's row. The same goes for deadlocks and serialization failures.
  *
- * This is the store's first form: every step is its own transaction, and allocations in one pool
- * wait for one another on its pages' row locks. Pages owned by daemons and group commit are the
- * next part of docs/FLEET.md.
+ * Write steps are committed in groups (`write`), and each daemon takes new addresses from pages of
+ * its own (pages.ts), so the fleet's daemons do not wait for one another on one page.
  */
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { StepStore, StoreView } from "../steps.ts";
 import { isConnectionFailure, unreachable } from "./connection.ts";
 import { SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
-import { type Answers, fetchRead, keyOf, Missing, type Read, wholeRead } from "./reads.ts";
+import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
+import { Answers, fetchRead, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
-import { StepView } from "./view.ts";
+import { StepView, type Write } from "./view.ts";
 import { applyWrites } from "./writes.ts";
 
 /** Unique violation, serialization failure, deadlock: the step lost a race and is run again. */
@@ -46,8 +46,10 @@ const CONNECTIONS = 10;
 const CONNECT_TIMEOUT_S = 5;
 
 export interface PostgresStoreOptions {
-  /** This daemon's identity in the fleet: its counts and cursors are kept under it. */
+  /** This daemon's identity in the fleet: its counts, cursors and pages are kept under it. */
   readonly daemon: string;
+  /** Seconds its pages stay its own after its last heartbeat (pages.ts); the same on every daemon. */
+  readonly leaseSeconds?: number;
 }
 
 interface QueuedWrite {
@@ -70,10 +72,20 @@ export class PostgresStore implements StepStore {
   /** True while a batch is being committed: new writes wait for the next. */
   private committing = false;
 
+  private readonly reader: Reader;
+
   private constructor(
     private readonly sql: Sql,
     private readonly daemon: string,
-  ) {}
+    leaseSeconds: number,
+  ) {
+    this.reader = { daemon, pages: new PageClaims(sql, daemon, leaseSeconds) };
+  }
+
+  /** What this daemon's page claims have done so far (its metrics). */
+  pageClaims(): PageClaimStats {
+    return this.reader.pages.stats();
+  }
 
   /**
    * Connects to `url` (which may name several hosts) and checks that the database's schema is this
@@ -99,7 +111,7 @@ export class PostgresStore implements StepStore {
       // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
       types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
     });
-    return new PostgresStore(sql, options.daemon);
+    return new PostgresStore(sql, options.daemon, options.leaseSeconds ?? DEFAULT_LEASE_S);
   }
 
   private async checkSchema(): Promise<void> {
@@ -163,18 +175,25 @@ export class PostgresStore implements StepStore {
     const refused = new Set<QueuedWrite>();
     try {
       await this.sql.begin(async (tx) => {
-        // What one step fetched and wrote, the next one sees without asking again; its writes go
-        // out without waiting for their answers (the connection keeps their order), and any
-        // failure among them fails the transaction below.
-        const answers: Answers = new Map();
+        // What one step fetched and wrote, the next one sees without asking again. Their writes
+        // are kept until a step must fetch or the batch ends, then sent together (a page or a
+        // count that several steps changed is written once) without waiting for the answers: the
+        // connection keeps their order, and any failure among them fails the transaction below.
+        const answers = new Answers();
         await this.prefetch(tx, batch, answers);
         const applied: Promise<void>[] = [];
+        let pending: Write[] = [];
+        const flush = () => {
+          if (pending.length === 0) return;
+          const applying = applyWrites(tx, pending, this.daemon);
+          applying.catch(() => {});
+          applied.push(applying);
+          pending = [];
+        };
         for (const write of batch) {
           try {
-            const { value, view } = await this.run(tx, write.step, true, answers);
-            const applying = applyWrites(tx, view.writes, this.daemon);
-            applying.catch(() => {});
-            applied.push(applying);
+            const { value, view } = await this.run(tx, write.step, true, answers, flush);
+            pending.push(...view.writes);
             view.carryInto(answers);
             completed.push({ write, value });
           } catch (error) {
@@ -183,9 +202,11 @@ export class PostgresStore implements StepStore {
             write.reject(error);
           }
         }
+        flush();
         await Promise.all(applied);
       });
     } catch (error) {
+      if (error instanceof PageTakenError) this.reader.pages.fencedOut(error.pool, error.page);
       const unanswered = batch.filter((write) => !refused.has(write));
       const lost = unavailable(error);
       if (lost) for (const write of unanswered) write.reject(lost);
@@ -206,13 +227,13 @@ export class PostgresStore implements StepStore {
       const missing = new Map<string, Read>();
       for (const { step } of batch) {
         try {
-          step(new StepView(answers));
+          step(new StepView(answers, this.reader.pages));
         } catch (error) {
           if (error instanceof Missing && !answers.has(error.key)) missing.set(error.key, error.read);
         }
       }
       if (missing.size === 0) return;
-      await Promise.all([...missing.values()].map((read) => fetchRead(tx, read, answers, this.daemon, true)));
+      await Promise.all([...missing.values()].map((read) => fetchRead(tx, read, answers, this.reader, true)));
     }
   }
 
@@ -222,7 +243,9 @@ export class PostgresStore implements StepStore {
       try {
         return await this.sql.begin((tx) => this.runAndApply(tx, step));
       } catch (error) {
-        if (attempt >= MAX_ATTEMPTS || !RETRIED.has((error as { code?: string }).code ?? "")) {
+        const taken = error instanceof PageTakenError;
+        if (taken) this.reader.pages.fencedOut(error.pool, error.page);
+        if (attempt >= MAX_ATTEMPTS || !(taken || RETRIED.has((error as { code?: string }).code ?? ""))) {
           throw unavailable(error) ?? error;
         }
       }
@@ -235,27 +258,33 @@ export class PostgresStore implements StepStore {
     return value;
   }
 
-  /** Runs `step` until it completes, fetching what it asks for between runs. */
+  /**
+   * Runs `step` until it completes, fetching what it asks for between runs; `beforeFetch` sends
+   * what earlier steps of the transaction wrote and have not sent, so that a fetch sees it.
+   */
   private async run<T>(
     db: Sql | TransactionSql,
     step: (view: StoreView) => T,
     locking: boolean,
-    answers: Answers = new Map(),
+    answers: Answers = new Answers(),
+    beforeFetch: () => void = () => {},
   ): Promise<{ value: T; view: StepView }> {
     const pointReads = new Map<string, number>();
     for (;;) {
-      const view = new StepView(answers);
+      const view = new StepView(answers, this.reader.pages);
       try {
         return { value: step(view), view };
       } catch (error) {
         if (!(error instanceof Missing)) throw error;
         if (answers.has(error.key)) throw new Error(`a step asked again for ${error.key}, which it has`);
-        await fetchRead(db, widened(error.read, pointReads), answers, this.daemon, locking);
+        beforeFetch();
+        await fetchRead(db, widened(error.read, pointReads), answers, this.reader, locking);
       }
     }
   }
 
   async close(): Promise<void> {
+    this.reader.pages.stop();
     await this.sql.end({ timeout: 5 });
   }
 }

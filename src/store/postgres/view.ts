@@ -9,9 +9,10 @@
  */
 import type { EipRecord, EipState, IdempotencyRecord } from "../../eip/store.ts";
 import { parseCidr } from "../../net/ipv4.ts";
-import { PAGE_BITS, setBit, testBit, zeroedWords } from "../../pool/bitmap.ts";
+import { clearBit, PAGE_BITS, setBit, testBit, zeroedWords } from "../../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp } from "../../pool/store.ts";
 import type { StoreView } from "../steps.ts";
+import type { PageHolding } from "./pages.ts";
 import {
   type Answers,
   addressKey,
@@ -34,7 +35,14 @@ export type Write =
   | { readonly kind: "removePool"; readonly pool: string }
   | { readonly kind: "counts"; readonly pool: string; readonly delta: number; readonly cursor: number }
   | { readonly kind: "setFull"; readonly pool: string; readonly index: number; readonly full: boolean }
-  | { readonly kind: "putPage"; readonly pool: string; readonly index: number; readonly bits: Uint32Array }
+  | {
+      readonly kind: "putPage";
+      readonly pool: string;
+      readonly index: number;
+      readonly bits: Uint32Array;
+      /** The epoch of this daemon's claim of the page, where it holds it: the write is refused if the page was taken since. */
+      readonly fence: number | undefined;
+    }
   | { readonly kind: "removePage"; readonly pool: string; readonly index: number }
   | {
       readonly kind: "putAllocation";
@@ -60,16 +68,6 @@ export type Write =
 
 /** Writes that change a pool's layout: nothing fetched before them is carried to the next step. */
 const LAYOUT_WRITES: ReadonlySet<Write["kind"]> = new Set(["putStamp", "removePool", "removePage"]);
-
-/** Answers of range reads, which a write may have changed. */
-function isRangeKey(key: string): boolean {
-  return (
-    key === "allEips" ||
-    ["allocations\0", "names\0", "addresses\0", "eipsOfProject\0", "eipCount\0"].some((prefix) =>
-      key.startsWith(prefix),
-    )
-  );
-}
 
 /**
  * What a range read covers, so a write can tell which range reads it changed: a pool's pages, its
@@ -111,8 +109,13 @@ export class StepView implements StoreView {
   private readonly changed = new Set<string>();
   /** Pools removed by this step: nothing fetched of them holds any more. */
   private readonly removed = new Set<string>();
+  /** Pages whose bits or flag this step wrote, by pool. */
+  private readonly pagesWritten = new Map<string, Set<number>>();
 
-  constructor(private readonly answers: Answers) {}
+  constructor(
+    private readonly answers: Answers,
+    private readonly holding: PageHolding,
+  ) {}
 
   /**
    * Leaves in `answers` what this step's writes made true, for the next step in the same
@@ -126,7 +129,7 @@ export class StepView implements StoreView {
       return;
     }
     if (this.written.size === 0) return;
-    for (const key of [...answers.keys()]) if (isRangeKey(key)) answers.delete(key);
+    for (const key of [...answers.ranges]) answers.delete(key);
     for (const [key, value] of this.written) {
       if (key.startsWith("full\0")) continue;
       if (key.startsWith("page\0")) {
@@ -174,6 +177,11 @@ export class StepView implements StoreView {
 
   private write(write: Write, key?: string, value?: unknown): void {
     this.writes.push(write);
+    if (write.kind === "setFull" || write.kind === "putPage" || write.kind === "removePage") {
+      const pages = this.pagesWritten.get(write.pool) ?? new Set<number>();
+      pages.add(write.index);
+      this.pagesWritten.set(write.pool, pages);
+    }
     for (const scope of scopesOf(write)) this.changed.add(scope);
     if (key !== undefined) this.written.set(key, value);
   }
@@ -225,23 +233,31 @@ export class StepView implements StoreView {
     for (const key of [...this.written.keys()]) {
       if (key.startsWith(`page\0${pool}\0`) || key.startsWith(`full\0${pool}\0`)) this.written.delete(key);
     }
+    this.pagesWritten.delete(pool);
     this.removed.add(pool);
   }
 
   /**
    * The summary (a bit per page with a free address) is the pages' `full` flags: one row per
    * page, none per pool, so allocations on different pages never wait for one another here.
+   * Built from the list of full pages, then the flags of the pages fetched (locked, so fresher)
+   * and those this step wrote: no walk over every page of a large pool.
    */
   getSummary(pool: string): Uint32Array | undefined {
     const stamp = this.getStamp(pool);
     if (stamp === undefined) return undefined;
     const pageCount = Math.ceil(parseCidr(stamp.cidr).size / PAGE_BITS);
     const summary = zeroedWords(Math.max(1, Math.ceil(pageCount / 32)));
-    const fetchedFull = this.removed.has(pool)
-      ? new Set<number>()
-      : this.fetched<Set<number>>({ kind: "fullPages", pool });
-    for (let index = 0; index < pageCount; index++) {
-      if (!this.isFull(pool, index, fetchedFull)) setBit(summary, index);
+    summary.fill(0xffffffff, 0, pageCount >>> 5);
+    if (pageCount & 31) summary[pageCount >>> 5] = (1 << (pageCount & 31)) - 1;
+    const removed = this.removed.has(pool);
+    const fetchedFull = removed ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
+    for (const index of fetchedFull) if (index < pageCount) clearBit(summary, index);
+    const fresher = [...(removed ? [] : this.answers.pagesOf(pool)), ...(this.pagesWritten.get(pool) ?? [])];
+    for (const index of fresher) {
+      if (index >= pageCount) continue;
+      if (this.isFull(pool, index, fetchedFull)) clearBit(summary, index);
+      else setBit(summary, index);
     }
     return summary;
   }
@@ -268,6 +284,26 @@ export class StepView implements StoreView {
     }
   }
 
+  /**
+   * The pages this daemon holds that have a free address. Holding none, it has one claimed (the
+   * step runs again); with nothing left to claim, it borrows: any page with a free address will
+   * do, and it waits for that page's row lock as its holder does.
+   */
+  pagesToAllocateFrom(pool: string): Uint32Array | undefined {
+    const summary = this.getSummary(pool);
+    if (summary === undefined) return undefined;
+    const own = zeroedWords(summary.length);
+    let holdsAny = false;
+    for (const index of this.holding.held(pool)?.keys() ?? []) {
+      if (index >= summary.length * 32 || !testBit(summary, index)) continue;
+      setBit(own, index);
+      holdsAny = true;
+    }
+    if (holdsAny) return own;
+    this.fetched({ kind: "claim", pool, generation: this.holding.generation(pool) });
+    return summary;
+  }
+
   /** A copy: the pool logic changes the page it is given before putting it back. */
   getPage(pool: string, index: number): Uint32Array | undefined {
     const key = pageKey(pool, index);
@@ -278,7 +314,8 @@ export class StepView implements StoreView {
 
   putPage(pool: string, index: number, words: Uint32Array): void {
     const bits = words.slice();
-    this.write({ kind: "putPage", pool, index, bits }, pageKey(pool, index), bits);
+    const fence = this.holding.held(pool)?.get(index);
+    this.write({ kind: "putPage", pool, index, bits, fence }, pageKey(pool, index), bits);
   }
 
   removePage(pool: string, index: number): void {

@@ -4,22 +4,31 @@
  * schema's constraints have the last word: an insert that would give an address or an instance a
  * second holder fails (unique violation), and the store runs the step again (store.ts).
  */
-import type { PendingQuery, TransactionSql } from "postgres";
+import type { JSONValue, PendingQuery, TransactionSql } from "postgres";
 import { PAGE_BYTES } from "../../pool/bitmap.ts";
+import type { AllocationRecord } from "../../pool/store.ts";
+import { PageTakenError } from "./pages.ts";
 import type { Write } from "./view.ts";
 
 const EMPTY_PAGE = Buffer.alloc(PAGE_BYTES);
 
 export async function applyWrites(tx: TransactionSql, writes: readonly Write[], daemon: string): Promise<void> {
-  const statements = coalesced(writes).flatMap((write) => statementsOf(tx, write, daemon));
-  for (const statement of statements) statement.execute();
-  await Promise.all(statements);
+  const statements = grouped(coalesced(writes)).flatMap((write) =>
+    statementsOf(tx, write, daemon).map((statement) => ({ statement, write })),
+  );
+  for (const { statement } of statements) statement.execute();
+  const results = await Promise.all(statements.map(({ statement }) => statement));
+  statements.forEach(({ write }, i) => {
+    if (write.kind === "putPage" && write.fence !== undefined && results[i]?.count !== 1) {
+      throw new PageTakenError(write.pool, write.index);
+    }
+  });
 }
 
 /**
  * The writes without those a later one makes moot: a page put again, and a pool's count changes
  * (summed into the first), until a page or pool is removed. A bulk step (many allocations in one
- * transaction) then writes each page and count once.
+ * transaction, or a batch of steps) then writes each page and count once.
  */
 function coalesced(writes: readonly Write[]): Write[] {
   const kept: Write[] = [];
@@ -45,10 +54,74 @@ function coalesced(writes: readonly Write[]): Write[] {
   return kept;
 }
 
+/** New allocation rows of one pool, inserted by one statement. */
+interface InsertAllocations {
+  readonly kind: "insertAllocations";
+  readonly pool: string;
+  readonly rows: { readonly vmId: string; readonly record: AllocationRecord }[];
+}
+
+/** Writes that may be sent before an insert of allocation rows made after them. */
+const PASSED_BY_INSERTS: ReadonlySet<Write["kind"]> = new Set([
+  "putName",
+  "removeName",
+  "putPage",
+  "setFull",
+  "counts",
+]);
+
+/**
+ * The writes with a pool's new allocation rows inserted together, at the first one's place (a
+ * batch of allocations: one statement, not one per VM). An insert moves ahead only of writes to
+ * other tables; a removed or changed allocation ends the group, since an insert after it may take
+ * the address it freed.
+ */
+function grouped(writes: readonly Write[]): (Write | InsertAllocations)[] {
+  const kept: (Write | InsertAllocations)[] = [];
+  const open = new Map<string, InsertAllocations>();
+  for (const write of writes) {
+    if (write.kind === "putAllocation" && !write.exists) {
+      const group = open.get(write.pool);
+      if (group) group.rows.push({ vmId: write.vmId, record: write.record });
+      else {
+        const opened = {
+          kind: "insertAllocations" as const,
+          pool: write.pool,
+          rows: [{ vmId: write.vmId, record: write.record }],
+        };
+        open.set(write.pool, opened);
+        kept.push(opened);
+      }
+      continue;
+    }
+    if (!PASSED_BY_INSERTS.has(write.kind)) open.clear();
+    kept.push(write);
+  }
+  return kept;
+}
+
 type Statement = PendingQuery<readonly object[]>;
 
-function statementsOf(tx: TransactionSql, write: Write, daemon: string): Statement[] {
+function statementsOf(tx: TransactionSql, write: Write | InsertAllocations, daemon: string): Statement[] {
   switch (write.kind) {
+    case "insertAllocations": {
+      const rows = write.rows.map(({ vmId, record }) => ({
+        pool: write.pool,
+        vm_id: vmId,
+        ip: record.ip,
+        hostname: record.hostname ?? null,
+        name: record.name ?? null,
+        host: record.host ?? null,
+        nic: record.nic ?? null,
+        created_ms: record.createdAt,
+      }));
+      return [
+        tx`INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
+           SELECT pool, vm_id, ip, hostname, name, host, nic, to_timestamp(created_ms::float8 / 1000)
+           FROM jsonb_to_recordset(${tx.json(rows as unknown as JSONValue)}::jsonb)
+             AS r(pool text, vm_id text, ip bigint, hostname text, name text, host text, nic jsonb, created_ms bigint)`,
+      ];
+    }
     case "putStamp": {
       const { pool, stamp, pageCount } = write;
       return [
@@ -78,6 +151,13 @@ function statementsOf(tx: TransactionSql, write: Write, daemon: string): Stateme
       ];
     case "putPage": {
       const bits = Buffer.from(write.bits.buffer, write.bits.byteOffset, write.bits.byteLength);
+      if (write.fence !== undefined) {
+        // Fenced (pages.ts): the page as this daemon claimed it, or no row at all.
+        return [
+          tx`UPDATE pool_pages SET bits = ${bits}
+             WHERE pool = ${write.pool} AND page = ${write.index} AND owner = ${daemon} AND epoch = ${write.fence}`,
+        ];
+      }
       return [
         tx`INSERT INTO pool_pages (pool, page, bits, filled) VALUES (${write.pool}, ${write.index}, ${bits}, false)
            ON CONFLICT (pool, page) DO UPDATE SET bits = excluded.bits`,
@@ -86,19 +166,13 @@ function statementsOf(tx: TransactionSql, write: Write, daemon: string): Stateme
     case "removePage":
       return [tx`DELETE FROM pool_pages WHERE pool = ${write.pool} AND page = ${write.index}`];
     case "putAllocation": {
+      // New rows go as insertAllocations (grouped): this is an update of a row the step locked.
       const { pool, vmId, record } = write;
-      const nic = record.nic === undefined ? null : JSON.stringify(record.nic);
-      const createdAt = tx`to_timestamp(${record.createdAt}::float8 / 1000)`;
-      if (!write.exists) {
-        return [
-          tx`INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
-             VALUES (${pool}, ${vmId}, ${record.ip}, ${record.hostname ?? null}, ${record.name ?? null},
-                     ${record.host ?? null}, ${nic}::jsonb, ${createdAt})`,
-        ];
-      }
+      // An object: the driver encodes it for the jsonb parameter (a string would be stored as one).
+      const nic = record.nic === undefined ? null : tx.json(record.nic as unknown as JSONValue);
       return [
         tx`UPDATE allocations SET ip = ${record.ip}, hostname = ${record.hostname ?? null}, name = ${record.name ?? null},
-             host = ${record.host ?? null}, nic = ${nic}::jsonb, created_at = ${createdAt}
+             host = ${record.host ?? null}, nic = ${nic}::jsonb, created_at = to_timestamp(${record.createdAt}::float8 / 1000)
            WHERE pool = ${pool} AND vm_id = ${vmId}`,
       ];
     }

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import type { Nic } from "../../../src/dhcp/link.ts";
 import { AppError } from "../../../src/errors.ts";
 import { formatIpv4, parseIpv4 } from "../../../src/net/ipv4.ts";
 import { type Allocation, allocateInTransaction, releaseInTransaction } from "../../../src/pool/allocator.ts";
@@ -100,6 +101,16 @@ for (const backend of STORE_BACKENDS) {
         expect(again.allocation).toEqual(first.allocation);
         expect((await service.stats()).allocated).toBe(1);
         expect(await ipOf(service, "vm-2")).toBe("10.0.0.3");
+      });
+
+      test("a VM's NIC is kept as given, and a repeat from another NIC moves it there", async () => {
+        const service = await serve([poolLayout("lab", "10.0.0.0/24")]);
+        const first: Nic = { mac: "52:54:00:00:00:01", link: { kind: "network", name: "default" } };
+        const moved: Nic = { mac: "52:54:00:00:00:02", link: { kind: "bridge", name: "br0" } };
+        expect((await service.allocate({ vmId: "vm-1", nic: first })).allocation.nic).toEqual(first);
+        expect((await service.get("vm-1")).nic).toEqual(first);
+        expect((await service.allocate({ vmId: "vm-1", nic: moved })).allocation.nic).toEqual(moved);
+        expect((await service.get("vm-1")).nic).toEqual(moved);
       });
 
       test("allocations go to the default pool unless one is named", async () => {

@@ -1,0 +1,151 @@
+/**
+ * The pages of each pool this daemon holds (docs/FLEET.md, "Pages, owned and fenced"). A daemon
+ * takes new addresses from its own pages, so the fleet's daemons do not wait for one another on
+ * one page's row lock; it claims a page when none of its own has a free address left.
+ *
+ * A claim sets the page's owner and adds one to its epoch, in a statement of its own (committed at
+ * once, whatever the claiming transaction does). The daemon keeps the epoch, and every write of the
+ * page's bits it makes as the page's holder is fenced by it (writes.ts): a daemon that was paused
+ * or cut off past its lease, whose pages another daemon has since claimed, has its writes refused,
+ * drops the page and runs the step again on pages it still holds.
+ *
+ * Ownership only decides who waits and who runs a step again; it never decides correctness. Each
+ * transaction reads a page's bits under its row lock, and the schema refuses one address twice.
+ */
+import type { Sql } from "postgres";
+
+/** The lease when none is configured (`[store] lease_s`). */
+export const DEFAULT_LEASE_S = 15;
+
+/** Why a page was claimed, for the daemon's metrics. */
+export type ClaimKind = "free" | "own" | "stale" | "none";
+
+export interface PageHolding {
+  /** The pages of `pool` this daemon holds, with the epoch of its claim of each. */
+  held(pool: string): ReadonlyMap<number, number> | undefined;
+  /** Changes whenever the pages of `pool` held change: a claim made for one holding is not asked for again. */
+  generation(pool: string): number;
+}
+
+export interface PageClaimStats {
+  /** Claims made, by what the page was before: unowned, this daemon's (from before a restart), or a stale daemon's. */
+  readonly claims: Record<Exclude<ClaimKind, "none">, number>;
+  /** Claims that found no page to take (the daemon then allocates from any page with a free address). */
+  readonly claimsFindingNone: number;
+  /** Writes refused because the page had been claimed by another daemon. */
+  readonly fenced: number;
+}
+
+/**
+ * A fenced write of a page found it held by another daemon (or claimed again): the transaction
+ * is rolled back, the page dropped, and the steps run again (store.ts). Never answered to a client.
+ */
+export class PageTakenError extends Error {
+  constructor(
+    readonly pool: string,
+    readonly page: number,
+  ) {
+    super(`page ${page} of pool ${pool} was claimed by another daemon`);
+  }
+}
+
+export class PageClaims implements PageHolding {
+  private readonly pages = new Map<string, Map<number, number>>();
+  private readonly generations = new Map<string, number>();
+  private registering: Promise<void> | undefined;
+  private heartbeat: ReturnType<typeof setInterval> | undefined;
+  private readonly counts = { claims: { free: 0, own: 0, stale: 0 }, claimsFindingNone: 0, fenced: 0 };
+
+  constructor(
+    private readonly sql: Sql,
+    private readonly daemon: string,
+    private readonly leaseSeconds: number,
+  ) {}
+
+  held(pool: string): ReadonlyMap<number, number> | undefined {
+    return this.pages.get(pool);
+  }
+
+  generation(pool: string): number {
+    return this.generations.get(pool) ?? 0;
+  }
+
+  stats(): PageClaimStats {
+    return {
+      claims: { ...this.counts.claims },
+      claimsFindingNone: this.counts.claimsFindingNone,
+      fenced: this.counts.fenced,
+    };
+  }
+
+  /**
+   * Claims a page of `pool` with a free address: first one this daemon held before it restarted,
+   * then one nobody holds, then one whose holder's heartbeat is older than the lease. Rows another
+   * transaction has locked are passed over, so a claim never waits. Resolves to the page claimed,
+   * or undefined when there is none to take.
+   */
+  async claim(pool: string): Promise<number | undefined> {
+    await this.register();
+    const [row] = await this.sql<{ page: number; epoch: number; kind: Exclude<ClaimKind, "none"> }[]>`
+      WITH candidate AS (
+        SELECT p.pool, p.page,
+               CASE WHEN p.owner = ${this.daemon} THEN 'own' WHEN p.owner IS NULL THEN 'free' ELSE 'stale' END AS kind
+        FROM pool_pages p LEFT JOIN daemons d ON d.id = p.owner
+        WHERE p.pool = ${pool} AND NOT p.filled
+          AND (p.owner IS NULL OR p.owner = ${this.daemon}
+               OR d.heartbeat_at < now() - make_interval(secs => ${this.leaseSeconds}))
+        ORDER BY p.owner IS DISTINCT FROM ${this.daemon}, p.owner IS NOT NULL, p.page
+        LIMIT 1
+        FOR UPDATE OF p SKIP LOCKED)
+      UPDATE pool_pages SET owner = ${this.daemon}, epoch = pool_pages.epoch + 1
+      FROM candidate WHERE pool_pages.pool = candidate.pool AND pool_pages.page = candidate.page
+      RETURNING pool_pages.page, pool_pages.epoch, candidate.kind`;
+    if (!row) {
+      this.counts.claimsFindingNone++;
+      return undefined;
+    }
+    this.counts.claims[row.kind]++;
+    this.generations.set(pool, this.generation(pool) + 1);
+    const pages = this.pages.get(pool) ?? new Map<number, number>();
+    pages.set(row.page, row.epoch);
+    this.pages.set(pool, pages);
+    return row.page;
+  }
+
+  /** A write of the page was refused: another daemon holds it now. */
+  fencedOut(pool: string, page: number): void {
+    this.counts.fenced++;
+    this.pages.get(pool)?.delete(page);
+    this.generations.set(pool, this.generation(pool) + 1);
+  }
+
+  /**
+   * Enters this daemon in the fleet's table (once), and keeps its heartbeat fresh: a third of the
+   * lease apart, so that two heartbeats can be lost before its pages may be taken.
+   */
+  private register(): Promise<void> {
+    this.registering ??= (async () => {
+      await this.sql`
+        INSERT INTO daemons (id, epoch, heartbeat_at) VALUES (${this.daemon}, 1, now())
+        ON CONFLICT (id) DO UPDATE SET epoch = daemons.epoch + 1, heartbeat_at = now()`;
+      this.heartbeat = setInterval(() => void this.beat(), (this.leaseSeconds * 1000) / 3);
+      this.heartbeat.unref?.();
+    })().catch((error) => {
+      this.registering = undefined;
+      throw error;
+    });
+    return this.registering;
+  }
+
+  /** A missed heartbeat (the database out of reach) is not fatal: the next one may arrive in time. */
+  private async beat(): Promise<void> {
+    try {
+      await this.sql`UPDATE daemons SET heartbeat_at = now() WHERE id = ${this.daemon}`;
+    } catch {}
+  }
+
+  stop(): void {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = undefined;
+  }
+}
