@@ -44,7 +44,7 @@ export async function wireServices(
   config: Config,
   logger: Logger,
   runtime: "bun" | "deno",
-  { store, lmdb }: DaemonStore,
+  { store, lmdb, shared }: DaemonStore,
 ): Promise<DaemonParts> {
   // The gauges read the services below at scrape time, once the listeners are up.
   const metrics = createDaemonMetrics({
@@ -64,6 +64,7 @@ export async function wireServices(
     hostNames: config.hosts.map((host) => host.name),
     hosts: { hosts: () => hosts.all() },
     ...(lmdb === undefined ? {} : { store: lmdb }),
+    ...(shared === undefined ? {} : { fleet: shared }),
   });
   const layouts = config.pools.map((definition) => new PoolLayout(definition));
   const eipPools = publicPoolLayouts(config.eipPools);

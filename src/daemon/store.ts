@@ -16,6 +16,8 @@ export interface DaemonStore {
   readonly store: StepStore;
   /** The embedded store, for what only it has: its size, its write health, its EIP state index. */
   readonly lmdb: LmdbStore | undefined;
+  /** The shared store, for what only it has: the pages this daemon holds. */
+  readonly shared: PostgresStore | undefined;
   /** For the start's log line: which store, and where. */
   readonly description: Record<string, string>;
   close(): Promise<void>;
@@ -25,13 +27,20 @@ export async function openDaemonStore(config: Config, runtime: Runtime, logger: 
   if (config.store.backend === "postgres") {
     const { daemon, leaseSeconds } = config.store;
     const store = await PostgresStore.open(config.store.url, { daemon, leaseSeconds });
-    return { store, lmdb: undefined, description: { store: "postgres", daemon }, close: () => store.close() };
+    return {
+      store,
+      lmdb: undefined,
+      shared: store,
+      description: { store: "postgres", daemon },
+      close: () => store.close(),
+    };
   }
   lockDataDir(runtime, config.dataDir);
   const store = await openStoreSafely(config.dataDir, runtime, logger);
   return {
     store,
     lmdb: store,
+    shared: undefined,
     description: { store: "lmdb", data_dir: config.dataDir },
     async close() {
       await store.close();

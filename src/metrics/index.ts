@@ -10,6 +10,7 @@ import type { LeakEvents, PoolEvents } from "../pool/events.ts";
 import { associationMetrics } from "./association-metrics.ts";
 import { type BuildInfo, buildInfoMetrics } from "./build-metrics.ts";
 import { type EipMetricsSource, eipMetrics } from "./eip-metrics.ts";
+import { type FleetMetricsSource, fleetMetrics } from "./fleet-metrics.ts";
 import { type HostMetricsSource, hostMetrics } from "./host-metrics.ts";
 import { type HttpRequestRecorder, httpMetrics } from "./http-metrics.ts";
 import { leakMetrics } from "./leak-metrics.ts";
@@ -27,6 +28,8 @@ export interface DaemonMetricsSources {
   readonly hosts: HostMetricsSource;
   /** The embedded store's own figures (absent with the shared store). */
   readonly store?: StoreMetricsSource;
+  /** This daemon's pages in a fleet (the shared store only). */
+  readonly fleet?: FleetMetricsSource;
 }
 
 export interface DaemonMetrics {
@@ -54,6 +57,7 @@ export function createDaemonMetrics(sources: DaemonMetricsSources): DaemonMetric
   const hostCommands = hostMetrics(registry, sources.hosts);
   const requests = httpMetrics(registry);
   if (sources.store !== undefined) storeMetrics(registry, sources.store);
+  if (sources.fleet !== undefined) fleetMetrics(registry, sources.fleet);
   return { registry, pools, leaks, associations, reconciliation, hostCommands, requests };
 }
 

@@ -12,6 +12,7 @@ import postgres from "postgres";
 import { poolsToml } from "../support/config-toml.ts";
 import { Daemon, runToExit } from "../support/daemon.ts";
 import { type Postgres, startPostgres } from "../support/postgres.ts";
+import { parseExposition, sampleValue } from "../support/prometheus.ts";
 
 const POOLS = poolsToml([
   { name: "vms", cidr: "10.20.0.0/24", gateway: "10.20.0.1" },
@@ -20,8 +21,8 @@ const POOLS = poolsToml([
 
 let pg: Postgres;
 let sql: postgres.Sql;
-const storeToml = (daemon: string, url = pg.url) =>
-  `\n[store]\nbackend = "postgres"\nurl = "${url}"\ndaemon = "${daemon}"\n`;
+const storeToml = (daemon: string, url = pg.url, leaseSeconds?: number) =>
+  `\n[store]\nbackend = "postgres"\nurl = "${url}"\ndaemon = "${daemon}"\n${leaseSeconds === undefined ? "" : `lease_s = ${leaseSeconds}\n`}`;
 
 beforeAll(async () => {
   pg = await startPostgres();
@@ -141,6 +142,172 @@ describe("a daemon killed mid-load", () => {
     } finally {
       await daemon.dispose();
     }
+  });
+});
+
+/** Four pages with 40 free addresses each: 10.30.0.2–41, 10.30.16.0–39, 10.30.32.0–39, 10.30.48.0–39. */
+const SMALL_PAGES = poolsToml([
+  {
+    name: "small-pages",
+    cidr: "10.30.0.0/18",
+    gateway: "10.30.0.1",
+    reserved: [
+      "10.30.0.42-10.30.15.255",
+      "10.30.16.40-10.30.31.255",
+      "10.30.32.40-10.30.47.255",
+      "10.30.48.40-10.30.63.254",
+    ],
+  },
+  { name: "wide", cidr: "10.31.0.0/18", gateway: "10.31.0.1" },
+  { name: "one-page", cidr: "10.32.0.0/24", gateway: "10.32.0.1" },
+]);
+const LEASE_S = 2;
+const pageOf = (ip: string) => Math.floor((Number(ip.split(".")[2]) % 64) / 16);
+
+async function metric(daemon: Daemon, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await daemon.fetch("/metrics")).text();
+  return sampleValue(parseExposition(text), name, labels);
+}
+
+async function fsckClean(daemon: Daemon): Promise<void> {
+  const out = await runToExit(["fsck", "--config", daemon.configPath]);
+  expect([out.code, out.stderr]).toEqual([0, ""]);
+}
+
+type Answer = Awaited<ReturnType<Daemon["post"]>>;
+
+/** Allocates `vmIds` through `daemon`, `width` at a time; the answers in order. */
+async function allocateAll(daemon: Daemon, pool: string, vmIds: readonly string[], width = 8) {
+  const answers: ({ vmId: string } & Answer)[] = [];
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: width }, async () => {
+      while (next < vmIds.length) {
+        const vmId = vmIds[next++] as string;
+        answers.push({ vmId, ...(await daemon.post("/api/v1/ip/allocate", { vm_id: vmId, pool })) });
+      }
+    }),
+  );
+  return answers;
+}
+
+describe("three daemons on one pool: pages claimed, borrowed, taken back and taken over", () => {
+  // The fleet's pools are one list: these daemons serve the ones the daemons above made too.
+  const config = (daemon: string) => POOLS + SMALL_PAGES + storeToml(daemon, pg.url, LEASE_S);
+  let fleet: Daemon[] = [];
+  beforeAll(async () => {
+    fleet = await Promise.all(["hv1", "hv2", "hv3"].map((id) => Daemon.start({ config: config(id) })));
+  });
+  afterAll(async () => {
+    await Promise.all(fleet.map((daemon) => daemon.dispose()));
+  });
+
+  test("hammering a pool of four 40-address pages, they hand out exactly its 160 addresses, none twice, borrowing pages once theirs are full", async () => {
+    const answers = await Promise.all(
+      fleet.map((daemon, d) =>
+        allocateAll(
+          daemon,
+          "small-pages",
+          Array.from({ length: 70 }, (_, i) => `hammer-${d}-${i}`),
+        ),
+      ),
+    );
+    const granted = answers.flat().filter((answer) => answer.status === 201);
+    const refused = answers.flat().filter((answer) => answer.status !== 201);
+    expect(granted).toHaveLength(160);
+    expect(new Set(granted.map((answer) => answer.body.ip)).size).toBe(160);
+    expect(new Set(refused.map((answer) => answer.body.code))).toEqual(new Set(["POOL_EXHAUSTED"]));
+    const owners = await sql<{ page: number; owner: string | null }[]>`
+      SELECT page, owner FROM pool_pages WHERE pool = 'small-pages' ORDER BY page`;
+    expect(owners.every((row) => ["hv1", "hv2", "hv3"].includes(row.owner ?? ""))).toBe(true);
+    // Whatever the split of the four pages, a daemon holding two (80 addresses) was sent only 70
+    // requests, and one holding none took every address from others' pages: at least 10 borrowed.
+    const borrowed = answers.flatMap((list, d) =>
+      list.filter((answer) => answer.status === 201 && owners[pageOf(answer.body.ip)]?.owner !== `hv${d + 1}`),
+    );
+    expect(borrowed.length).toBeGreaterThanOrEqual(10);
+    let claims = 0;
+    for (const daemon of fleet) {
+      claims += await metric(daemon, "ippool_fleet_page_claims_total", { from: "free" });
+      expect((await daemon.json("/api/v1/ip/stats?pool=small-pages")).body).toMatchObject({ allocated: 160 });
+    }
+    expect(claims).toBe(4);
+    await fsckClean(fleet[0] as Daemon);
+  });
+
+  test("kill -9 of one mid-load: the others go on, no acknowledged allocation is lost, and restarted it takes its own pages back", async () => {
+    const acknowledged = new Map<string, string>();
+    let killed = false;
+    let afterKill = 0;
+    let stopping = false;
+    const load = fleet.flatMap((daemon, d) =>
+      Array.from({ length: 6 }, async (_, worker) => {
+        for (let i = 0; !stopping; i++) {
+          const vmId = `kill-${d}-${worker}-${i}`;
+          try {
+            const { status, body } = await daemon.post("/api/v1/ip/allocate", { vm_id: vmId, pool: "wide" });
+            if (status !== 201) continue;
+            acknowledged.set(vmId, body.ip);
+            if (killed) afterKill++;
+          } catch {
+            return; // hv3 is gone: this request's answer never came
+          }
+        }
+      }),
+    );
+    await Bun.sleep(400);
+    const victim = fleet[2] as Daemon;
+    const [held] = await sql<{ page: number; epoch: number }[]>`
+      SELECT page, epoch::int AS epoch FROM pool_pages WHERE pool = 'wide' AND owner = 'hv3'`;
+    await victim.kill9();
+    killed = true;
+    await Bun.sleep(400);
+    stopping = true;
+    await Promise.all(load);
+    expect(afterKill).toBeGreaterThan(0);
+    const ips = [...acknowledged.values()];
+    expect(new Set(ips).size).toBe(ips.length);
+    fleet[2] = await Daemon.start({ config: config("hv3"), dir: victim.dir });
+    const restarted = fleet[2] as Daemon;
+    const again = await restarted.post("/api/v1/ip/allocate", { vm_id: "after-restart", pool: "wide" });
+    expect(again.status).toBe(201);
+    expect(pageOf(again.body.ip)).toBe(held?.page as number);
+    expect(await metric(restarted, "ippool_fleet_page_claims_total", { from: "own" })).toBe(1);
+    const [now] = await sql<{ owner: string; epoch: number }[]>`
+      SELECT owner, epoch::int AS epoch FROM pool_pages WHERE pool = 'wide' AND page = ${held?.page as number}`;
+    expect(now).toEqual({ owner: "hv3", epoch: (held?.epoch as number) + 1 });
+    for (const [vmId, ip] of acknowledged) {
+      const { status, body } = await restarted.json(`/api/v1/ip/${vmId}?pool=wide`);
+      expect([vmId, status, body.ip]).toEqual([vmId, 200, ip]);
+    }
+    await fsckClean(restarted);
+  });
+
+  test("SIGSTOP past the lease, then SIGCONT: the page taken from the paused daemon refuses its write, and its request is answered from another", async () => {
+    const [paused, other] = fleet as [Daemon, Daemon];
+    const first = await paused.post("/api/v1/ip/allocate", { vm_id: "paused-1", pool: "one-page" });
+    expect(first.status).toBe(201);
+    paused.proc.kill("SIGSTOP");
+    let answer: Promise<Answer> | undefined;
+    try {
+      await Bun.sleep((LEASE_S + 1.5) * 1000);
+      const taken = await other.post("/api/v1/ip/allocate", { vm_id: "other-1", pool: "one-page" });
+      expect(taken.status).toBe(201);
+      expect(await metric(other, "ippool_fleet_page_claims_total", { from: "stale" })).toBe(1);
+      answer = paused.post("/api/v1/ip/allocate", { vm_id: "paused-2", pool: "one-page" });
+      await Bun.sleep(200);
+    } finally {
+      paused.proc.kill("SIGCONT");
+    }
+    const second = await answer;
+    expect(second?.status).toBe(201);
+    expect(await metric(paused, "ippool_fleet_page_writes_fenced_total")).toBe(1);
+    const [page] = await sql<{ owner: string }[]>`SELECT owner FROM pool_pages WHERE pool = 'one-page'`;
+    expect(page?.owner).toBe("hv2");
+    const listed = (await other.json("/api/v1/ip/allocations?pool=one-page")).body as { ip: string }[];
+    expect(listed).toHaveLength(3);
+    expect(new Set(listed.map((allocation) => allocation.ip)).size).toBe(3);
+    await fsckClean(other);
   });
 });
 

@@ -34,6 +34,8 @@ export interface PageClaimStats {
   readonly claimsFindingNone: number;
   /** Writes refused because the page had been claimed by another daemon. */
   readonly fenced: number;
+  /** Pages held, by pool. */
+  readonly held: ReadonlyMap<string, number>;
 }
 
 /**
@@ -75,6 +77,7 @@ export class PageClaims implements PageHolding {
       claims: { ...this.counts.claims },
       claimsFindingNone: this.counts.claimsFindingNone,
       fenced: this.counts.fenced,
+      held: new Map([...this.pages].map(([pool, pages]) => [pool, pages.size])),
     };
   }
 

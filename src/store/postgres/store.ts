@@ -82,8 +82,8 @@ export class PostgresStore implements StepStore {
     this.reader = { daemon, pages: new PageClaims(sql, daemon, leaseSeconds) };
   }
 
-  /** What this daemon's page claims have done so far (its metrics). */
-  pageClaims(): PageClaimStats {
+  /** The pages this daemon holds and what its claims have done so far (its metrics). */
+  pageFigures(): PageClaimStats {
     return this.reader.pages.stats();
   }
 

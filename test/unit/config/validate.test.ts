@@ -305,6 +305,35 @@ describe("validateConfig [leaks]", () => {
   });
 });
 
+describe("validateConfig [store]", () => {
+  const shared = (extra: Record<string, unknown> = {}) => ({
+    pools: [pool()],
+    store: { backend: "postgres", url: "postgres://ippool@db1,db2/ippool", daemon: "hv1", ...extra },
+  });
+
+  test("without a [store] section the state is the embedded LMDB store", () => {
+    expect(validateConfig({ pools: [pool()] }).store).toEqual({ backend: "lmdb" });
+  });
+
+  test("the shared store keeps a daemon's pages 15 s past its last heartbeat unless lease_s says otherwise", () => {
+    expect(validateConfig(shared()).store).toEqual({
+      backend: "postgres",
+      url: "postgres://ippool@db1,db2/ippool",
+      daemon: "hv1",
+      leaseSeconds: 15,
+    });
+    expect(validateConfig(shared({ lease_s: 2 })).store).toMatchObject({ leaseSeconds: 2 });
+  });
+
+  test("a lease under 2 s or over an hour, or one given to the embedded store, is refused", () => {
+    expect(invalid(shared({ lease_s: 1 }))).toContain("store.lease_s");
+    expect(invalid(shared({ lease_s: 3601 }))).toContain("store.lease_s");
+    expect(invalid({ pools: [pool()], store: { lease_s: 10 } })).toContain(
+      'store.url, store.daemon and store.lease_s are for store.backend = "postgres"',
+    );
+  });
+});
+
 describe("loadConfig", () => {
   test("without a file it loads the embedded default", () => {
     const config = loadConfig({});

@@ -118,12 +118,12 @@ describe("pages held by daemons", () => {
     expect((await holders("narrow")).map((row) => row.owner)).toEqual(["hv1", "hv2", "hv1", "hv1"]);
     // Every page it holds is full and the only one with room is hv2's, alive: it borrows.
     expect(await ipsOf(a.pools, narrow, ["a13"])).toEqual(["10.1.16.1"]);
-    expect(a.store.pageClaims().claimsFindingNone).toBe(1);
+    expect(a.store.pageFigures().claimsFindingNone).toBe(1);
     expect(await ipsOf(b.pools, narrow, ["b2", "b3"])).toEqual(["10.1.16.2", "10.1.16.3"]);
     const full = await Promise.allSettled([a.pools.allocate({ vmId: "a14", pool: "narrow" })]);
     expect(full[0]).toMatchObject({ status: "rejected", reason: { code: "POOL_EXHAUSTED" } });
     expect((await holders("narrow")).map((row) => row.owner)).toEqual(["hv1", "hv2", "hv1", "hv1"]);
-    expect(a.store.pageClaims().fenced + b.store.pageClaims().fenced).toBe(0);
+    expect(a.store.pageFigures().fenced + b.store.pageFigures().fenced).toBe(0);
     expect(await problems(a.store)).toEqual([]);
   });
 
@@ -136,10 +136,10 @@ describe("pages held by daemons", () => {
     await sql`UPDATE daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = 'hv1'`;
     expect(await ipsOf(other.pools, single, ["o1"])).toEqual(["10.2.0.3"]);
     expect(await holders("single")).toEqual([{ page: 0, owner: "hv2", epoch: 2 }]);
-    expect(other.store.pageClaims().claims.stale).toBe(1);
+    expect(other.store.pageFigures().claims.stale).toBe(1);
     // hv1 still believes it holds page 0 at epoch 1: its write is fenced out, and it borrows.
     expect(await ipsOf(paused.pools, single, ["p2"])).toEqual(["10.2.0.4"]);
-    expect(paused.store.pageClaims().fenced).toBe(1);
+    expect(paused.store.pageFigures().fenced).toBe(1);
     expect(await holders("single")).toEqual([{ page: 0, owner: "hv2", epoch: 2 }]);
     expect(await ipsOf(other.pools, single, ["o2"])).toEqual(["10.2.0.5"]);
     expect(await problems(other.store)).toEqual([]);
@@ -154,7 +154,7 @@ describe("pages held by daemons", () => {
     stores.splice(stores.indexOf(first.store), 1);
     const again = daemon("hv1");
     expect(await ipsOf(again.pools, wide, ["a2"])).toEqual(["10.0.0.3"]);
-    expect(again.store.pageClaims().claims).toEqual({ own: 1, free: 0, stale: 0 });
+    expect(again.store.pageFigures().claims).toEqual({ own: 1, free: 0, stale: 0 });
     expect((await holders("wide")).map((row) => [row.owner, row.epoch])).toEqual([
       ["hv1", 2],
       ["hv2", 1],
@@ -170,7 +170,7 @@ describe("pages held by daemons", () => {
     expect((await b.pools.release("a2", "narrow")).map((released) => formatIpv4(released.ip))).toEqual(["10.1.0.3"]);
     expect((await holders("narrow"))[0]).toEqual({ page: 0, owner: "hv1", epoch: 1 });
     expect(await ipsOf(a.pools, narrow, ["a5"])).toEqual(["10.1.0.3"]);
-    expect(a.store.pageClaims().fenced).toBe(0);
+    expect(a.store.pageFigures().fenced).toBe(0);
     expect(await problems(a.store)).toEqual([]);
   });
 });

@@ -1,0 +1,61 @@
+/**
+ * This daemon's part in a fleet (the shared store, docs/FLEET.md): the pages it holds, its claims
+ * of pages, the claims that found none (it then borrows a live daemon's page), and its writes
+ * refused because a page it held had been taken from it. Read at scrape time.
+ */
+import { Counter, Gauge, type Registry } from "prom-client";
+
+export interface FleetPageFigures {
+  /** Claims made, by what the page was: nobody's, this daemon's from before a restart, a stale daemon's. */
+  readonly claims: Readonly<Record<"free" | "own" | "stale", number>>;
+  readonly claimsFindingNone: number;
+  readonly fenced: number;
+  /** Pages held, by pool. */
+  readonly held: ReadonlyMap<string, number>;
+}
+
+export interface FleetMetricsSource {
+  pageFigures(): FleetPageFigures;
+}
+
+export function fleetMetrics(registry: Registry, source: FleetMetricsSource): void {
+  new Gauge({
+    name: "ippool_fleet_pages_held",
+    help: "Bitmap pages of the pool this daemon holds: it takes new addresses from them.",
+    labelNames: ["pool"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [pool, pages] of source.pageFigures().held) this.set({ pool }, pages);
+    },
+  });
+  new Counter({
+    name: "ippool_fleet_page_claims_total",
+    help: "Pages this daemon claimed, by what they were: free (nobody's), own (its own before a restart) or stale (a daemon's past its lease).",
+    labelNames: ["from"] as const,
+    registers: [registry],
+    collect() {
+      const { claims } = source.pageFigures();
+      this.reset();
+      for (const from of ["free", "own", "stale"] as const) this.inc({ from }, claims[from]);
+    },
+  });
+  new Counter({
+    name: "ippool_fleet_page_claims_found_none_total",
+    help: "Claims that found no page to take: the daemon then borrowed a live daemon's page, or the pool was full.",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(source.pageFigures().claimsFindingNone);
+    },
+  });
+  new Counter({
+    name: "ippool_fleet_page_writes_fenced_total",
+    help: "Writes refused because a page this daemon held had been claimed by another daemon (it was paused or cut off past its lease); the change was made again elsewhere.",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(source.pageFigures().fenced);
+    },
+  });
+}
