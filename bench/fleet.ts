@@ -9,8 +9,12 @@
  *
  *   bun bench/fleet.ts [--seconds 5] [--connections 32]
  *
- * Prints one `FLEET case=… rps=… p50=… p99=… non2xx=…` line per case and the ratios to LMDB.
+ * Prints one `FLEET case=… rps=… p50=… p99=… non2xx=… cpu_daemons_us=… cpu_postgres_us=…` line per
+ * case and the ratios to LMDB. The CPU figures are per allocation: the daemons' user and system
+ * time, and that of every `postgres` process on the machine, over the measured seconds. They say
+ * where a machine's cores go when the rate stops growing.
  */
+import { readdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import postgres from "postgres";
 import { poolsToml } from "../test/support/config-toml.ts";
@@ -48,11 +52,50 @@ async function load(daemons: readonly Daemon[], tag: string, duration: number): 
   return { rps: sum("rps"), p50: worst("p50"), p99: worst("p99"), non2xx: sum("non2xx") };
 }
 
+const CLOCK_TICKS = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim());
+
+/** User and system CPU seconds used so far by the processes `pids`; those gone since count nothing. */
+function cpuSeconds(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // The process has exited.
+    }
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+function postgresPids(): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/comm`, "utf8").trim() === "postgres";
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
+}
+
 async function measure(name: string, daemons: readonly Daemon[]): Promise<Measured> {
   await load(daemons, `${name}-warm`, 2);
+  const daemonPids = daemons.map((daemon) => daemon.proc.pid);
+  const serverPids = postgresPids();
+  const before = { daemons: cpuSeconds(daemonPids), postgres: cpuSeconds(serverPids) };
   const result = await load(daemons, name, seconds);
+  const allocations = result.rps * seconds;
+  const perAllocationUs = (cpu: number) => ((cpu * 1e6) / allocations).toFixed(0);
+  const daemonsUs = perAllocationUs(cpuSeconds(daemonPids) - before.daemons);
+  // A server process started during the run (a new connection) counts from its start.
+  const serverPidsAfter = [...new Set([...serverPids, ...postgresPids()])];
+  const postgresUs = perAllocationUs(cpuSeconds(serverPidsAfter) - before.postgres);
   console.log(
-    `FLEET case=${name} daemons=${daemons.length} rps=${result.rps.toFixed(0)} p50=${result.p50} p99=${result.p99} non2xx=${result.non2xx}`,
+    `FLEET case=${name} daemons=${daemons.length} rps=${result.rps.toFixed(0)} p50=${result.p50} p99=${result.p99} non2xx=${result.non2xx} cpu_daemons_us=${daemonsUs} cpu_postgres_us=${postgresUs}`,
   );
   return result;
 }

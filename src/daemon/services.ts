@@ -95,6 +95,7 @@ export async function wireServices(
   const leaks = new LeakDetector(pools, gateway, config.leakGracePeriodS, {
     events: metrics.leaks,
     logger,
+    collectOwnHostsOnly: config.store.backend === "postgres",
   });
   if (config.hosts.length > 0) leaks.start(config.leakCollectIntervalS);
   const projects = new ProjectDirectory(config.projects);

@@ -120,7 +120,17 @@ export class LeakDetector {
     private readonly hosts: DomainDirectory,
     /** A reload may change it; a check under way keeps the value it started with. */
     public gracePeriodS: number,
-    private readonly options: { events?: LeakEvents; logger?: LeakLogger; now?: () => number } = {},
+    private readonly options: {
+      events?: LeakEvents;
+      logger?: LeakLogger;
+      now?: () => number;
+      /**
+       * Fleet mode: the periodic collection releases only allocations recorded on a host this
+       * daemon lists. Another daemon's host, unknown here, cannot be asked; its VMs would all
+       * look leaked.
+       */
+      collectOwnHostsOnly?: boolean;
+    } = {},
   ) {}
 
   /**
@@ -140,10 +150,16 @@ export class LeakDetector {
    * The periodic collection: reports every leak (the gauge counts them all, as a check does) and
    * releases those a hypervisor host reported (with a `host`: a libvirt hook's), never one made for
    * something else through the API. This is how an undefined domain's address is released:
-   * libvirt has no undefine hook.
+   * libvirt has no undefine hook. In fleet mode, only those of a host this daemon lists.
    */
   collect(): Promise<LeakReport> {
-    return this.run(true, undefined, (allocation) => allocation.host !== undefined);
+    const listed = new Set(this.hosts.hostNames());
+    return this.run(
+      true,
+      undefined,
+      (allocation) =>
+        allocation.host !== undefined && (!this.options.collectOwnHostsOnly || listed.has(allocation.host)),
+    );
   }
 
   /**

@@ -194,6 +194,21 @@ for (const backend of STORE_BACKENDS) {
       expect(await pools.find("web-1")).toBeDefined();
     });
 
+    test("in fleet mode, collect leaves a leak recorded on a host this daemon does not list to that host's daemon", async () => {
+      await seed();
+      await pools.allocate({ vmId: "elsewhere", host: "hv9" }); // a host only another daemon lists
+      const fleet = new LeakDetector(pools, directory, GRACE / 1000, {
+        now: () => Date.now() + GRACE,
+        collectOwnHostsOnly: true,
+      });
+      const report = await fleet.collect();
+      expect(report.leaks.map((l) => l.allocation.vmId)).toEqual(["elsewhere", "ghost", "ghost"]);
+      expect(report.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
+      expect(await pools.find("elsewhere")).toBeDefined();
+      const single = await detector().collect();
+      expect(single.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/elsewhere"]);
+    });
+
     test("release releases exactly the leaks, counts them, and a second run finds none", async () => {
       await seed();
       const report = await detector().release();
