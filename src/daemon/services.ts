@@ -85,7 +85,8 @@ export async function wireServices(
     hosts,
     config.eipPools.map((pool) => pool.cidr),
   );
-  const locks = new KeyedLocks();
+  // One daemon alone serialises in process; a fleet's daemons through the database as well.
+  const locks = shared?.eipLocks() ?? new KeyedLocks();
   const associations = new EipAssociations(store, gateway, pools, locks, logger, metrics.associations);
   pools.setAddressDependents(associations);
   const reconciler = new EipReconciler(store, gateway, locks, logger, metrics.reconciliation);

@@ -26,7 +26,7 @@ import {
 } from "./errors.ts";
 import { type AssociationEvents, type AssociationOperation, NO_ASSOCIATION_EVENTS } from "./events.ts";
 import type { HostGateway } from "./hosts.ts";
-import type { KeyedLocks } from "./locks.ts";
+import type { EipLocks } from "./locks.ts";
 import { ownedEip } from "./service.ts";
 import type { EipRecord } from "./store.ts";
 
@@ -48,7 +48,7 @@ export class EipAssociations implements AddressDependents {
     private readonly hosts: HostGateway,
     private readonly pools: PoolService,
     /** Shared with reconciliation: EIP and instance locks first, host locks last. */
-    private readonly locks: KeyedLocks,
+    private readonly locks: EipLocks,
     private readonly logger: Logger,
     private readonly events: AssociationEvents = NO_ASSOCIATION_EVENTS,
   ) {}

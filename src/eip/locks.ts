@@ -1,9 +1,18 @@
 /**
- * In-process mutual exclusion by name. One daemon is authoritative for its hosts, so changes to
- * one EIP, one instance or one host's rules are serialised here rather than in the store:
- * they span SSH round trips that must not sit inside a store transaction.
+ * Mutual exclusion by name: changes to one EIP (`eip:<id>`), one instance (`instance:<vm_id>`) or
+ * one host's rules (`host:<name>`) are serialised, and held across the SSH round trips of the
+ * change, outside any store transaction. EIP and instance locks are taken first, host locks last.
  */
-export class KeyedLocks {
+export interface EipLocks {
+  /** Runs `body` holding every lock in `keys`. */
+  run<T>(keys: readonly string[], body: () => Promise<T>): Promise<T>;
+}
+
+/**
+ * In-process locks: enough where one daemon is the only writer (the embedded store); in fleet mode
+ * the first stage of the fleet's locks (store/postgres/locks.ts).
+ */
+export class KeyedLocks implements EipLocks {
   private readonly tails = new Map<string, Promise<void>>();
 
   /** Runs `body` holding every lock in `keys` (taken in sorted order, so callers cannot deadlock). */

@@ -11,7 +11,7 @@ import type { StepStore } from "../store/steps.ts";
 import { BackgroundWork } from "./background.ts";
 import { NO_RECONCILIATION_EVENTS, type ReconciliationEvents } from "./events.ts";
 import type { HostGateway, HostMapping } from "./hosts.ts";
-import type { KeyedLocks } from "./locks.ts";
+import type { EipLocks } from "./locks.ts";
 import type { EipStore } from "./store.ts";
 
 export class EipReconciler {
@@ -24,7 +24,7 @@ export class EipReconciler {
   constructor(
     private readonly store: StepStore,
     private readonly hosts: HostGateway,
-    private readonly locks: KeyedLocks,
+    private readonly locks: EipLocks,
     private readonly logger: Logger,
     private readonly events: ReconciliationEvents = NO_RECONCILIATION_EVENTS,
   ) {}

@@ -34,6 +34,7 @@ const STATUS_OF_CODE = {
   POOL_EXHAUSTED: 503,
   LEAK_CHECK_INCOMPLETE: 503,
   STORE_UNAVAILABLE: 503,
+  LOCK_TIMEOUT: 503,
   STORAGE_FULL: 507,
 } as const;
 
@@ -46,7 +47,8 @@ export function documentedStatus(code: string): number | undefined {
 
 /**
  * Every request with a body or parameters can be malformed, invalid, too large or too slow to
- * arrive; in fleet mode, any may find the shared store out of reach.
+ * arrive; in fleet mode, any may find the shared store out of reach, or an EIP, instance or host
+ * it must lock held by another daemon past the lock timeout.
  */
 const REQUEST_ERRORS: ErrorCode[] = [
   "VALIDATION",
@@ -54,6 +56,7 @@ const REQUEST_ERRORS: ErrorCode[] = [
   "PAYLOAD_TOO_LARGE",
   "REQUEST_TIMEOUT",
   "STORE_UNAVAILABLE",
+  "LOCK_TIMEOUT",
 ];
 
 /** Response schemas for these codes (plus the request errors), keyed by HTTP status. */

@@ -27,6 +27,15 @@ export class StoreUnavailableError extends AppError {
   readonly code = "STORE_UNAVAILABLE";
 }
 
+/**
+ * Fleet mode: another daemon has held a lock this change needs (an EIP, an instance, a host) for
+ * longer than the lock timeout, most likely a host change hung there. Nothing was changed here.
+ */
+export class LockTimeoutError extends AppError {
+  readonly status = 503;
+  readonly code = "LOCK_TIMEOUT";
+}
+
 /** `ippool db import` copies into an empty database only: it never merges into a fleet's state. */
 export class ImportTargetNotEmptyError extends AppError {
   readonly status = 409;

@@ -17,9 +17,11 @@
  * its own (pages.ts), so the fleet's daemons do not wait for one another on one page.
  */
 import postgres, { type Sql, type TransactionSql } from "postgres";
+import type { EipLocks } from "../../eip/locks.ts";
 import type { StepStore, StoreView } from "../steps.ts";
 import { isConnectionFailure, unreachable } from "./connection.ts";
 import { SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
+import { FleetLocks } from "./locks.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
 import { Answers, fetchRead, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
@@ -73,13 +75,21 @@ export class PostgresStore implements StepStore {
   private committing = false;
 
   private readonly reader: Reader;
+  private fleetLocks: FleetLocks | undefined;
 
   private constructor(
+    private readonly url: string,
     private readonly sql: Sql,
     private readonly daemon: string,
     leaseSeconds: number,
   ) {
     this.reader = { daemon, pages: new PageClaims(sql, daemon, leaseSeconds) };
+  }
+
+  /** The fleet's EIP, instance and host locks (locks.ts), over connections of their own. */
+  eipLocks(): EipLocks {
+    this.fleetLocks ??= new FleetLocks(this.url, { connectS: CONNECT_TIMEOUT_S });
+    return this.fleetLocks;
   }
 
   /** The pages this daemon holds and what its claims have done so far (its metrics). */
@@ -111,7 +121,7 @@ export class PostgresStore implements StepStore {
       // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
       types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
     });
-    return new PostgresStore(sql, options.daemon, options.leaseSeconds ?? DEFAULT_LEASE_S);
+    return new PostgresStore(url, sql, options.daemon, options.leaseSeconds ?? DEFAULT_LEASE_S);
   }
 
   private async checkSchema(): Promise<void> {
@@ -285,6 +295,7 @@ export class PostgresStore implements StepStore {
 
   async close(): Promise<void> {
     this.reader.pages.stop();
+    await this.fleetLocks?.close();
     await this.sql.end({ timeout: 5 });
   }
 }

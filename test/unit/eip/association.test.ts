@@ -14,6 +14,7 @@ import { Logger } from "../../../src/log/logger.ts";
 import { formatIpv4, parseIpv4 } from "../../../src/net/ipv4.ts";
 import type { PoolLayout } from "../../../src/pool/layout.ts";
 import type { PoolService } from "../../../src/pool/service.ts";
+import type { PostgresStore } from "../../../src/store/postgres/store.ts";
 import type { StepStore } from "../../../src/store/steps.ts";
 import { backendPerTest, STORE_BACKENDS } from "../../support/store-backends.ts";
 import { servicesOver } from "../../support/store-fixture.ts";
@@ -33,6 +34,8 @@ class ScriptedHosts implements HostGateway {
   readonly rules = new Map<string, Map<number, number>>();
   readonly down = new Set<string>();
   readonly failing = new Set<string>();
+  /** How long applying an association takes (a host command's round trip). */
+  applyDelayMs = 0;
   /** Gratuitous ARPs asked for: "host EIP". */
   readonly announced: string[] = [];
   private readonly listeners: ((host: string) => void)[] = [];
@@ -86,6 +89,7 @@ class ScriptedHosts implements HostGateway {
   }
   async apply(host: string, association: HostMapping) {
     this.reach(host);
+    if (this.applyDelayMs > 0) await Bun.sleep(this.applyDelayMs);
     if (this.failing.has(host)) throw new CommandFailed("nft failed");
     this.rules.get(host)?.set(association.eip, association.privateIp);
   }
@@ -162,7 +166,7 @@ async function vmOn(host: string, vmId: string, state = "running") {
 
 for (const backend of STORE_BACKENDS) {
   describe(`${backend} store`, () => {
-    backendPerTest(backend, async (opened) => {
+    const stores = backendPerTest(backend, async (opened) => {
       store = opened;
       ({ pools, eips, publicPool } = await servicesOver(store));
       hosts = new ScriptedHosts(["hv1", "hv2"]);
@@ -176,6 +180,63 @@ for (const backend of STORE_BACKENDS) {
     afterEach(() => {
       reconciler.stop();
     });
+
+    if (backend === "postgres") {
+      describe("two daemons of a fleet", () => {
+        /** Another daemon's associations over the same database and hosts, with its own locks. */
+        async function otherDaemon(): Promise<EipAssociations> {
+          const other = stores.another("hv-b") as PostgresStore;
+          const services = await servicesOver(other);
+          return new EipAssociations(other, hosts, services.pools, other.eipLocks(), logger);
+        }
+
+        test("associating one EIP with two instances at once through both: exactly one wins, and the hosts hold what the record says", async () => {
+          const mine = new EipAssociations(store, hosts, pools, (store as PostgresStore).eipLocks(), logger);
+          const theirs = await otherDaemon();
+          await vmOn("hv1", "web-1");
+          await vmOn("hv2", "web-2");
+          const { eip } = await eips.allocate(acme, {});
+          hosts.applyDelayMs = 100;
+          const outcomes = await Promise.allSettled([
+            mine.associate(acme, eip.id, { instanceId: "web-1" }),
+            theirs.associate(acme, eip.id, { instanceId: "web-2" }),
+          ]);
+          expect(outcomes.filter((outcome) => outcome.status === "fulfilled")).toHaveLength(1);
+          const refused = outcomes.find((outcome) => outcome.status === "rejected") as PromiseRejectedResult;
+          expect((refused.reason as AppError).code).toBe("ALREADY_ASSOCIATED");
+          const recorded = await eips.get(acme, eip.id);
+          const other = recorded.host === "hv1" ? "hv2" : "hv1";
+          expect(hosts.rulesOf(recorded.host as string)).toEqual({
+            [formatIpv4(eip.publicIp)]: formatIpv4(recorded.privateIp as number),
+          });
+          expect(hosts.rulesOf(other)).toEqual({});
+        });
+
+        test("moving one EIP through both at once: each move runs alone, and the hosts end as the record says", async () => {
+          const mine = new EipAssociations(store, hosts, pools, (store as PostgresStore).eipLocks(), logger);
+          const theirs = await otherDaemon();
+          await vmOn("hv1", "web-1");
+          await vmOn("hv2", "web-2");
+          await vmOn("hv1", "web-3");
+          const { eip } = await eips.allocate(acme, {});
+          await mine.associate(acme, eip.id, { instanceId: "web-1" });
+          hosts.applyDelayMs = 100;
+          await Promise.all([
+            mine.associate(acme, eip.id, { instanceId: "web-2", allowReassociation: true }),
+            theirs.associate(acme, eip.id, { instanceId: "web-3", allowReassociation: true }),
+          ]);
+          await Promise.all([mine.settled(), theirs.settled()]); // the old host's clean-up runs after the answer
+          const recorded = await eips.get(acme, eip.id);
+          const rules = { hv1: hosts.rulesOf("hv1"), hv2: hosts.rulesOf("hv2") };
+          const expected = {
+            hv1: {},
+            hv2: {},
+            [recorded.host as string]: { [formatIpv4(eip.publicIp)]: formatIpv4(recorded.privateIp as number) },
+          };
+          expect(rules).toEqual(expected);
+        });
+      });
+    }
 
     describe("associate", () => {
       test("installs the association on the instance's host, then records it", async () => {

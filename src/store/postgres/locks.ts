@@ -1,0 +1,85 @@
+/**
+ * The fleet's EIP, instance and host locks (docs/FLEET.md, "Elastic IPs and hosts"): the
+ * in-process locks first, then the same keys in the database, so that associations, moves and
+ * reconciliation of one EIP, instance or host are serialised across every daemon of the fleet.
+ *
+ * Each scope is a transaction of its own, on connections kept apart from the store's, holding a
+ * transaction-scoped advisory lock per key (taken in sorted order, as the in-process locks are)
+ * for as long as its body runs: the host change and the write of the record after it. It cannot
+ * outlive its transaction, so a daemon that dies, or loses its connection, lets go of its locks.
+ * A lock another daemon holds past LOCK_TIMEOUT_S is given up on: the change answers 503
+ * `LOCK_TIMEOUT`, having changed nothing.
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import postgres, { type Sql } from "postgres";
+import { type EipLocks, KeyedLocks } from "../../eip/locks.ts";
+import { isConnectionFailure } from "./connection.ts";
+import { LockTimeoutError, StoreUnavailableError } from "./errors.ts";
+
+/** Longer than a host change takes: three host commands at their default timeout (10 s). */
+const LOCK_TIMEOUT_S = 30;
+/** Connections for lock scopes; an outermost scope may open nested ones (its host lock). */
+const CONNECTIONS = 48;
+/** Outermost scopes at once: a third of the connections, so nested scopes always find one. */
+const OUTERMOST = CONNECTIONS / 3;
+const LOCK_NOT_AVAILABLE = "55P03";
+
+export class FleetLocks implements EipLocks {
+  private readonly local = new KeyedLocks();
+  private readonly sql: Sql;
+  /** Set inside a scope: a scope opened there is nested and does not wait for an outermost slot. */
+  private readonly inside = new AsyncLocalStorage<true>();
+  private outermost = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    url: string,
+    private readonly timeouts: { readonly connectS: number; readonly lockS?: number },
+  ) {
+    this.sql = postgres(url, { max: CONNECTIONS, connect_timeout: timeouts.connectS, onnotice: () => {} });
+  }
+
+  run<T>(keys: readonly string[], body: () => Promise<T>): Promise<T> {
+    if (this.inside.getStore()) return this.local.run(keys, () => this.hold(keys, body));
+    return this.local.run(keys, () => this.asOutermost(() => this.inside.run(true, () => this.hold(keys, body))));
+  }
+
+  private async hold<T>(keys: readonly string[], body: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(keys)].sort();
+    const timeoutS = this.timeouts.lockS ?? LOCK_TIMEOUT_S;
+    try {
+      return (await this.sql.begin(async (tx) => {
+        await tx.unsafe(`SET LOCAL lock_timeout = '${timeoutS}s'`);
+        for (const key of sorted) await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`ippool ${key}`}, 0))`;
+        return body();
+      })) as T;
+    } catch (error) {
+      if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
+        throw new LockTimeoutError(
+          `another daemon has held ${sorted.join(", ")} for over ${timeoutS} s (a change under way there); nothing was changed: send the request again`,
+        );
+      }
+      if (isConnectionFailure(error)) {
+        throw new StoreUnavailableError(
+          `the shared store's locks cannot be reached (${(error as Error).message}); send the request again`,
+        );
+      }
+      throw error;
+    }
+  }
+
+  private async asOutermost<T>(body: () => Promise<T>): Promise<T> {
+    while (this.outermost >= OUTERMOST) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.outermost++;
+    try {
+      return await body();
+    } finally {
+      this.outermost--;
+      this.waiting.shift()?.();
+    }
+  }
+
+  close(): Promise<void> {
+    return this.sql.end({ timeout: 5 });
+  }
+}

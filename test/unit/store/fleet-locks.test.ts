@@ -1,0 +1,97 @@
+/**
+ * The fleet's EIP, instance and host locks over a real PostgreSQL (store/postgres/locks.ts): two
+ * daemons' scopes on one key never overlap, scopes on different keys run at once, a lock held
+ * past the timeout answers LOCK_TIMEOUT without running the change, and nested scopes (a host lock
+ * inside an EIP's) complete however many outermost scopes are open.
+ */
+import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import type { AppError } from "../../../src/errors.ts";
+import { FleetLocks } from "../../../src/store/postgres/locks.ts";
+import { type Postgres, startPostgres } from "../../support/postgres.ts";
+
+let cluster: Postgres;
+const opened: FleetLocks[] = [];
+beforeAll(async () => {
+  cluster = await startPostgres();
+});
+afterAll(async () => {
+  await cluster.stop();
+});
+afterEach(async () => {
+  for (const locks of opened.splice(0)) await locks.close();
+});
+
+/** A daemon's locks: its own connections, as another process has. */
+function daemon(lockS?: number): FleetLocks {
+  const locks = new FleetLocks(cluster.url, { connectS: 5, ...(lockS === undefined ? {} : { lockS }) });
+  opened.push(locks);
+  return locks;
+}
+
+/** Resolves when `condition` holds, or after `ms` (whichever first). */
+async function until(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition() && Date.now() < deadline) await Bun.sleep(10);
+}
+
+test("two daemons' scopes on one key never overlap; on different keys they run at once", async () => {
+  const [a, b] = [daemon(), daemon()];
+  let inside = 0;
+  let most = 0;
+  const scope = (locks: FleetLocks, key: string) =>
+    locks.run([key], async () => {
+      inside++;
+      most = Math.max(most, inside);
+      await until(() => inside === 2, 300); // waits for the other to come in, if it can
+      inside--;
+    });
+  await Promise.all([scope(a, "eip:one"), scope(b, "eip:one")]);
+  expect(most).toBe(1);
+  most = 0;
+  await Promise.all([scope(a, "eip:one"), scope(b, "eip:two")]);
+  expect(most).toBe(2);
+});
+
+test("a lock another daemon holds past the timeout answers LOCK_TIMEOUT, and the change never runs", async () => {
+  const [holder, waiter] = [daemon(), daemon(1)];
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  let entered = false;
+  const holding = holder.run(["host:hv1"], async () => {
+    entered = true;
+    await held;
+  });
+  await until(() => entered, 5000);
+  let ran = false;
+  const refused = await waiter
+    .run(["eip:x", "host:hv1"], async () => {
+      ran = true;
+    })
+    .then(
+      () => undefined,
+      (error: AppError) => error,
+    );
+  release();
+  await holding;
+  expect([refused?.status, refused?.code, ran]).toEqual([503, "LOCK_TIMEOUT", false]);
+  expect(refused?.message).toContain("eip:x, host:hv1");
+  await waiter.run(["host:hv1"], async () => {}); // and it is free again
+});
+
+test("40 outermost scopes at once, each taking a host lock inside, all complete", async () => {
+  const locks = daemon();
+  let done = 0;
+  await Promise.all(
+    Array.from({ length: 40 }, (_, i) =>
+      locks.run([`eip:${i}`, `instance:vm-${i}`], () =>
+        locks.run([`host:hv${i % 3}`], async () => {
+          await Bun.sleep(5);
+          done++;
+        }),
+      ),
+    ),
+  );
+  expect(done).toBe(40);
+});
