@@ -39,9 +39,13 @@ export class FleetLocks implements EipLocks {
     this.sql = postgres(url, { max: CONNECTIONS, connect_timeout: timeouts.connectS, onnotice: () => {} });
   }
 
+  /**
+   * An outermost scope waits for its slot before it takes any lock, in process or in the database:
+   * a scope holding a slot may need a lock held by one waiting for a slot, never the reverse.
+   */
   run<T>(keys: readonly string[], body: () => Promise<T>): Promise<T> {
     if (this.inside.getStore()) return this.local.run(keys, () => this.hold(keys, body));
-    return this.local.run(keys, () => this.asOutermost(() => this.inside.run(true, () => this.hold(keys, body))));
+    return this.asOutermost(() => this.inside.run(true, () => this.local.run(keys, () => this.hold(keys, body))));
   }
 
   private async hold<T>(keys: readonly string[], body: () => Promise<T>): Promise<T> {

@@ -95,3 +95,24 @@ test("40 outermost scopes at once, each taking a host lock inside, all complete"
   );
   expect(done).toBe(40);
 });
+
+test("a scope waiting for an outermost slot holds no lock that the scopes with slots need", async () => {
+  const locks = daemon();
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  // More associations than there are slots, each to take the host's lock inside once let go on.
+  const associations = Array.from({ length: 20 }, (_, i) =>
+    locks.run([`eip:${i}`], async () => {
+      await gate;
+      await locks.run(["host:hv1"], async () => {});
+    }),
+  );
+  await Bun.sleep(100);
+  const reconciliation = locks.run(["host:hv1"], async () => {}); // waits for a slot
+  await Bun.sleep(100);
+  open();
+  const finished = Promise.all([...associations, reconciliation]).then(() => "finished");
+  expect(await Promise.race([finished, Bun.sleep(10_000).then(() => "stuck")])).toBe("finished");
+});
