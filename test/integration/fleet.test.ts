@@ -70,6 +70,22 @@ describe("one daemon", () => {
   });
 });
 
+describe("a daemon on the same machine as the database", () => {
+  test("reaches it through its Unix socket, named as libpq does (?host=/dir)", async () => {
+    const url = `postgresql://test@/postgres?host=${pg.socketDir}&port=${pg.port}`;
+    const daemon = await Daemon.start({ config: POOLS + storeToml("local", url) });
+    try {
+      const { status, body } = await daemon.post("/api/v1/ip/allocate", { vm_id: "over-socket" });
+      expect(status).toBe(201);
+      const [row] = await sql<{ vm_id: string }[]>`SELECT vm_id FROM allocations WHERE vm_id = 'over-socket'`;
+      expect(row?.vm_id).toBe("over-socket");
+      expect((await daemon.json("/api/v1/ip/over-socket")).body.ip).toBe(body.ip);
+    } finally {
+      await daemon.dispose();
+    }
+  });
+});
+
 describe("two daemons on one database", () => {
   let a: Daemon;
   let b: Daemon;

@@ -13,6 +13,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import postgres, { type Sql } from "postgres";
 import { type EipLocks, KeyedLocks } from "../../eip/locks.ts";
+import { connectionTarget } from "./connect.ts";
 import { isConnectionFailure } from "./connection.ts";
 import { LockTimeoutError, StoreUnavailableError } from "./errors.ts";
 
@@ -36,7 +37,13 @@ export class FleetLocks implements EipLocks {
     url: string,
     private readonly timeouts: { readonly connectS: number; readonly lockS?: number },
   ) {
-    this.sql = postgres(url, { max: CONNECTIONS, connect_timeout: timeouts.connectS, onnotice: () => {} });
+    const target = connectionTarget(url);
+    this.sql = postgres(target.url, {
+      ...target.options,
+      max: CONNECTIONS,
+      connect_timeout: timeouts.connectS,
+      onnotice: () => {},
+    });
   }
 
   /**

@@ -19,6 +19,7 @@
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { EipLocks } from "../../eip/locks.ts";
 import type { StepStore, StoreView } from "../steps.ts";
+import { connectionTarget } from "./connect.ts";
 import { isConnectionFailure, unreachable } from "./connection.ts";
 import { SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
@@ -114,7 +115,9 @@ export class PostgresStore implements StepStore {
 
   /** Connects to `url` without checking the schema (the suites, which migrate it themselves). */
   static connect(url: string, options: PostgresStoreOptions): PostgresStore {
-    const sql = postgres(url, {
+    const target = connectionTarget(url);
+    const sql = postgres(target.url, {
+      ...target.options,
       max: CONNECTIONS,
       connect_timeout: CONNECT_TIMEOUT_S,
       onnotice: () => {},
