@@ -97,6 +97,7 @@ export async function wireServices(
     events: metrics.leaks,
     logger,
     collectOwnHostsOnly: config.store.backend === "postgres",
+    jobs: store,
   });
   if (config.hosts.length > 0) leaks.start(config.leakCollectIntervalS);
   const projects = new ProjectDirectory(config.projects);

@@ -17,6 +17,7 @@
  */
 import type { Logger } from "../log/logger.ts";
 import { formatIpv4 } from "../net/ipv4.ts";
+import type { JobLease, StepStore } from "../store/steps.ts";
 import type { Allocation } from "./allocator.ts";
 import { LeakCheckIncompleteError } from "./errors.ts";
 import { type LeakEvents, NO_LEAK_EVENTS } from "./events.ts";
@@ -110,6 +111,9 @@ export interface LeakReport {
 
 export type LeakLogger = Pick<Logger, "info" | "warn">;
 
+/** The periodic collection's lease in a fleet (store/steps.ts). */
+export const LEAK_COLLECTION_JOB = "leak-collection";
+
 export const NO_HOSTS_REASON = "no hypervisor hosts are configured: there is nothing to compare allocations against";
 
 export class LeakDetector {
@@ -130,6 +134,8 @@ export class LeakDetector {
        * look leaked.
        */
       collectOwnHostsOnly?: boolean;
+      /** Where the periodic collection takes its lease: one daemon of a fleet collects at a time. */
+      jobs?: Pick<StepStore, "acquireJob">;
     } = {},
   ) {}
 
@@ -152,14 +158,27 @@ export class LeakDetector {
    * something else through the API. This is how an undefined domain's address is released:
    * libvirt has no undefine hook. In fleet mode, only those of a host this daemon lists.
    */
-  collect(): Promise<LeakReport> {
+  collect(lease?: JobLease): Promise<LeakReport> {
     const listed = new Set(this.hosts.hostNames());
     return this.run(
       true,
       undefined,
       (allocation) =>
         allocation.host !== undefined && (!this.options.collectOwnHostsOnly || listed.has(allocation.host)),
+      lease,
     );
+  }
+
+  /**
+   * One periodic collection, holding the collection's lease for `leaseS` seconds (renewed by each
+   * run): undefined when another daemon holds it. Its releases are made only while the lease is
+   * still this daemon's, checked in their transaction.
+   */
+  async collectAlone(leaseS: number): Promise<LeakReport | undefined> {
+    const { jobs } = this.options;
+    if (jobs === undefined) return this.collect();
+    const epoch = await jobs.acquireJob(LEAK_COLLECTION_JOB, leaseS);
+    return epoch === undefined ? undefined : this.collect({ job: LEAK_COLLECTION_JOB, epoch });
   }
 
   /**
@@ -170,7 +189,8 @@ export class LeakDetector {
     this.stop();
     if (intervalS <= 0) return;
     this.timer = setInterval(() => {
-      this.collect().catch((error) =>
+      // The lease outlasts two periods: a holder that missed one run keeps it.
+      this.collectAlone(2 * intervalS).catch((error) =>
         this.options.logger?.warn("leak collection did not run", { error: (error as Error).message }),
       );
     }, intervalS * 1000);
@@ -185,6 +205,7 @@ export class LeakDetector {
     release: boolean,
     pool: string | undefined,
     releasable: (allocation: Allocation) => boolean = () => true,
+    lease?: JobLease,
   ): Promise<LeakReport> {
     const events = this.options.events ?? NO_LEAK_EVENTS;
     const checkedAt = (this.options.now ?? Date.now)();
@@ -217,7 +238,7 @@ export class LeakDetector {
     events.checked(pools, countByPool(leaks.map((leak) => leak.allocation)));
     if (!release) return { ...base, leaks };
     const chosen = leaks.map((leak) => leak.allocation).filter(releasable);
-    const released = chosen.length === 0 ? [] : await this.pools.releaseUnchanged(chosen);
+    const released = chosen.length === 0 ? [] : await this.pools.releaseUnchanged(chosen, lease);
     for (const [pool, count] of countByPool(released)) events.released(pool, count);
     for (const allocation of released) {
       this.options.logger?.info("released leaked allocation", {

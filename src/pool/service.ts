@@ -7,7 +7,7 @@ import { type Nic, type PoolLink, sameLink } from "../dhcp/link.ts";
 import { InvalidIpError } from "../net/errors.ts";
 import { formatIpv4, isIpv4, parseIpv4 } from "../net/ipv4.ts";
 import { type Outcome, unwrap } from "../outcome.ts";
-import type { StepStore } from "../store/steps.ts";
+import type { JobLease, StepStore } from "../store/steps.ts";
 import {
   type Allocated,
   type AllocateRequest,
@@ -200,8 +200,8 @@ export class PoolService {
    * same creation time): one that was released, or released and allocated again, meanwhile is
    * left alone. One transaction; answers what was released.
    */
-  releaseUnchanged(allocations: readonly Allocation[]): Promise<Allocation[]> {
-    return this.releaseHeld(allocations, () => true);
+  releaseUnchanged(allocations: readonly Allocation[], lease?: JobLease): Promise<Allocation[]> {
+    return this.releaseHeld(allocations, () => true, lease);
   }
 
   /** An address that is not a dotted quad, or in no pool, is `Invalid IP address` (400), as in the original. */
@@ -220,23 +220,27 @@ export class PoolService {
 
   /**
    * Releases allocations read before: once their VMs' dependents (EIPs) are detached, in one
-   * transaction, each only if its record is unchanged and `still` holds for it.
+   * transaction, each only if its record is unchanged and `still` holds for it; for a singleton
+   * job (`lease`), none unless the job still holds its lease.
    */
   private async releaseHeld(
     allocations: readonly Allocation[],
     still: (record: AllocationRecord) => boolean,
+    lease?: JobLease,
   ): Promise<Allocation[]> {
     if (allocations.length === 0) return [];
     const vmIds = [...new Set(allocations.map((allocation) => allocation.vmId))];
     const released = await this.dependents.releasing(vmIds, () =>
       this.store.write((view) =>
-        allocations.flatMap((expected) => {
-          const layout = this.byName.get(expected.pool);
-          const record = layout && view.getAllocation(layout.name, expected.vmId);
-          if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
-          if (!still(record)) return [];
-          return releaseInTransaction(view, layout, expected.vmId, record) ?? [];
-        }),
+        lease !== undefined && !view.holdsJob(lease.job, lease.epoch)
+          ? []
+          : allocations.flatMap((expected) => {
+              const layout = this.byName.get(expected.pool);
+              const record = layout && view.getAllocation(layout.name, expected.vmId);
+              if (!layout || !record || record.ip !== expected.ip || record.createdAt !== expected.createdAt) return [];
+              if (!still(record)) return [];
+              return releaseInTransaction(view, layout, expected.vmId, record) ?? [];
+            }),
       ),
     );
     for (const allocation of released) {

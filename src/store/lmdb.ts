@@ -308,6 +308,15 @@ export class LmdbStore implements StepStore, PoolStore, EipStore, EipIndexReader
     return cached.summary;
   }
 
+  /** One daemon writes this store: it holds every job's lease, always at the same epoch. */
+  acquireJob(): Promise<number> {
+    return Promise.resolve(1);
+  }
+
+  holdsJob(): boolean {
+    return true;
+  }
+
   /** One daemon writes this store: every page with a free address will do. */
   pagesToAllocateFrom(pool: string): Uint32Array | undefined {
     return this.getSummary(pool);

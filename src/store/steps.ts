@@ -13,10 +13,30 @@
 import type { EipStore } from "../eip/store.ts";
 import type { PoolStore } from "../pool/store.ts";
 
+/**
+ * Leases of singleton jobs (leak collection): with one daemon it holds every lease; in a fleet one
+ * daemon at a time does, and a step checks that it still holds the lease it took, in the same
+ * transaction as the job's writes, so a holder paused past its lease writes nothing.
+ */
+/** A singleton job's lease as taken: which job, and the epoch of this holding. */
+export interface JobLease {
+  readonly job: string;
+  readonly epoch: number;
+}
+
+export interface JobStore {
+  holdsJob(job: string, epoch: number): boolean;
+}
+
 /** Everything a step may read and write. */
-export type StoreView = PoolStore & EipStore;
+export type StoreView = PoolStore & EipStore & JobStore;
 
 export interface StepStore {
+  /**
+   * Takes or renews the lease of `job` for `ttlS` seconds: its epoch, or undefined while another
+   * daemon holds it. The epoch changes whenever the lease passes to a new holding.
+   */
+  acquireJob(job: string, ttlS: number): Promise<number | undefined>;
   /** Runs a read-only step over the committed state. */
   read<T>(step: (view: StoreView) => T): Promise<T>;
   /** Runs a step in one write transaction; resolves once its changes are committed and durable. */

@@ -47,7 +47,9 @@ export type Read =
    * Not a read: a page of the pool claimed for this daemon to take new addresses from (pages.ts),
    * asked for when it holds none with a free address, once per holding (`generation`).
    */
-  | { readonly kind: "claim"; readonly pool: string; readonly generation: number };
+  | { readonly kind: "claim"; readonly pool: string; readonly generation: number }
+  /** Whether this daemon holds a job's lease at an epoch (store/steps.ts); a write step keeps it so. */
+  | { readonly kind: "job"; readonly job: string; readonly epoch: number };
 
 /** A read the view needs before the step can go on. Steps never catch it (store/steps.ts). */
 export class Missing extends Error {
@@ -95,6 +97,8 @@ export function keyOf(read: Read): string {
       return idempotencyKey(read.project, read.key);
     case "claim":
       return `claim\0${read.pool}\0${read.generation}`;
+    case "job":
+      return `job\0${read.job}\0${read.epoch}`;
   }
 }
 
@@ -207,6 +211,15 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, reader: Re
     case "claim": {
       await reader.pages.claim(read.pool);
       answers.set(key, true);
+      return;
+    }
+    case "job": {
+      // FOR SHARE in a write step: the lease cannot pass to another daemon until this step commits.
+      const rows = await db`
+        SELECT 1 FROM job_leases
+        WHERE job = ${read.job} AND holder = ${daemon} AND epoch = ${read.epoch} AND expires_at > now()
+        ${locking ? db`FOR SHARE` : db``}`;
+      answers.set(key, rows.length > 0);
       return;
     }
     case "pools": {

@@ -87,6 +87,28 @@ export class PostgresStore implements StepStore {
     this.reader = { daemon, pages: new PageClaims(sql, daemon, leaseSeconds) };
   }
 
+  /**
+   * Takes the lease of a singleton job, or renews it while this daemon holds it; the epoch goes up
+   * whenever the lease starts a new holding (another daemon's, or this one's after it expired).
+   */
+  async acquireJob(job: string, ttlS: number): Promise<number | undefined> {
+    try {
+      const [row] = await this.sql<{ epoch: number }[]>`
+        INSERT INTO job_leases (job, holder, epoch, expires_at)
+        VALUES (${job}, ${this.daemon}, 1, now() + make_interval(secs => ${ttlS}))
+        ON CONFLICT (job) DO UPDATE SET
+          holder = excluded.holder,
+          expires_at = excluded.expires_at,
+          epoch = job_leases.epoch
+                  + CASE WHEN job_leases.holder = excluded.holder AND job_leases.expires_at > now() THEN 0 ELSE 1 END
+        WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= now()
+        RETURNING epoch`;
+      return row?.epoch;
+    } catch (error) {
+      throw unavailable(error) ?? error;
+    }
+  }
+
   /** The fleet's EIP, instance and host locks (locks.ts), over connections of their own. */
   eipLocks(): EipLocks {
     this.fleetLocks ??= new FleetLocks(this.url, { connectS: CONNECT_TIMEOUT_S });

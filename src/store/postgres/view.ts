@@ -378,6 +378,10 @@ export class StepView implements StoreView {
     return this.range({ kind: "addresses", pool, from: fromIp, to: toIp, limit }, rowsOf(pool));
   }
 
+  holdsJob(job: string, epoch: number): boolean {
+    return this.fetched<boolean>({ kind: "job", job, epoch });
+  }
+
   getEip(id: string): EipRecord | undefined {
     return this.fetched({ kind: "eip", id });
   }

@@ -15,11 +15,13 @@ import {
   type DomainDirectory,
   decideLeaks,
   type HostAnswer,
+  LEAK_COLLECTION_JOB,
   LeakDetector,
   NO_HOSTS_REASON,
 } from "../../../src/pool/leaks.ts";
 import { PoolService } from "../../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
+import type { StepStore } from "../../../src/store/steps.ts";
 import { parseExposition, sampleValue } from "../../support/prometheus.ts";
 import { backendPerTest, STORE_BACKENDS } from "../../support/store-backends.ts";
 import { poolLayout } from "../../support/store-fixture.ts";
@@ -138,7 +140,9 @@ for (const backend of STORE_BACKENDS) {
     };
     const layouts = [poolLayout("vms", "10.0.0.0/24"), poolLayout("lab", "10.1.0.0/24")];
 
-    backendPerTest(backend, async (store) => {
+    let current: StepStore;
+    const stores = backendPerTest(backend, async (store) => {
+      current = store;
       await adoptPoolLayouts(store, layouts);
       registry = new Registry();
       const events = poolMetrics(registry, {
@@ -208,6 +212,32 @@ for (const backend of STORE_BACKENDS) {
       const single = await detector().collect();
       expect(single.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/elsewhere"]);
     });
+
+    if (backend === "postgres") {
+      test("in a fleet one daemon at a time collects, and one whose lease has passed on releases nothing", async () => {
+        await seed();
+        const other = stores.another("hv-b");
+        const ahead = () => Date.now() + GRACE;
+        const mine = new LeakDetector(pools, directory, GRACE / 1000, { now: ahead, jobs: current });
+        const theirs = new LeakDetector(new PoolService(other, layouts, "vms"), directory, GRACE / 1000, {
+          now: ahead,
+          jobs: other,
+        });
+        const first = await mine.collectAlone(1);
+        expect(first?.released?.map((a) => `${a.pool}/${a.vmId}`)).toEqual(["vms/ghost"]);
+        expect(await theirs.collectAlone(60)).toBeUndefined(); // mine holds the lease
+        await Bun.sleep(1100); // and lets it run out
+        await pools.allocate({ vmId: "ghost-2", host: "hv1" });
+        expect((await theirs.collectAlone(60))?.released?.map((a) => a.vmId)).toEqual(["ghost-2"]);
+        await pools.allocate({ vmId: "ghost-3", host: "hv1" });
+        // Mine, still acting on its first holding (epoch 1), finds the leak and releases nothing.
+        const stale = await mine.collect({ job: LEAK_COLLECTION_JOB, epoch: 1 });
+        expect(stale.leaks.map((l) => l.allocation.vmId)).toContain("ghost-3");
+        expect(stale.released).toEqual([]);
+        expect(await pools.find("ghost-3")).toBeDefined();
+        expect(await mine.collectAlone(60)).toBeUndefined();
+      });
+    }
 
     test("release releases exactly the leaks, counts them, and a second run finds none", async () => {
       await seed();
