@@ -4,15 +4,12 @@
  * standby's flush before it acknowledges a commit (`synchronous_standby_names`), so what a client
  * was told is committed survives the primary's death. As root they run as `nobody`.
  */
-import { appendFileSync, chmodSync, chownSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { appendFileSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
 import { freePort } from "./free-port.ts";
+import { BIN, clusterDir, startCluster } from "./postgres.ts";
 import { sh } from "./processes.ts";
-
-const BIN = "/usr/lib/postgresql/15/bin";
-const NOBODY = 65534;
 
 export interface PostgresPair {
   /** Both servers in one URL: connections go to whichever is the primary. */
@@ -29,25 +26,11 @@ export interface PostgresPair {
 }
 
 export async function startPostgresPair(): Promise<PostgresPair> {
-  const dir = mkdtempSync(join(tmpdir(), "ippool-pg-pair-"));
+  const { dir, run } = clusterDir("ippool-pg-pair-");
   const [primary, standby] = [join(dir, "primary"), join(dir, "standby")];
   const [primaryPort, standbyPort] = [freePort(), freePort()];
-  const asRoot = process.getuid?.() === 0;
-  chmodSync(dir, 0o755);
-  if (asRoot) chownSync(dir, NOBODY, NOBODY);
-  const run = (argv: string[]) => sh(asRoot ? ["runuser", "-u", "nobody", "--", ...argv] : argv, { cwd: dir });
   const start = (data: string, port: number, log: string) =>
-    run([
-      `${BIN}/pg_ctl`,
-      "-D",
-      data,
-      "-w",
-      "-l",
-      join(dir, log),
-      "-o",
-      `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1 -c fsync=off`,
-      "start",
-    ]);
+    startCluster(run, { dir, data, port, log, durable: false });
   const url = (port: number) => `postgres://test@127.0.0.1:${port}/postgres`;
   try {
     await run([`${BIN}/initdb`, "-D", primary, "-U", "test", "--auth=trust", "--no-sync"]);

@@ -8,10 +8,48 @@ import { chmodSync, chownSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./free-port.ts";
-import { sh } from "./processes.ts";
+import { type CommandResult, sh } from "./processes.ts";
 
-const BIN = "/usr/lib/postgresql/15/bin";
+export const BIN = "/usr/lib/postgresql/15/bin";
 const NOBODY = 65534;
+
+/** Runs one of PostgreSQL's programs in a cluster's directory (as `nobody` when the suite is root). */
+export type ClusterRunner = (argv: string[]) => Promise<CommandResult>;
+
+/** A new directory for clusters, owned by `nobody` when run as root, and the runner for it. */
+export function clusterDir(prefix: string): { readonly dir: string; readonly run: ClusterRunner } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  const asRoot = process.getuid?.() === 0;
+  chmodSync(dir, 0o755);
+  if (asRoot) chownSync(dir, NOBODY, NOBODY);
+  const run = (argv: string[]) => sh(asRoot ? ["runuser", "-u", "nobody", "--", ...argv] : argv, { cwd: dir });
+  return { dir, run };
+}
+
+/** Starts the cluster in `data`, on loopback `port`, with its Unix socket in `dir`; waits until it is up. */
+export function startCluster(
+  run: ClusterRunner,
+  cluster: {
+    readonly dir: string;
+    readonly data: string;
+    readonly port: number;
+    readonly log: string;
+    readonly durable: boolean;
+  },
+): Promise<CommandResult> {
+  const { dir, data, port, log, durable } = cluster;
+  return run([
+    `${BIN}/pg_ctl`,
+    "-D",
+    data,
+    "-w",
+    "-l",
+    join(dir, log),
+    "-o",
+    `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1${durable ? "" : " -c fsync=off"}`,
+    "start",
+  ]);
+}
 
 export interface Postgres {
   /** A connection URL for the `postgres` database as the superuser `test` (trust authentication). */
@@ -33,25 +71,10 @@ export interface Postgres {
  * but a test's kill of the server does not.
  */
 export async function startPostgres({ durable = false }: { readonly durable?: boolean } = {}): Promise<Postgres> {
-  const dir = mkdtempSync(join(tmpdir(), "ippool-pg-"));
+  const { dir, run } = clusterDir("ippool-pg-");
   const data = join(dir, "data");
   const port = freePort();
-  const asRoot = process.getuid?.() === 0;
-  chmodSync(dir, 0o755);
-  if (asRoot) chownSync(dir, NOBODY, NOBODY);
-  const run = (argv: string[]) => sh(asRoot ? ["runuser", "-u", "nobody", "--", ...argv] : argv, { cwd: dir });
-  const start = () =>
-    run([
-      `${BIN}/pg_ctl`,
-      "-D",
-      data,
-      "-w",
-      "-l",
-      join(dir, "server.log"),
-      "-o",
-      `-k ${dir} -p ${port} -c listen_addresses=127.0.0.1${durable ? "" : " -c fsync=off"}`,
-      "start",
-    ]);
+  const start = () => startCluster(run, { dir, data, port, log: "server.log", durable });
   const halt = () => run([`${BIN}/pg_ctl`, "-D", data, "-m", "immediate", "-w", "stop"]);
   try {
     await run([`${BIN}/initdb`, "-D", data, "-U", "test", "--auth=trust", "--no-sync"]);
