@@ -6,9 +6,8 @@
  *   (store/postgres/import.ts), with that host's daemon stopped.
  */
 import { parseArgs } from "node:util";
-import postgres from "postgres";
 import { DataDirInUseError } from "../store/errors.ts";
-import { connectionTarget } from "../store/postgres/connect.ts";
+import { openPostgres } from "../store/postgres/connect.ts";
 import { unreachable } from "../store/postgres/connection.ts";
 import { migrate } from "../store/postgres/schema.ts";
 import { UsageError } from "./usage.ts";
@@ -24,13 +23,7 @@ export async function runDb(argv: readonly string[], env: Record<string, string 
   if (!url || extra.length > 0) throw new UsageError(USAGE);
   if (command === "import" && dataDir !== undefined) return runImport(dataDir, url);
   if (command !== "migrate" || dataDir !== undefined) throw new UsageError(USAGE);
-  const target = connectionTarget(url);
-  const sql = postgres(target.url, {
-    ...target.options,
-    max: 1,
-    connect_timeout: CONNECT_TIMEOUT_S,
-    onnotice: () => {},
-  });
+  const sql = openPostgres(url, { max: 1, connect_timeout: CONNECT_TIMEOUT_S, onnotice: () => {} });
   try {
     const { from, to } = await migrate(sql).catch((error: unknown) => {
       throw unreachable(error) ?? error;

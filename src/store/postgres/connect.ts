@@ -1,3 +1,11 @@
+import postgres, { type Options, type PostgresType, type Sql } from "postgres";
+
+/** Connections to the database `url` names, as libpq reads it (connectionTarget). */
+export function openPostgres(url: string, options: Options<Record<string, PostgresType>>): Sql {
+  const target = connectionTarget(url);
+  return postgres(target.url, { ...options, ...target.options });
+}
+
 /**
  * A database URL as libpq reads it. A Unix socket is named by a directory in the URL's `host`
  * parameter (`postgresql://ippool@/ippool?host=/run/postgresql`), which the driver does not read

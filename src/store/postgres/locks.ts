@@ -11,9 +11,9 @@
  * `LOCK_TIMEOUT`, having changed nothing.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
-import postgres, { type Sql } from "postgres";
+import type { Sql } from "postgres";
 import { type EipLocks, KeyedLocks } from "../../eip/locks.ts";
-import { connectionTarget } from "./connect.ts";
+import { openPostgres } from "./connect.ts";
 import { isConnectionFailure } from "./connection.ts";
 import { LockTimeoutError, StoreUnavailableError } from "./errors.ts";
 
@@ -37,13 +37,7 @@ export class FleetLocks implements EipLocks {
     url: string,
     private readonly timeouts: { readonly connectS: number; readonly lockS?: number },
   ) {
-    const target = connectionTarget(url);
-    this.sql = postgres(target.url, {
-      ...target.options,
-      max: CONNECTIONS,
-      connect_timeout: timeouts.connectS,
-      onnotice: () => {},
-    });
+    this.sql = openPostgres(url, { max: CONNECTIONS, connect_timeout: timeouts.connectS, onnotice: () => {} });
   }
 
   /**

@@ -19,7 +19,7 @@
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { EipLocks } from "../../eip/locks.ts";
 import type { StepStore, StoreView } from "../steps.ts";
-import { connectionTarget } from "./connect.ts";
+import { openPostgres } from "./connect.ts";
 import { isConnectionFailure, unreachable } from "./connection.ts";
 import { SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
@@ -137,9 +137,7 @@ export class PostgresStore implements StepStore {
 
   /** Connects to `url` without checking the schema (the suites, which migrate it themselves). */
   static connect(url: string, options: PostgresStoreOptions): PostgresStore {
-    const target = connectionTarget(url);
-    const sql = postgres(target.url, {
-      ...target.options,
+    const sql = openPostgres(url, {
       max: CONNECTIONS,
       connect_timeout: CONNECT_TIMEOUT_S,
       onnotice: () => {},
