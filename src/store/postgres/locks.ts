@@ -14,8 +14,8 @@ import { AsyncLocalStorage } from "node:async_hooks";
 import type { Sql } from "postgres";
 import { type EipLocks, KeyedLocks } from "../../eip/locks.ts";
 import { openPostgres } from "./connect.ts";
-import { isConnectionFailure } from "./connection.ts";
-import { LockTimeoutError, StoreUnavailableError } from "./errors.ts";
+import { unavailable } from "./connection.ts";
+import { LockTimeoutError } from "./errors.ts";
 
 /** Longer than a host change takes: three host commands at their default timeout (10 s). */
 const LOCK_TIMEOUT_S = 30;
@@ -64,12 +64,8 @@ export class FleetLocks implements EipLocks {
           `another daemon has held ${sorted.join(", ")} for over ${timeoutS} s (a change under way there); nothing was changed: send the request again`,
         );
       }
-      if (isConnectionFailure(error)) {
-        throw new StoreUnavailableError(
-          `the shared store's locks cannot be reached (${(error as Error).message}); send the request again`,
-        );
-      }
-      throw error;
+      // The body may have changed a host and written its record before the connection broke.
+      throw unavailable(error) ?? error;
     }
   }
 

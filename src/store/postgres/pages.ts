@@ -18,7 +18,7 @@ import type { Sql } from "postgres";
 export const DEFAULT_LEASE_S = 15;
 
 /** Why a page was claimed, for the daemon's metrics. */
-export type ClaimKind = "free" | "own" | "stale" | "none";
+export type ClaimKind = "free" | "own" | "stale";
 
 export interface PageHolding {
   /** The pages of `pool` this daemon holds, with the epoch of its claim of each. */
@@ -29,7 +29,7 @@ export interface PageHolding {
 
 export interface PageClaimStats {
   /** Claims made, by what the page was before: unowned, this daemon's (from before a restart), or a stale daemon's. */
-  readonly claims: Record<Exclude<ClaimKind, "none">, number>;
+  readonly claims: Record<ClaimKind, number>;
   /** Claims that found no page to take (the daemon then allocates from any page with a free address). */
   readonly claimsFindingNone: number;
   /** Writes refused because the page had been claimed by another daemon. */
@@ -89,7 +89,7 @@ export class PageClaims implements PageHolding {
    */
   async claim(pool: string): Promise<number | undefined> {
     await this.register();
-    const [row] = await this.sql<{ page: number; epoch: number; kind: Exclude<ClaimKind, "none"> }[]>`
+    const [row] = await this.sql<{ page: number; epoch: number; kind: ClaimKind }[]>`
       WITH candidate AS (
         SELECT p.pool, p.page,
                CASE WHEN p.owner = ${this.daemon} THEN 'own' WHEN p.owner IS NULL THEN 'free' ELSE 'stale' END AS kind

@@ -20,8 +20,8 @@ import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { EipLocks } from "../../eip/locks.ts";
 import type { StepStore, StoreView } from "../steps.ts";
 import { openPostgres } from "./connect.ts";
-import { isConnectionFailure, unreachable } from "./connection.ts";
-import { SchemaTooNewError, SchemaTooOldError, StoreUnavailableError } from "./errors.ts";
+import { isConnectionFailure, unavailable, unreachable } from "./connection.ts";
+import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
 import { Answers, fetchRead, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
@@ -321,18 +321,6 @@ export class PostgresStore implements StepStore {
     await this.fleetLocks?.close();
     await this.sql.end({ timeout: 5 });
   }
-}
-
-/**
- * A lost or refused connection as the API answers it (503). A commit whose connection broke is
- * not known to have failed; the answer says so, and the request is safe to repeat (allocation
- * and release are idempotent by vm_id).
- */
-function unavailable(error: unknown): StoreUnavailableError | undefined {
-  if (!isConnectionFailure(error)) return undefined;
-  return new StoreUnavailableError(
-    `the shared store cannot be reached (${(error as Error).message}); whether a change was made is not known: send the request again`,
-  );
 }
 
 /** The read to fetch for `read`: all rows of its kind (in its pool) once the step has asked for enough of them. */
