@@ -22,7 +22,7 @@ PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
 .PHONY: all run build install check test test-local test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
-	test-crash-fleet test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
+	test-crash-fleet test-crash-fleet-hosts test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
 
 all: build
 
@@ -111,6 +111,11 @@ test-crash-hosts: build
 	bash hooks/install-packages $(TEST_PACKAGES)
 	$(BUN) test/crash/crash-loop.ts --hosts --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
+## The crash loop with hosts on the shared store: the daemon in the testbed reaches its PostgreSQL cluster over the Unix socket (as root).
+test-crash-fleet-hosts: build
+	bash hooks/install-packages $(TEST_PACKAGES)
+	$(BUN) test/crash/crash-loop.ts --hosts --postgres --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
+
 ## The auth matrix alone (every /openapi.json route × 22 key presentations); `make bench-keys` times the key check.
 test-auth: build
 	$(BUN_TEST) test/integration/auth-matrix.test.ts
@@ -169,6 +174,8 @@ soak: build
 	bash hooks/install-packages $(TEST_PACKAGES) $(BENCH_PACKAGES)
 	$(MAKE) test-crash
 	$(MAKE) test-crash-hosts
+	$(MAKE) test-crash-fleet
+	$(MAKE) test-crash-fleet-hosts
 	$(MAKE) fuzz
 	$(MAKE) fuzz-config
 	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN_TEST) test/hosts/ssh-faults.test.ts

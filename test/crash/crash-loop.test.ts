@@ -1,8 +1,8 @@
 /**
  * Quick variants of the crash-consistency loop (test/crash/crash-loop.ts) for `make test`, with
  * the seed CRASH_SEED gives (`make test` fixes it; without it, from the clock; printed either way): 10 kill -9 trials on one data
- * directory, 10 on the shared store (PostgreSQL), and 5 more with EIPs associated with VMs on a
- * namespace testbed (as root).
+ * directory, 10 on the shared store (PostgreSQL), 5 more with EIPs associated with VMs on a
+ * namespace testbed (as root), and 5 with both: hosts and the shared store.
  */
 import { expect, test } from "bun:test";
 import { daemonStore } from "../support/daemon-store.ts";
@@ -43,3 +43,15 @@ test("5 kill -9 trials while EIPs are associated over SSH keep every acknowledge
   expect(associations?.hostMappingsChecked).toBeGreaterThan(0);
   expect(associations?.killsDuringAssociation).toBeGreaterThan(0);
 }, 90_000);
+
+test("5 kill -9 trials with EIPs associated over SSH, on the shared store (PostgreSQL), keep every acknowledged association, and the hosts converge", async () => {
+  // The daemon runs in the testbed's network namespace: it reaches the database through its Unix socket.
+  const store = await daemonStore("postgres", { overSocket: true });
+  try {
+    const { associations } = await run({ trials: 5, hosts: true, store: store.toml });
+    expect(associations?.associationsAcknowledged).toBeGreaterThan(0);
+    expect(associations?.hostMappingsChecked).toBeGreaterThan(0);
+  } finally {
+    await store.stop();
+  }
+}, 120_000);

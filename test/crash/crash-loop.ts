@@ -34,7 +34,10 @@ export interface CrashLoopOptions {
   readonly seed: number;
   /** Also associate EIPs with VMs on a namespace testbed (see associations.ts); needs root. */
   readonly hosts?: boolean;
-  /** A `[store]` section for the daemon's config (test/support/daemon-store.ts); the data directory's LMDB store by default. */
+  /**
+   * A `[store]` section for the daemon's config (test/support/daemon-store.ts); the data directory's
+   * LMDB store by default. With hosts it must name the database's Unix socket.
+   */
   readonly store?: string;
   readonly log?: (line: string) => void;
 }
@@ -313,7 +316,7 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
   /** Starts the daemon on the run's directory; with hosts, in the daemon namespace, once its hosts are reconciled. */
   async function start(): Promise<Daemon> {
     if (!hosted) return Daemon.start({ config: configToml(crashConfig("100.64.0.0/24")) + (options.store ?? ""), dir });
-    return startInTestbed(hosted, dir);
+    return startInTestbed(hosted, dir, options.store);
   }
 
   /**
@@ -428,14 +431,15 @@ export async function runCrashLoop(options: CrashLoopOptions): Promise<CrashLoop
  * plus the hosts) and waits until every host is connected and reconciled. TCP reaches it through a
  * forward from the test process; the Unix socket directly.
  */
-export async function startInTestbed(hosted: HostedAssociations, dir: string): Promise<Daemon> {
+export async function startInTestbed(hosted: HostedAssociations, dir: string, store = ""): Promise<Daemon> {
   const { bed } = hosted;
   const socket = join(dir, "ippool.sock");
   const started = await Daemon.start({
-    config: configToml({
-      server: { listen: `127.0.0.1:${NETNS_TCP_PORT}`, socket, dataDir: dir },
-      ...hosted.config(crashConfig(bed.eipCidr)),
-    }),
+    config:
+      configToml({
+        server: { listen: `127.0.0.1:${NETNS_TCP_PORT}`, socket, dataDir: dir },
+        ...hosted.config(crashConfig(bed.eipCidr)),
+      }) + store,
     dir,
     prefix: bed.daemonNetnsPrefix(),
   });
@@ -460,9 +464,8 @@ function parseArgs(argv: readonly string[]): { trials: number; seed: number; hos
       else seed = Number(value);
       i++;
     } else
-      throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] [--hosts | --postgres] (bad argument ${flag})`);
+      throw new Error(`usage: crash-loop.ts [--trials N] [--seed S] [--hosts] [--postgres] (bad argument ${flag})`);
   }
-  if (hosts && postgres) throw new Error("crash-loop.ts: --hosts and --postgres are not run together yet");
   return { trials, seed, hosts, postgres };
 }
 
@@ -487,7 +490,8 @@ if (import.meta.main) {
     `crash loop: seed ${seed}, ${trials} trials${hosts ? ", with hosts" : ""}${postgres ? ", on PostgreSQL" : ""}`,
   );
   const started = performance.now();
-  const store = postgres ? await daemonStore("postgres") : undefined;
+  // With hosts the daemon runs in a network namespace: it reaches the database through its Unix socket.
+  const store = postgres ? await daemonStore("postgres", { overSocket: hosts }) : undefined;
   const result = await runCrashLoop({ trials, seed, hosts, ...(store ? { store: store.toml } : {}) }).finally(() =>
     store?.stop(),
   );
