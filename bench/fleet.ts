@@ -3,9 +3,12 @@
  * HTTP (bench/load.ts, closed loop, new vm_ids) for
  *   - the LMDB store (one daemon),
  *   - the PostgreSQL store with one daemon,
- *   - the PostgreSQL store with three daemons on one pool, the load split across them.
+ *   - the PostgreSQL store with three daemons on one pool, the load split across them;
+ *   - both again on a primary with a synchronous standby (`synchronous_standby_names`), the
+ *     daemons given both servers in one URL: every commit also waits for the standby's flush.
  * PostgreSQL 15 from Debian runs with its defaults (fsync and synchronous_commit on), its data on
- * the same disk: every 2xx follows a durable commit, as with LMDB.
+ * the same disk: every 2xx follows a durable commit, as with LMDB. The standby shares the
+ * machine's disk and cores with the primary (a real standby has its own).
  *
  *   bun bench/fleet.ts [--seconds 5] [--connections 32]
  *
@@ -20,6 +23,7 @@ import postgres from "postgres";
 import { poolsToml } from "../test/support/config-toml.ts";
 import { Daemon, runToExit } from "../test/support/daemon.ts";
 import { startPostgres } from "../test/support/postgres.ts";
+import { startPostgresPair } from "../test/support/postgres-pair.ts";
 
 const { values } = parseArgs({
   options: { seconds: { type: "string", default: "5" }, connections: { type: "string", default: "32" } },
@@ -101,45 +105,56 @@ async function measure(name: string, daemons: readonly Daemon[]): Promise<Measur
 }
 
 const POOL = poolsToml([{ name: "bench", cidr: "10.64.0.0/12" }]);
-const pg = await startPostgres({ durable: true });
 const results = new Map<string, Measured>();
 
-/** A new database, migrated as an operator would; its URL. */
-async function database(name: string): Promise<string> {
-  const admin = postgres(pg.url, { max: 1, onnotice: () => {} });
+/** A new database on the server(s) of `url` (its database is `postgres`), migrated as an operator would; its URL. */
+async function database(url: string, name: string): Promise<string> {
+  const admin = postgres(url, { max: 1, onnotice: () => {} });
   await admin`CREATE DATABASE ${admin(name)}`;
   await admin.end();
-  const url = pg.url.replace(/\/postgres$/, `/${name}`);
-  const migrated = await runToExit(["db", "migrate", "--database-url", url]);
+  const named = url.replace(/\/postgres(\?|$)/, `/${name}$1`);
+  const migrated = await runToExit(["db", "migrate", "--database-url", named]);
   if (migrated.code !== 0) throw new Error(`ippool db migrate: ${migrated.stderr}`);
-  return url;
+  return named;
 }
 
 /** `daemons` daemons (hv1, hv2, …) on a database of their own. */
-async function fleet(name: string, daemons: number): Promise<Daemon[]> {
-  const url = await database(name);
+async function fleet(url: string, name: string, daemons: number): Promise<Daemon[]> {
+  const named = await database(url, name);
   return Promise.all(
     Array.from({ length: daemons }, (_, i) =>
-      Daemon.start({ config: `${POOL}\n[store]\nbackend = "postgres"\nurl = "${url}"\ndaemon = "hv${i + 1}"\n` }),
+      Daemon.start({ config: `${POOL}\n[store]\nbackend = "postgres"\nurl = "${named}"\ndaemon = "hv${i + 1}"\n` }),
     ),
   );
 }
 
-try {
-  for (const [name, start] of [
-    ["lmdb", async () => [await Daemon.start({ config: POOL })]],
-    ["postgres-1", () => fleet("one", 1)],
-    ["postgres-3", () => fleet("three", 3)],
-  ] as const) {
-    const daemons = await start();
+async function run(name: string, start: () => Promise<Daemon[]>): Promise<void> {
+  const daemons = await start();
+  try {
     results.set(name, await measure(name, daemons));
+  } finally {
     await Promise.all(daemons.map((daemon) => daemon.dispose()));
   }
+}
+
+await run("lmdb", async () => [await Daemon.start({ config: POOL })]);
+// One server at a time, so that the standby's cases are not measured beside an idle cluster.
+const single = await startPostgres({ durable: true });
+try {
+  await run("postgres-1", () => fleet(single.url, "one", 1));
+  await run("postgres-3", () => fleet(single.url, "three", 3));
 } finally {
-  await pg.stop();
+  await single.stop();
+}
+const pair = await startPostgresPair({ durable: true });
+try {
+  await run("postgres-1-sync", () => fleet(pair.url, "one", 1));
+  await run("postgres-3-sync", () => fleet(pair.url, "three", 3));
+} finally {
+  await pair.stop();
 }
 const base = results.get("lmdb")?.rps ?? 0;
-for (const name of ["postgres-1", "postgres-3"]) {
+for (const name of ["postgres-1", "postgres-3", "postgres-1-sync", "postgres-3-sync"]) {
   const rps = results.get(name)?.rps ?? 0;
   console.log(`FLEET ratio ${name}/lmdb=${base > 0 ? (rps / base).toFixed(3) : "n/a"}`);
 }

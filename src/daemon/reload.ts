@@ -8,6 +8,7 @@
 import type { AdminGate } from "../auth/admin.ts";
 import type { ProjectDirectory } from "../auth/projects.ts";
 import type { Config } from "../config/config.ts";
+import type { ReservationResync } from "../dhcp/resync.ts";
 import type { EipReconciler } from "../eip/reconcile.ts";
 import type { HostRegistry } from "../hosts/index.ts";
 import type { Logger } from "../log/logger.ts";
@@ -21,6 +22,7 @@ export interface ReloadTargets {
   readonly adminGate: AdminGate;
   readonly hosts: HostRegistry;
   readonly reconciler: EipReconciler;
+  readonly reservationResync: ReservationResync;
   readonly leaks: LeakDetector;
 }
 
@@ -69,6 +71,7 @@ export async function applyReload(current: Config, next: Config, targets: Reload
   else if (hosts !== "") applied.push(hosts);
   if (current.reconcileIntervalS !== next.reconcileIntervalS) {
     targets.reconciler.schedule(next.reconcileIntervalS);
+    targets.reservationResync.start(next.reconcileIntervalS);
     applied.push("reconcile");
   }
   targets.leaks.gracePeriodS = next.leakGracePeriodS;

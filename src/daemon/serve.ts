@@ -46,7 +46,7 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     await closeStore();
     throw error;
   }
-  const { hosts, reconciler, leaks, syncReservations, app, requests } = parts;
+  const { hosts, reconciler, leaks, syncReservations, reservationResync, app, requests } = parts;
 
   const listeners: Listener[] = [];
   try {
@@ -58,8 +58,11 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     if (config.socket) {
       listeners.push(await listenUnix(runtime, config.socket, createHandler(app, logger, "unix", requests), logger));
     }
+    // In a fleet other daemons change this host's VMs too: its reservations are brought in line as hosts are reconciled.
+    reservationResync.start(config.reconcileIntervalS);
   } catch (error) {
     await Promise.all(listeners.map((l) => l.stop()));
+    reservationResync.stop();
     reconciler.stop();
     leaks.stop();
     await hosts.close();
@@ -73,6 +76,7 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     stopping = true;
     logger.info("stopping", { signal });
     await Promise.all(listeners.map((l) => l.stop()));
+    reservationResync.stop();
     reconciler.stop();
     leaks.stop();
     await hosts.close();

@@ -10,6 +10,7 @@ import { DhcpDelivery } from "../dhcp/delivery.ts";
 import { LocalDnsmasq } from "../dhcp/dnsmasq.ts";
 import { LibvirtLeases } from "../dhcp/leases.ts";
 import { DhcpReservations } from "../dhcp/reservations.ts";
+import { ReservationResync } from "../dhcp/resync.ts";
 import { EipAssociations } from "../eip/association.ts";
 import { KeyedLocks } from "../eip/locks.ts";
 import { EipReconciler } from "../eip/reconcile.ts";
@@ -34,6 +35,8 @@ export interface DaemonParts {
   readonly leaks: LeakDetector;
   /** Brings the DHCP reservation files in line with the store; awaited before serving. */
   syncReservations(): Promise<void>;
+  /** The same every reconciliation interval, in fleet mode (started once serving). */
+  readonly reservationResync: ReservationResync;
   readonly app: ReturnType<typeof createApp>;
   /** Told about every request, for the HTTP metrics. */
   readonly requests: RequestObserver;
@@ -76,6 +79,7 @@ export async function wireServices(
     new DhcpReservations(config.dhcp.dir, new LocalDnsmasq(config.dhcp.dir, config.dhcp.libvirtRunDir, logger), logger),
     new LibvirtLeases(config.dhcp.libvirtRunDir, config.dhcp.libvirtLeaseDir),
     logger,
+    config.store.backend === "postgres" ? config.store.daemon : undefined,
   );
   pools.setDelivery(dhcp, config.dhcp.links);
   const eips = new EipService(store, eipPools, config.defaultEipPool, metrics.pools);
@@ -104,8 +108,11 @@ export async function wireServices(
   const adminGate = poolApiDoor(config, logger);
   const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
   const servedPools = [...new Set(config.dhcp.links.map((link) => link.pool))];
-  const syncReservations = async () =>
-    dhcp.sync(config.dhcp.links, (await Promise.all(servedPools.map((pool) => pools.allocations(pool)))).flat());
+  const syncReservations = () =>
+    dhcp.sync(config.dhcp.links, async () =>
+      (await Promise.all(servedPools.map((pool) => pools.allocations(pool)))).flat(),
+    );
+  const reservationResync = new ReservationResync(config.store.backend === "postgres", syncReservations, logger);
   return {
     hosts,
     projects,
@@ -113,6 +120,7 @@ export async function wireServices(
     reconciler,
     leaks,
     syncReservations,
+    reservationResync,
     app,
     requests: metrics.requests,
   };

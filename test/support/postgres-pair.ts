@@ -25,12 +25,19 @@ export interface PostgresPair {
   stop(): Promise<void>;
 }
 
-export async function startPostgresPair(): Promise<PostgresPair> {
+/**
+ * `durable` keeps fsync on in both servers (benchmarks); the suites turn it off, which a crash of
+ * the machine would punish but a test's kill of a server does not.
+ */
+export async function startPostgresPair({
+  durable = false,
+}: {
+  readonly durable?: boolean;
+} = {}): Promise<PostgresPair> {
   const { dir, run } = clusterDir("ippool-pg-pair-");
   const [primary, standby] = [join(dir, "primary"), join(dir, "standby")];
   const [primaryPort, standbyPort] = [freePort(), freePort()];
-  const start = (data: string, port: number, log: string) =>
-    startCluster(run, { dir, data, port, log, durable: false });
+  const start = (data: string, port: number, log: string) => startCluster(run, { dir, data, port, log, durable });
   const url = (port: number) => `postgres://test@127.0.0.1:${port}/postgres`;
   try {
     await run([`${BIN}/initdb`, "-D", primary, "-U", "test", "--auth=trust", "--no-sync"]);
