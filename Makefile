@@ -22,7 +22,7 @@ PREFIX ?= /usr/local
 UNITDIR ?= /lib/systemd/system
 
 .PHONY: all run build install check test test-local test-unit test-integration test-hosts test-libvirt test-deno test-crash test-crash-hosts \
-	test-crash-fleet test-crash-fleet-hosts test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
+	test-crash-fleet test-crash-fleet-hosts soak-patroni test-ssh-faults test-limits test-auth fuzz fuzz-config soak bench bench-flap bench-fleet bench-keys bench-list clean image-test
 
 all: build
 
@@ -116,6 +116,11 @@ test-crash-fleet-hosts: build
 	bash hooks/install-packages $(TEST_PACKAGES)
 	$(BUN) test/crash/crash-loop.ts --hosts --postgres --trials $(CRASH_TRIALS) $(if $(CRASH_SEED),--seed $(CRASH_SEED))
 
+## Fleet mode through PATRONI_FAILOVERS (5) crashes of the leader of a Patroni-managed cluster (etcd, two nodes, synchronous mode), three daemons under load (as root; about 1 minute per failover).
+soak-patroni: build
+	bash hooks/install-packages postgresql patroni etcd-server
+	$(BUN) test/fleet/patroni-soak.ts --failovers $(or $(PATRONI_FAILOVERS),5)
+
 ## The auth matrix alone (every /openapi.json route × 22 key presentations); `make bench-keys` times the key check.
 test-auth: build
 	$(BUN_TEST) test/integration/auth-matrix.test.ts
@@ -153,7 +158,7 @@ bench-flap: build
 	bash hooks/install-packages $(TEST_PACKAGES) $(BENCH_PACKAGES)
 	$(BUN) bench/flap.ts --raw bench/results/raw/flap.json
 
-## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons, and Kea's PostgreSQL lease backend
+## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons, with and without a synchronous standby, and Kea's PostgreSQL lease backend
 ## (about two minutes; as root for Kea).
 bench-fleet: build
 	bash hooks/install-packages $(BENCH_PACKAGES) kea-dhcp4-server kea-admin
@@ -176,6 +181,7 @@ soak: build
 	$(MAKE) test-crash-hosts
 	$(MAKE) test-crash-fleet
 	$(MAKE) test-crash-fleet-hosts
+	$(MAKE) soak-patroni
 	$(MAKE) fuzz
 	$(MAKE) fuzz-config
 	SSH_FAULTS_HOLD_S=60 SSH_FAULTS_DOWN_S=180 SSH_FAULTS_REPORT=1 $(BUN_TEST) test/hosts/ssh-faults.test.ts

@@ -17,6 +17,7 @@
 #      (as root; skipped otherwise)
 #   9. API key check timing, wrong vs right keys, in process and over HTTP: bench/key-timing.ts
 #  10. fleet mode: allocate over HTTP on LMDB vs PostgreSQL (fsync on) with one and three daemons,
+#      alone and on a primary with a synchronous standby,
 #      bench/fleet.ts (needs Debian's postgresql), and Kea's PostgreSQL lease backend under perfdhcp
 #      (bench/kea.ts --pgsql, as root)
 # The report is printed at the end and written to bench/results/latest.txt (raw wrk output in
