@@ -166,7 +166,10 @@ export async function startPatroni(): Promise<PatroniCluster> {
       // A crash leaves nothing of the node answering: its PostgreSQL port must refuse connections.
       const port = ports.get(node)?.postgres;
       const open = await Bun.connect({ hostname: "127.0.0.1", port: port as number, socket: { data() {} } }).then(
-        (socket) => (socket.end(), true),
+        (socket) => {
+          socket.end();
+          return true;
+        },
         () => false,
       );
       if (open) throw new Error(`patroni: ${node} still accepts connections on ${port} after its crash`);
