@@ -139,22 +139,21 @@ async function run(name: string, start: () => Promise<Daemon[]>): Promise<void> 
 
 await run("lmdb", async () => [await Daemon.start({ config: POOL })]);
 // One server at a time, so that the standby's cases are not measured beside an idle cluster.
-const single = await startPostgres({ durable: true });
-try {
-  await run("postgres-1", () => fleet(single.url, "one", 1));
-  await run("postgres-3", () => fleet(single.url, "three", 3));
-} finally {
-  await single.stop();
-}
-const pair = await startPostgresPair({ durable: true });
-try {
-  await run("postgres-1-sync", () => fleet(pair.url, "one", 1));
-  await run("postgres-3-sync", () => fleet(pair.url, "three", 3));
-} finally {
-  await pair.stop();
+const servers = [
+  { suffix: "", start: () => startPostgres({ durable: true }) },
+  { suffix: "-sync", start: () => startPostgresPair({ durable: true }) },
+];
+for (const { suffix, start } of servers) {
+  const server = await start();
+  try {
+    await run(`postgres-1${suffix}`, () => fleet(server.url, "one", 1));
+    await run(`postgres-3${suffix}`, () => fleet(server.url, "three", 3));
+  } finally {
+    await server.stop();
+  }
 }
 const base = results.get("lmdb")?.rps ?? 0;
-for (const name of ["postgres-1", "postgres-3", "postgres-1-sync", "postgres-3-sync"]) {
+for (const name of [...results.keys()].filter((name) => name !== "lmdb")) {
   const rps = results.get(name)?.rps ?? 0;
   console.log(`FLEET ratio ${name}/lmdb=${base > 0 ? (rps / base).toFixed(3) : "n/a"}`);
 }

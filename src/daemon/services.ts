@@ -75,11 +75,13 @@ export async function wireServices(
   const indexed = lmdb?.ensureEipStateIndex() ?? 0;
   if (indexed > 0) logger.info("indexed elastic IPs by state", { eips: indexed });
   const pools = new PoolService(store, layouts, config.defaultPool, metrics.pools);
+  /** In fleet mode, this daemon's name: its host's, where host-bound work (DHCP, leak collection) is limited to it. */
+  const fleetDaemon = config.store.backend === "postgres" ? config.store.daemon : undefined;
   const dhcp = new DhcpDelivery(
     new DhcpReservations(config.dhcp.dir, new LocalDnsmasq(config.dhcp.dir, config.dhcp.libvirtRunDir, logger), logger),
     new LibvirtLeases(config.dhcp.libvirtRunDir, config.dhcp.libvirtLeaseDir),
     logger,
-    config.store.backend === "postgres" ? config.store.daemon : undefined,
+    fleetDaemon,
   );
   pools.setDelivery(dhcp, config.dhcp.links);
   const eips = new EipService(store, eipPools, config.defaultEipPool, metrics.pools);
@@ -100,7 +102,7 @@ export async function wireServices(
   const leaks = new LeakDetector(pools, gateway, config.leakGracePeriodS, {
     events: metrics.leaks,
     logger,
-    collectOwnHostsOnly: config.store.backend === "postgres",
+    collectOwnHostsOnly: fleetDaemon !== undefined,
     jobs: store,
   });
   if (config.hosts.length > 0) leaks.start(config.leakCollectIntervalS);
@@ -112,7 +114,7 @@ export async function wireServices(
     dhcp.sync(config.dhcp.links, async () =>
       (await Promise.all(servedPools.map((pool) => pools.allocations(pool)))).flat(),
     );
-  const reservationResync = new ReservationResync(config.store.backend === "postgres", syncReservations, logger);
+  const reservationResync = new ReservationResync(fleetDaemon !== undefined, syncReservations, logger);
   return {
     hosts,
     projects,

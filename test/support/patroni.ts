@@ -16,9 +16,11 @@ import type { Subprocess } from "bun";
 import postgres from "postgres";
 import { freePort } from "./free-port.ts";
 import { clusterDir } from "./postgres.ts";
-import { sh } from "./processes.ts";
+import { sh, waitFor } from "./processes.ts";
 
 const NOBODY = 65534;
+/** How often the waits below look again (each look may open a connection to every node). */
+const POLL_MS = 200;
 const NODES = ["node1", "node2"] as const;
 export type PatroniNode = (typeof NODES)[number];
 
@@ -86,15 +88,12 @@ export async function startPatroni(): Promise<PatroniCluster> {
   };
 
   try {
-    await waitUntil(
-      async () =>
-        (await fetch(`http://127.0.0.1:${etcdPorts.client}/health`).then(
-          (r) => r.ok,
-          () => false,
-        )) === true,
-      15_000,
-      "etcd did not answer /health",
-    );
+    const etcdHealthy = () =>
+      fetch(`http://127.0.0.1:${etcdPorts.client}/health`).then(
+        (r) => r.ok,
+        () => false,
+      );
+    await waitFor(etcdHealthy, 15_000, () => "etcd did not answer /health", POLL_MS);
     for (const node of NODES) {
       const nodeDir = join(dir, node);
       mkdirSync(nodeDir, { mode: 0o700 });
@@ -151,7 +150,8 @@ export async function startPatroni(): Promise<PatroniCluster> {
         found = [...(await roles()).keys()].find((other) => other !== node);
         return found !== undefined;
       };
-      await waitUntil(promoted, timeoutMs, `patroni: no node became the primary within ${timeoutMs} ms`, dir);
+      const message = () => `patroni: no node became the primary within ${timeoutMs} ms\n${logTails(dir)}`;
+      await waitFor(promoted, timeoutMs, message, POLL_MS);
       return found as PatroniNode;
     },
     async waitHealthy(timeoutMs) {
@@ -159,7 +159,8 @@ export async function startPatroni(): Promise<PatroniCluster> {
         const primaries = [...(await roles()).values()];
         return primaries.length === 1 && primaries[0] === 1;
       };
-      await waitUntil(healthy, timeoutMs, `patroni: no primary with a synchronous standby within ${timeoutMs} ms`, dir);
+      const message = () => `patroni: no primary with a synchronous standby within ${timeoutMs} ms\n${logTails(dir)}`;
+      await waitFor(healthy, timeoutMs, message, POLL_MS);
     },
     async crash(node) {
       await killNode(dir, node, processes.get(node));
@@ -255,10 +256,10 @@ async function killNode(dir: string, node: PatroniNode, patroni: Subprocess | un
     // It ended meanwhile.
   }
   // Its sockets close when the kernel has torn it down (a zombie left for PID 1 to reap holds none).
-  await waitUntil(
-    async () => exited(postmaster),
+  await waitFor(
+    () => exited(postmaster),
     10_000,
-    `patroni: ${node}'s postmaster ${postmaster} outlived SIGKILL`,
+    () => `patroni: ${node}'s postmaster ${postmaster} outlived SIGKILL`,
   );
 }
 
@@ -271,13 +272,16 @@ function exited(pid: number): boolean {
   }
 }
 
-async function waitUntil(check: () => Promise<boolean>, timeoutMs: number, what: string, logs?: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) {
-      const tail = logs ? await sh(["bash", "-c", `tail -n 20 ${logs}/node*/patroni.log`], { allowFail: true }) : null;
-      throw new Error(`${what}${tail ? `\n${tail.stdout}` : ""}`);
+/** The last lines of each node's Patroni log, for a failure's message. */
+function logTails(dir: string): string {
+  return NODES.map((node) => {
+    try {
+      return `${node}:\n${readFileSync(join(dir, node, "patroni.log"), "utf8")
+        .split("\n")
+        .slice(-20)
+        .join("\n")}`;
+    } catch {
+      return `${node}: no log`;
     }
-    await Bun.sleep(200);
-  }
+  }).join("\n");
 }
