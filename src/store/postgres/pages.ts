@@ -38,6 +38,9 @@ export interface PageClaimStats {
   readonly held: ReadonlyMap<string, number>;
 }
 
+/** The SQLSTATE a fenced page write raises when the page is no longer this daemon's (schema.ts, v4). */
+export const PAGE_TAKEN_STATE = "IPP01";
+
 /**
  * A fenced write of a page found it held by another daemon (or claimed again): the transaction
  * is rolled back, the page dropped, and the steps run again (store.ts). Never answered to a client.

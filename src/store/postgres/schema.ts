@@ -116,6 +116,30 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX pool_pages_claimable ON pool_pages (pool, page) WHERE NOT filled",
     ],
   },
+  {
+    // Version 4, for transactions in fewer round trips (transaction.ts):
+    // - a write of a page this daemon holds fails as a statement when the page was taken from it
+    //   (SQLSTATE IPP01), rather than updating no row: a transaction's writes go out with its
+    //   COMMIT without waiting for their answers, and a fenced-out write must abort it rather than
+    //   let the rest of it commit;
+    // - the full pages of a pool are indexed.
+    version: 4,
+    statements: [
+      `CREATE FUNCTION ippool_put_held_page(p_pool text, p_page integer, p_bits bytea, p_owner text, p_epoch bigint)
+       RETURNS void LANGUAGE plpgsql AS $$
+       BEGIN
+         UPDATE pool_pages SET bits = p_bits
+         WHERE pool = p_pool AND page = p_page AND owner = p_owner AND epoch = p_epoch;
+         IF NOT FOUND THEN
+           RAISE EXCEPTION 'page % of pool % is no longer held by % at epoch %', p_page, p_pool, p_owner, p_epoch
+             USING ERRCODE = 'IPP01';
+         END IF;
+       END $$`,
+      // Every write transaction lists a pool's full pages (its summary): an index of them, not a
+      // scan of every page row.
+      "CREATE INDEX pool_pages_filled ON pool_pages (pool, page) WHERE filled",
+    ],
+  },
 ];
 
 /** The schema version this binary writes and reads. */

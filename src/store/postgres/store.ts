@@ -5,9 +5,9 @@
  * A step runs synchronously. When it reads something not fetched yet, the view throws `Missing`;
  * the store fetches that (reads.ts) and runs the step again from the start, until it completes.
  * A write step does all of this inside one transaction, reading the rows it may change
- * `FOR UPDATE`, then applies its writes (writes.ts) and commits: the promise resolves after the
- * commit, and after the synchronous standby's acknowledgement where the server has one
- * (`synchronous_commit`).
+ * `FOR UPDATE`, then sends its writes (writes.ts) with the COMMIT (transaction.ts): the promise
+ * resolves after the commit and every write's answer, and after the synchronous standby's
+ * acknowledgement where the server has one (`synchronous_commit`).
  *
  * What no lock can cover (two daemons inserting the same new address or instance) the schema's
  * constraints refuse; the transaction is rolled back and the step is run again in a new one, and
@@ -24,10 +24,11 @@ import { isConnectionFailure, unavailable, unreachable } from "./connection.ts";
 import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
-import { Answers, fetchRead, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
+import { Answers, fetchRead, fetchReads, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
+import { inTransaction, type Send } from "./transaction.ts";
 import { StepView, type Write } from "./view.ts";
-import { applyWrites } from "./writes.ts";
+import { sendWrites } from "./writes.ts";
 
 /** Unique violation, serialization failure, deadlock: the step lost a race and is run again. */
 const RETRIED = new Set(["23505", "40001", "40P01"]);
@@ -42,6 +43,9 @@ const PREFETCH_ROUNDS = 3;
  * step then holds all of them locked, as it would have one by one.
  */
 const POINT_READS_BEFORE_WHOLE_KIND = 16;
+
+/** The answers that describe a pool's layout (its stamp, counts and pages), kept as guesses. */
+const LAYOUT_KEYS = /^(pools$|counts\0|fullPages\0|page\0)/;
 
 /** Connections each daemon keeps: steps wait for one (a write step holds one until it commits). */
 const CONNECTIONS = 10;
@@ -76,6 +80,8 @@ export class PostgresStore implements StepStore {
   private committing = false;
 
   private readonly reader: Reader;
+  /** The pools' layout as the last committed write left it: guesses for `prefetch`, never answers. */
+  private layoutGuesses = new Answers();
   private fleetLocks: FleetLocks | undefined;
 
   private constructor(
@@ -169,10 +175,11 @@ export class PostgresStore implements StepStore {
    */
   async read<T>(step: (view: StoreView) => T): Promise<T> {
     try {
-      return (await this.sql.begin(
+      return await inTransaction(
+        this.sql,
         "isolation level repeatable read read only",
         async (tx) => (await this.run(tx, step, false)).value,
-      )) as T;
+      );
     } catch (error) {
       throw unavailable(error) ?? error;
     }
@@ -206,21 +213,22 @@ export class PostgresStore implements StepStore {
     if (batch.length === 1 && only) return settle(only, () => this.writeAlone(only.step));
     const completed: { write: QueuedWrite; value: unknown }[] = [];
     const refused = new Set<QueuedWrite>();
+    const answers = new Answers();
     try {
-      await this.sql.begin(async (tx) => {
+      await inTransaction(this.sql, "", async (tx, send) => {
         // What one step fetched and wrote, the next one sees without asking again. Their writes
         // are kept until a step must fetch or the batch ends, then sent together (a page or a
         // count that several steps changed is written once) without waiting for the answers: the
-        // connection keeps their order, and any failure among them fails the transaction below.
-        const answers = new Answers();
-        await this.prefetch(tx, batch, answers);
-        const applied: Promise<void>[] = [];
+        // connection keeps their order, and any failure among them fails the transaction.
+        await this.prefetch(
+          tx,
+          batch.map((write) => write.step),
+          answers,
+        );
         let pending: Write[] = [];
         const flush = () => {
           if (pending.length === 0) return;
-          const applying = applyWrites(tx, pending, this.daemon);
-          applying.catch(() => {});
-          applied.push(applying);
+          sendWrites(tx, send, pending, this.daemon);
           pending = [];
         };
         for (const write of batch) {
@@ -236,7 +244,6 @@ export class PostgresStore implements StepStore {
           }
         }
         flush();
-        await Promise.all(applied);
       });
     } catch (error) {
       if (error instanceof PageTakenError) this.reader.pages.fencedOut(error.pool, error.page);
@@ -246,35 +253,65 @@ export class PostgresStore implements StepStore {
       else await Promise.all(unanswered.map((write) => settle(write, () => this.writeAlone(write.step))));
       return;
     }
+    this.keepLayout(answers);
     for (const { write, value } of completed) write.resolve(value);
   }
 
   /**
-   * Fetches at once what the batch's steps will ask for first (each VM's row, above all), so they
-   * do not ask one after another: each step is run over what is known, and whatever it misses is
-   * fetched together, for a few rounds. Only a guess: the steps then run in turn, each after the
-   * writes of those before it, and fetch whatever they still miss.
+   * Fetches at once what the steps will ask for, so that they do not ask one after another (a
+   * round trip each). Each step is run over what is known, and where it reads something not
+   * fetched, the read is noted and the step goes on with a guess: what the last transaction left
+   * of the pool's layout (`layoutGuesses`), or nothing (a VM not allocated yet). Everything noted
+   * is then fetched together. A step cut short by a guess gone wrong has another round. Only a
+   * guess: the steps then run in turn over what was fetched, each after the writes of those before
+   * it, and fetch whatever they still miss.
    */
-  private async prefetch(tx: TransactionSql, batch: readonly QueuedWrite[], answers: Answers): Promise<void> {
+  private async prefetch(
+    tx: TransactionSql,
+    steps: readonly ((view: StoreView) => unknown)[],
+    answers: Answers,
+  ): Promise<void> {
     for (let round = 0; round < PREFETCH_ROUNDS; round++) {
       const missing = new Map<string, Read>();
-      for (const { step } of batch) {
+      const guess = (key: string, read: Read) => {
+        missing.set(key, read);
+        return this.layoutGuesses.get(key);
+      };
+      let cutShort = false;
+      for (const step of steps) {
         try {
-          step(new StepView(answers, this.reader.pages));
-        } catch (error) {
-          if (error instanceof Missing && !answers.has(error.key)) missing.set(error.key, error.read);
+          step(new StepView(answers, this.reader.pages, guess));
+        } catch {
+          cutShort = true;
         }
       }
-      if (missing.size === 0) return;
-      await Promise.all([...missing.values()].map((read) => fetchRead(tx, read, answers, this.reader, true)));
+      // A claim changes which page the steps take (and a page this transaction has locked cannot be
+      // claimed): it is made alone, and the steps are guessed again.
+      const claims = [...missing.values()].filter((read) => read.kind === "claim");
+      if (claims.length > 0) {
+        await fetchReads(tx, claims, answers, this.reader, true);
+        continue;
+      }
+      if (missing.size > 0) await fetchReads(tx, missing.values(), answers, this.reader, true);
+      if (!cutShort) return;
     }
+  }
+
+  /** Keeps what `answers` know of the pools' layout, for the next transaction's guesses. */
+  private keepLayout(answers: Answers): void {
+    const kept = new Answers();
+    for (const [key, value] of answers) if (LAYOUT_KEYS.test(key)) kept.set(key, value);
+    this.layoutGuesses = kept;
   }
 
   /** One step in a transaction of its own, run again (in a new one) when it loses a race. */
   private async writeAlone(step: (view: StoreView) => unknown): Promise<unknown> {
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.sql.begin((tx) => this.runAndApply(tx, step));
+        const answers = new Answers();
+        const value = await inTransaction(this.sql, "", (tx, send) => this.runAndSend(tx, send, step, answers));
+        this.keepLayout(answers);
+        return value;
       } catch (error) {
         const taken = error instanceof PageTakenError;
         if (taken) this.reader.pages.fencedOut(error.pool, error.page);
@@ -285,9 +322,16 @@ export class PostgresStore implements StepStore {
     }
   }
 
-  private async runAndApply(tx: TransactionSql, step: (view: StoreView) => unknown): Promise<unknown> {
-    const { value, view } = await this.run(tx, step, true);
-    await applyWrites(tx, view.writes, this.daemon);
+  private async runAndSend(
+    tx: TransactionSql,
+    send: Send,
+    step: (view: StoreView) => unknown,
+    answers: Answers,
+  ): Promise<unknown> {
+    await this.prefetch(tx, [step], answers);
+    const { value, view } = await this.run(tx, step, true, answers);
+    sendWrites(tx, send, view.writes, this.daemon);
+    view.carryInto(answers);
     return value;
   }
 

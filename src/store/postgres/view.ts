@@ -101,6 +101,17 @@ function scopesOf(write: Write): string[] {
   }
 }
 
+/**
+ * What a view does when a step reads something not fetched: by default it throws `Missing` (the
+ * store fetches it and runs the step again); a store guessing ahead (store.ts, `prefetch`) notes
+ * the read instead and lets the step go on with a guess.
+ */
+export type OnMissing = (key: string, read: Read) => unknown;
+
+const throwMissing: OnMissing = (key, read) => {
+  throw new Missing(key, read);
+};
+
 export class StepView implements StoreView {
   readonly writes: Write[] = [];
   /** Point keys this step wrote, with their new values (undefined: removed). */
@@ -115,6 +126,7 @@ export class StepView implements StoreView {
   constructor(
     private readonly answers: Answers,
     private readonly holding: PageHolding,
+    private readonly onMissing: OnMissing = throwMissing,
   ) {}
 
   /**
@@ -152,7 +164,7 @@ export class StepView implements StoreView {
     if (this.answers.has(key)) return this.answers.get(key) as T;
     const whole = wholeRead(read);
     if (whole !== undefined && this.answers.has(keyOf(whole))) return undefined as T;
-    throw new Missing(key, read);
+    return this.onMissing(key, read) as T;
   }
 
   /** A range read. The step rule (reads first, writes last) makes one after a write a mistake. */
@@ -172,7 +184,7 @@ export class StepView implements StoreView {
     if (this.answers.has(key)) return this.answers.get(key) !== undefined;
     const whole = wholeRead(read);
     if (whole !== undefined && this.answers.has(keyOf(whole))) return false;
-    throw new Missing(key, read);
+    return this.onMissing(key, read) !== undefined;
   }
 
   private write(write: Write, key?: string, value?: unknown): void {

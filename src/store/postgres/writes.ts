@@ -1,28 +1,35 @@
 /**
- * A step's writes as statements, run in its transaction in the order the step made them, sent
- * one after another without waiting for each answer (the connection keeps their order). The
- * schema's constraints have the last word: an insert that would give an address or an instance a
- * second holder fails (unique violation), and the store runs the step again (store.ts).
+ * A step's writes as statements, sent in its transaction in the order the step made them without
+ * waiting for their answers (transaction.ts: the COMMIT confirms them all). Each write succeeds or
+ * fails as a statement: a fenced page write that finds the page taken raises an error in the
+ * database (schema.ts, v4). The schema's constraints have the last word: an insert that would give
+ * an address or an instance a second holder fails (unique violation), and the store runs the step
+ * again (store.ts).
  */
 import type { JSONValue, PendingQuery, TransactionSql } from "postgres";
 import { PAGE_BYTES } from "../../pool/bitmap.ts";
 import type { AllocationRecord } from "../../pool/store.ts";
-import { PageTakenError } from "./pages.ts";
+import { PAGE_TAKEN_STATE, PageTakenError } from "./pages.ts";
+import type { Send } from "./transaction.ts";
 import type { Write } from "./view.ts";
 
 const EMPTY_PAGE = Buffer.alloc(PAGE_BYTES);
 
-export async function applyWrites(tx: TransactionSql, writes: readonly Write[], daemon: string): Promise<void> {
-  const statements = grouped(coalesced(writes)).flatMap((write) =>
-    statementsOf(tx, write, daemon).map((statement) => ({ statement, write })),
-  );
-  for (const { statement } of statements) statement.execute();
-  const results = await Promise.all(statements.map(({ statement }) => statement));
-  statements.forEach(({ write }, i) => {
-    if (write.kind === "putPage" && write.fence !== undefined && results[i]?.count !== 1) {
-      throw new PageTakenError(write.pool, write.index);
+export function sendWrites(tx: TransactionSql, send: Send, writes: readonly Write[], daemon: string): void {
+  for (const write of grouped(coalesced(writes))) {
+    for (const statement of statementsOf(tx, write, daemon)) {
+      send(
+        write.kind === "putPage"
+          ? statement.catch((error: unknown) => Promise.reject(pageTaken(write, error)))
+          : statement,
+      );
     }
-  });
+  }
+}
+
+/** The database's refusal of a fenced page write, as the error the store acts on. */
+function pageTaken(write: Extract<Write, { kind: "putPage" }>, error: unknown): unknown {
+  return (error as { code?: unknown }).code === PAGE_TAKEN_STATE ? new PageTakenError(write.pool, write.index) : error;
 }
 
 /**
@@ -152,11 +159,8 @@ function statementsOf(tx: TransactionSql, write: Write | InsertAllocations, daem
     case "putPage": {
       const bits = Buffer.from(write.bits.buffer, write.bits.byteOffset, write.bits.byteLength);
       if (write.fence !== undefined) {
-        // Fenced (pages.ts): the page as this daemon claimed it, or no row at all.
-        return [
-          tx`UPDATE pool_pages SET bits = ${bits}
-             WHERE pool = ${write.pool} AND page = ${write.index} AND owner = ${daemon} AND epoch = ${write.fence}`,
-        ];
+        // Fenced (pages.ts): the page as this daemon claimed it, or an error.
+        return [tx`SELECT ippool_put_held_page(${write.pool}, ${write.index}, ${bits}, ${daemon}, ${write.fence})`];
       }
       return [
         tx`INSERT INTO pool_pages (pool, page, bits, filled) VALUES (${write.pool}, ${write.index}, ${bits}, false)
