@@ -87,10 +87,11 @@ export class PostgresStore implements StepStore {
   private constructor(
     private readonly url: string,
     private readonly sql: Sql,
+    private readonly claimSql: Sql,
     private readonly daemon: string,
     leaseSeconds: number,
   ) {
-    this.reader = { daemon, pages: new PageClaims(sql, daemon, leaseSeconds) };
+    this.reader = { daemon, pages: new PageClaims(claimSql, daemon, leaseSeconds) };
   }
 
   /**
@@ -143,14 +144,25 @@ export class PostgresStore implements StepStore {
 
   /** Connects to `url` without checking the schema (the suites, which migrate it themselves). */
   static connect(url: string, options: PostgresStoreOptions): PostgresStore {
-    const sql = openPostgres(url, {
-      max: CONNECTIONS,
-      connect_timeout: CONNECT_TIMEOUT_S,
-      onnotice: () => {},
-      // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
-      types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
-    });
-    return new PostgresStore(url, sql, options.daemon, options.leaseSeconds ?? DEFAULT_LEASE_S);
+    const connections = (max: number) =>
+      openPostgres(url, {
+        max,
+        connect_timeout: CONNECT_TIMEOUT_S,
+        onnotice: () => {},
+        // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
+        types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
+      });
+    // A step claims a page in the middle of its transaction, which may hold row locks by then. Over
+    // the store's own connections the claim could wait for one held by a transaction that waits
+    // for those locks: a deadlock PostgreSQL cannot see (it hung two colliding writers here). Claims
+    // and heartbeats therefore have a connection of their own; a claim never waits on a row lock.
+    return new PostgresStore(
+      url,
+      connections(CONNECTIONS),
+      connections(1),
+      options.daemon,
+      options.leaseSeconds ?? DEFAULT_LEASE_S,
+    );
   }
 
   private async checkSchema(): Promise<void> {
@@ -363,7 +375,7 @@ export class PostgresStore implements StepStore {
   async close(): Promise<void> {
     this.reader.pages.stop();
     await this.fleetLocks?.close();
-    await this.sql.end({ timeout: 5 });
+    await Promise.all([this.sql.end({ timeout: 5 }), this.claimSql.end({ timeout: 5 })]);
   }
 }
 
