@@ -8,8 +8,8 @@ import { expect, test } from "bun:test";
 import { daemonStore } from "../support/daemon-store.ts";
 import { type CrashLoopOptions, runCrashLoop } from "./crash-loop.ts";
 
-async function run(options: Omit<CrashLoopOptions, "seed" | "log">) {
-  const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31));
+async function run(options: Omit<CrashLoopOptions, "seed" | "log">, attempt = 0) {
+  const seed = Number(process.env.CRASH_SEED ?? Math.floor(Math.random() * 2 ** 31)) + attempt;
   const lines: string[] = [];
   const result = await runCrashLoop({ ...options, seed, log: (line) => lines.push(line) });
   const where = `${options.hosts ? " with hosts" : ""}${options.store ? " on PostgreSQL" : ""}`;
@@ -45,13 +45,23 @@ test("5 kill -9 trials while EIPs are associated over SSH keep every acknowledge
 }, 90_000);
 
 test("5 kill -9 trials with EIPs associated over SSH, on the shared store (PostgreSQL), keep every acknowledged association, and the hosts converge", async () => {
-  // The daemon runs in the testbed's network namespace: it reaches the database through its Unix socket.
-  const store = await daemonStore("postgres", { overSocket: true });
-  try {
-    const { associations } = await run({ trials: 5, hosts: true, store: store.toml });
-    expect(associations?.associationsAcknowledged).toBeGreaterThan(0);
-    expect(associations?.hostMappingsChecked).toBeGreaterThan(0);
-  } finally {
-    await store.stop();
+  const once = async (attempt: number) => {
+    // The daemon runs in the testbed's network namespace: it reaches the database through its Unix socket.
+    const store = await daemonStore("postgres", { overSocket: true });
+    try {
+      return (await run({ trials: 5, hosts: true, store: store.toml }, attempt)).associations;
+    } finally {
+      await store.stop();
+    }
+  };
+  // Associations over SSH on the shared store are slow next to the kills (within 1.2 s of a
+  // start): a run can end with no association left standing at any check (1 of 22 requests
+  // acknowledged with one seed; CI on a slow hour saw none checked with the fixed seed, which gives
+  // 7 here). Then five more trials on a new database, with the next seed, at most twice.
+  let associations = await once(0);
+  for (let attempt = 1; attempt <= 2 && associations?.hostMappingsChecked === 0; attempt++) {
+    associations = await once(attempt);
   }
-}, 120_000);
+  expect(associations?.associationsAcknowledged).toBeGreaterThan(0);
+  expect(associations?.hostMappingsChecked).toBeGreaterThan(0);
+}, 240_000);
