@@ -380,21 +380,6 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, reader: Re
   }
 }
 
-/**
- * Fetches `reads` together: all sent at once, one round trip. (Each VM's row by a statement of its
- * own: one `vm_id = ANY(...)` statement for a batch's rows cost PostgreSQL more, 1.6 ms a call in
- * bench/fleet.ts against 12 µs for each point read, planned as it was while the table was small.)
- */
-export async function fetchReads(
-  db: Db,
-  reads: Iterable<Read>,
-  answers: Answers,
-  reader: Reader,
-  locking: boolean,
-): Promise<void> {
-  await Promise.all([...reads].map((read) => fetchRead(db, read, answers, reader, locking)));
-}
-
 /** A page's 512 bytes as words (copied: the driver's buffer is not ours to keep). */
 function wordsOf(bytes: Buffer): Uint32Array {
   const words = new Uint32Array(new ArrayBuffer(bytes.length));
