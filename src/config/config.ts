@@ -46,6 +46,8 @@ export type StoreConfig =
       readonly daemon: string;
       /** Seconds its pages stay its own after its last heartbeat (store/postgres/pages.ts). */
       readonly leaseSeconds: number;
+      /** Seconds a request waits for the database before it is answered 503 (store/postgres/deadline.ts). */
+      readonly timeoutSeconds: number;
     };
 
 export interface Config {

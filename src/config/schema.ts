@@ -168,6 +168,14 @@ export const StoreSection = Type.Object(
           "seconds a daemon's pages stay its own after its last heartbeat, then other daemons may take them (default 15; the same on every daemon)",
       }),
     ),
+    timeout_s: Type.Optional(
+      Type.Integer({
+        minimum: 1,
+        maximum: 3600,
+        description:
+          "seconds a request waits for the database before it is answered 503 STORE_UNAVAILABLE and the daemon opens new connections (default 10)",
+      }),
+    ),
   },
   { additionalProperties: false },
 );

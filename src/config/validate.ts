@@ -18,6 +18,7 @@ import {
   parseRange,
 } from "../net/ipv4.ts";
 import { type PoolDefinition, PoolLayout } from "../pool/layout.ts";
+import { DEFAULT_TIMEOUT_S } from "../store/postgres/deadline.ts";
 import { DEFAULT_LEASE_S } from "../store/postgres/pages.ts";
 import type { Config, HostDefinition, ListenAddress, ProjectDefinition, StoreConfig } from "./config.ts";
 import { ConfigError } from "./errors.ts";
@@ -120,8 +121,11 @@ export function validateConfig(document: unknown): Config {
 
 function storeConfig(section: StoreSection): StoreConfig {
   if ((section.backend ?? "lmdb") === "lmdb") {
-    if (section.url !== undefined || section.daemon !== undefined || section.lease_s !== undefined) {
-      throw new ConfigError('store.url, store.daemon and store.lease_s are for store.backend = "postgres"');
+    const fleetOnly = [section.url, section.daemon, section.lease_s, section.timeout_s];
+    if (fleetOnly.some((value) => value !== undefined)) {
+      throw new ConfigError(
+        'store.url, store.daemon, store.lease_s and store.timeout_s are for store.backend = "postgres"',
+      );
     }
     return { backend: "lmdb" };
   }
@@ -134,7 +138,13 @@ function storeConfig(section: StoreSection): StoreConfig {
       `store.daemon: the host name ${JSON.stringify(daemon)} cannot name this daemon; set store.daemon`,
     );
   }
-  return { backend: "postgres", url: section.url, daemon, leaseSeconds: section.lease_s ?? DEFAULT_LEASE_S };
+  return {
+    backend: "postgres",
+    url: section.url,
+    daemon,
+    leaseSeconds: section.lease_s ?? DEFAULT_LEASE_S,
+    timeoutSeconds: section.timeout_s ?? DEFAULT_TIMEOUT_S,
+  };
 }
 
 /** Every pool's networks and bridges; one link is served by one pool only. */

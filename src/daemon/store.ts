@@ -25,8 +25,8 @@ export interface DaemonStore {
 
 export async function openDaemonStore(config: Config, runtime: Runtime, logger: Logger): Promise<DaemonStore> {
   if (config.store.backend === "postgres") {
-    const { daemon, leaseSeconds } = config.store;
-    const store = await PostgresStore.open(config.store.url, { daemon, leaseSeconds });
+    const { daemon, leaseSeconds, timeoutSeconds } = config.store;
+    const store = await PostgresStore.open(config.store.url, { daemon, leaseSeconds, timeoutSeconds });
     return {
       store,
       lmdb: undefined,

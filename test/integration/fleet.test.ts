@@ -71,6 +71,53 @@ describe("one daemon", () => {
   });
 });
 
+describe("a database that stops answering", () => {
+  let daemon: Daemon;
+  beforeAll(async () => {
+    daemon = await Daemon.start({ config: `${POOLS + storeToml("hv-frozen")}timeout_s = 2\n` });
+  });
+  afterAll(async () => {
+    pg.thaw();
+    await daemon.dispose();
+  });
+
+  test("changes and reads answer 503 STORE_UNAVAILABLE after the store's timeout, not never; it comes back by itself", async () => {
+    expect((await daemon.post("/api/v1/ip/allocate", { vm_id: "before-freeze" })).status).toBe(201);
+    pg.freeze();
+    try {
+      const started = performance.now();
+      // A client that gives up after 20 s: without the store's timeout, these would wait for ever.
+      const signal = AbortSignal.timeout(20_000);
+      const [refused, lookup] = await Promise.all([
+        daemon.json("/api/v1/ip/allocate", {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ vm_id: "during-freeze" }),
+          signal,
+        }),
+        daemon.json("/api/v1/ip/before-freeze", { signal }),
+      ]);
+      const waited = performance.now() - started;
+      expect([refused.status, refused.body.code]).toEqual([503, "STORE_UNAVAILABLE"]);
+      expect(refused.body.error).toContain("did not answer within 2 s");
+      expect(refused.body.error).toContain("whether a change was made is not known");
+      expect([lookup.status, lookup.body.code]).toEqual([503, "STORE_UNAVAILABLE"]);
+      expect(waited).toBeGreaterThanOrEqual(1_900);
+      expect(waited).toBeLessThan(15_000);
+    } finally {
+      pg.thaw();
+    }
+    // The allocation answered 503 may have been made once the server went on: asked again, it is
+    // given (the same address if it was), and the daemon answers as before.
+    const answered = await eventually(async () => {
+      const again = await daemon.post("/api/v1/ip/allocate", { vm_id: "during-freeze" });
+      return again.status === 200 || again.status === 201;
+    }, 20_000);
+    expect(answered).toBe(true);
+    expect((await daemon.json("/api/v1/ip/before-freeze")).status).toBe(200);
+  });
+});
+
 describe("a daemon on the same machine as the database", () => {
   test("reaches it through its Unix socket, named as libpq does (?host=/dir)", async () => {
     const url = `postgresql://test@/postgres?host=${pg.socketDir}&port=${pg.port}`;

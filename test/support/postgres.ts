@@ -4,7 +4,7 @@
  * (and its Unix socket in that directory). PostgreSQL refuses to run as root, so as root the cluster
  * runs as `nobody`.
  */
-import { chmodSync, chownSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "./free-port.ts";
@@ -61,6 +61,14 @@ export interface Postgres {
   halt(): Promise<void>;
   /** Starts the halted server again on the same port. */
   resume(): Promise<void>;
+  /**
+   * Stops every process of the server (SIGSTOP) without closing anything: connections stay open
+   * and new ones are still accepted by the kernel, but nothing is answered, as when the network
+   * to it silently drops packets.
+   */
+  freeze(): void;
+  /** Lets a frozen server go on (SIGCONT). */
+  thaw(): void;
   /** Stops the server and removes its data. */
   stop(): Promise<void>;
 }
@@ -88,10 +96,38 @@ export async function startPostgres({ durable = false }: { readonly durable?: bo
     socketDir: dir,
     port,
     halt: async () => void (await halt()),
+    freeze: () => signalCluster(data, "SIGSTOP"),
+    thaw: () => signalCluster(data, "SIGCONT"),
     resume: async () => void (await start()),
     async stop() {
       await halt().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/** Sends `signal` to a cluster's postmaster (its pid is the first line of postmaster.pid) and its children. */
+function signalCluster(data: string, signal: "SIGSTOP" | "SIGCONT"): void {
+  const postmaster = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+  for (const pid of [postmaster, ...childrenOf(postmaster)]) {
+    try {
+      process.kill(pid, signal);
+    } catch {
+      // A child that has exited since it was listed.
+    }
+  }
+}
+
+function childrenOf(parent: number): number[] {
+  return readdirSync("/proc")
+    .filter((entry) => /^\d+$/.test(entry))
+    .filter((pid) => {
+      try {
+        const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === parent;
+      } catch {
+        return false;
+      }
+    })
+    .map(Number);
 }

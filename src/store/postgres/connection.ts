@@ -2,10 +2,15 @@
  * Telling a failure to reach the database apart from a failing statement: the first is the
  * fleet's state being out of reach (503, try again), the second a bug or a constraint.
  */
+import { SILENT_DATABASE } from "./deadline.ts";
 import { DatabaseUnreachableError, StoreUnavailableError } from "./errors.ts";
 
-/** Codes of the driver and the system for a connection that could not be made or was lost. */
+/**
+ * Codes of the driver and the system for a connection that could not be made or was lost, and the
+ * store's own for a database that did not answer in time (deadline.ts).
+ */
 const CONNECTION_CODES = new Set([
+  SILENT_DATABASE,
   "ECONNREFUSED",
   "ECONNRESET",
   "ENOTFOUND",

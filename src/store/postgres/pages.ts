@@ -62,10 +62,15 @@ export class PageClaims implements PageHolding {
   private readonly counts = { claims: { free: 0, own: 0, stale: 0 }, claimsFindingNone: 0, fenced: 0 };
 
   constructor(
-    private readonly sql: Sql,
+    private sql: Sql,
     private readonly daemon: string,
     private readonly leaseSeconds: number,
   ) {}
+
+  /** Claims and heartbeats go over `sql` from now on: the store replaced a connection gone silent. */
+  useConnection(sql: Sql): void {
+    this.sql = sql;
+  }
 
   held(pool: string): ReadonlyMap<number, number> | undefined {
     return this.pages.get(pool);

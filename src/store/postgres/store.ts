@@ -21,6 +21,7 @@ import type { EipLocks } from "../../eip/locks.ts";
 import type { StepStore, StoreView } from "../steps.ts";
 import { openPostgres } from "./connect.ts";
 import { isConnectionFailure, unavailable, unreachable } from "./connection.ts";
+import { withDeadline } from "./deadline.ts";
 import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
@@ -60,6 +61,12 @@ export interface PostgresStoreOptions {
   readonly daemon: string;
   /** Seconds its pages stay its own after its last heartbeat (pages.ts); the same on every daemon. */
   readonly leaseSeconds?: number;
+  /**
+   * Seconds a request waits for the database before it is given up (deadline.ts); the daemon's is
+   * `[store] timeout_s`. None for the command-line tools: fsck and import read a whole database,
+   * and their operator can interrupt them.
+   */
+  readonly timeoutSeconds?: number;
 }
 
 interface QueuedWrite {
@@ -91,14 +98,45 @@ export class PostgresStore implements StepStore {
   private layoutGuesses = new Answers();
   private fleetLocks: FleetLocks | undefined;
 
+  /** The store's connections, and the connection of its claims and heartbeats (see `connect`). */
+  private sql: Sql;
+  private claimSql: Sql;
+  private readonly timeoutMs: number | undefined;
+
   private constructor(
     private readonly url: string,
-    private readonly sql: Sql,
-    private readonly claimSql: Sql,
+    private readonly open: (max: number) => Sql,
     private readonly daemon: string,
-    leaseSeconds: number,
+    options: PostgresStoreOptions,
   ) {
-    this.reader = { daemon, pages: new PageClaims(claimSql, daemon, leaseSeconds) };
+    this.sql = open(CONNECTIONS);
+    this.claimSql = open(1);
+    this.timeoutMs = options.timeoutSeconds === undefined ? undefined : options.timeoutSeconds * 1000;
+    const pages = new PageClaims(this.claimSql, daemon, options.leaseSeconds ?? DEFAULT_LEASE_S);
+    this.reader = { daemon, pages };
+  }
+
+  /**
+   * `work` over the store's connections, given up (DatabaseSilentError, a 503) when the database
+   * has not answered it within the store's timeout. Connections that went silent are presumed
+   * dead (a host gone leaves them waiting for minutes, and a promoted standby is reached only
+   * through new ones): they are closed and new ones opened, once per set.
+   */
+  private answered<T>(work: (sql: Sql) => Promise<T>): Promise<T> {
+    const sql = this.sql;
+    if (this.timeoutMs === undefined) return work(sql);
+    return withDeadline(work(sql), this.timeoutMs, () => {
+      if (sql === this.sql) this.renewConnections();
+    });
+  }
+
+  private renewConnections(): void {
+    const silent = [this.sql, this.claimSql];
+    this.sql = this.open(CONNECTIONS);
+    this.claimSql = this.open(1);
+    this.reader.pages.useConnection(this.claimSql);
+    // Statements still waiting on the old connections fail (CONNECTION_DESTROYED); nobody waits on them.
+    for (const old of silent) void old.end({ timeout: 0 }).catch(() => {});
   }
 
   /**
@@ -107,7 +145,8 @@ export class PostgresStore implements StepStore {
    */
   async acquireJob(job: string, ttlS: number): Promise<number | undefined> {
     try {
-      const [row] = await this.sql<{ epoch: number }[]>`
+      const [row] = await this.answered(
+        (sql) => sql<{ epoch: number }[]>`
         INSERT INTO job_leases (job, holder, epoch, expires_at)
         VALUES (${job}, ${this.daemon}, 1, now() + make_interval(secs => ${ttlS}))
         ON CONFLICT (job) DO UPDATE SET
@@ -116,7 +155,8 @@ export class PostgresStore implements StepStore {
           epoch = job_leases.epoch
                   + CASE WHEN job_leases.holder = excluded.holder AND job_leases.expires_at > now() THEN 0 ELSE 1 END
         WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= now()
-        RETURNING epoch`;
+        RETURNING epoch`,
+      );
       return row?.epoch;
     } catch (error) {
       throw unavailable(error) ?? error;
@@ -163,13 +203,7 @@ export class PostgresStore implements StepStore {
     // the store's own connections the claim could wait for one held by a transaction that waits
     // for those locks: a deadlock PostgreSQL cannot see (it hung two colliding writers here). Claims
     // and heartbeats therefore have a connection of their own; a claim never waits on a row lock.
-    return new PostgresStore(
-      url,
-      connections(CONNECTIONS),
-      connections(1),
-      options.daemon,
-      options.leaseSeconds ?? DEFAULT_LEASE_S,
-    );
+    return new PostgresStore(url, connections, options.daemon, options);
   }
 
   private async checkSchema(): Promise<void> {
@@ -194,10 +228,12 @@ export class PostgresStore implements StepStore {
    */
   async read<T>(step: (view: StoreView) => T): Promise<T> {
     try {
-      return await inTransaction(
-        this.sql,
-        "isolation level repeatable read read only",
-        async (tx) => (await this.run(tx, step, false)).value,
+      return await this.answered((sql) =>
+        inTransaction(
+          sql,
+          "isolation level repeatable read read only",
+          async (tx) => (await this.run(tx, step, false)).value,
+        ),
       );
     } catch (error) {
       throw unavailable(error) ?? error;
@@ -260,36 +296,38 @@ export class PostgresStore implements StepStore {
     const refused = new Set<QueuedWrite>();
     const answers = new Answers();
     try {
-      await inTransaction(this.sql, "", async (tx, send) => {
-        // What one step fetched and wrote, the next one sees without asking again. Their writes
-        // are kept until a step must fetch or the batch ends, then sent together (a page or a
-        // count that several steps changed is written once) without waiting for the answers: the
-        // connection keeps their order, and any failure among them fails the transaction.
-        await this.prefetch(
-          tx,
-          batch.map((write) => write.step),
-          answers,
-        );
-        let pending: Write[] = [];
-        const flush = () => {
-          if (pending.length === 0) return;
-          sendWrites(tx, send, pending, this.daemon);
-          pending = [];
-        };
-        for (const write of batch) {
-          try {
-            const { value, view } = await this.run(tx, write.step, true, answers, flush);
-            pending.push(...view.writes);
-            view.carryInto(answers);
-            completed.push({ write, value });
-          } catch (error) {
-            if (error instanceof postgres.PostgresError || isConnectionFailure(error)) throw error;
-            refused.add(write);
-            write.reject(error);
+      await this.answered((sql) =>
+        inTransaction(sql, "", async (tx, send) => {
+          // What one step fetched and wrote, the next one sees without asking again. Their writes
+          // are kept until a step must fetch or the batch ends, then sent together (a page or a
+          // count that several steps changed is written once) without waiting for the answers: the
+          // connection keeps their order, and any failure among them fails the transaction.
+          await this.prefetch(
+            tx,
+            batch.map((write) => write.step),
+            answers,
+          );
+          let pending: Write[] = [];
+          const flush = () => {
+            if (pending.length === 0) return;
+            sendWrites(tx, send, pending, this.daemon);
+            pending = [];
+          };
+          for (const write of batch) {
+            try {
+              const { value, view } = await this.run(tx, write.step, true, answers, flush);
+              pending.push(...view.writes);
+              view.carryInto(answers);
+              completed.push({ write, value });
+            } catch (error) {
+              if (error instanceof postgres.PostgresError || isConnectionFailure(error)) throw error;
+              refused.add(write);
+              write.reject(error);
+            }
           }
-        }
-        flush();
-      });
+          flush();
+        }),
+      );
     } catch (error) {
       if (error instanceof PageTakenError) this.reader.pages.fencedOut(error.pool, error.page);
       const unanswered = batch.filter((write) => !refused.has(write));
@@ -353,7 +391,9 @@ export class PostgresStore implements StepStore {
     for (let attempt = 1; ; attempt++) {
       try {
         const answers = new Answers();
-        const value = await inTransaction(this.sql, "", (tx, send) => this.runAndSend(tx, send, step, answers));
+        const value = await this.answered((sql) =>
+          inTransaction(sql, "", (tx, send) => this.runAndSend(tx, send, step, answers)),
+        );
         this.keepLayout(answers);
         return value;
       } catch (error) {

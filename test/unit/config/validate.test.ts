@@ -315,21 +315,32 @@ describe("validateConfig [store]", () => {
     expect(validateConfig({ pools: [pool()] }).store).toEqual({ backend: "lmdb" });
   });
 
-  test("the shared store keeps a daemon's pages 15 s past its last heartbeat unless lease_s says otherwise", () => {
+  test("the shared store keeps a daemon's pages 15 s past its last heartbeat and waits 10 s for the database unless lease_s and timeout_s say otherwise", () => {
     expect(validateConfig(shared()).store).toEqual({
       backend: "postgres",
       url: "postgres://ippool@db1,db2/ippool",
       daemon: "hv1",
       leaseSeconds: 15,
+      timeoutSeconds: 10,
     });
-    expect(validateConfig(shared({ lease_s: 2 })).store).toMatchObject({ leaseSeconds: 2 });
+    expect(validateConfig(shared({ lease_s: 2, timeout_s: 1 })).store).toMatchObject({
+      leaseSeconds: 2,
+      timeoutSeconds: 1,
+    });
+  });
+
+  test("a timeout under 1 s, over an hour or not whole, or one given to the embedded store, is refused", () => {
+    expect(invalid(shared({ timeout_s: 0 }))).toContain("store.timeout_s");
+    expect(invalid(shared({ timeout_s: 3601 }))).toContain("store.timeout_s");
+    expect(invalid(shared({ timeout_s: 1.5 }))).toContain("store.timeout_s");
+    expect(invalid({ pools: [pool()], store: { timeout_s: 10 } })).toContain("store.timeout_s are for");
   });
 
   test("a lease under 2 s or over an hour, or one given to the embedded store, is refused", () => {
     expect(invalid(shared({ lease_s: 1 }))).toContain("store.lease_s");
     expect(invalid(shared({ lease_s: 3601 }))).toContain("store.lease_s");
     expect(invalid({ pools: [pool()], store: { lease_s: 10 } })).toContain(
-      'store.url, store.daemon and store.lease_s are for store.backend = "postgres"',
+      'store.url, store.daemon, store.lease_s and store.timeout_s are for store.backend = "postgres"',
     );
   });
 });
