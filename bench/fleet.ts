@@ -3,7 +3,8 @@
  * HTTP (bench/load.ts, closed loop, new vm_ids) for
  *   - the LMDB store (one daemon),
  *   - the PostgreSQL store with one daemon,
- *   - the PostgreSQL store with three daemons on one pool, the load split across them;
+ *   - the PostgreSQL store with three daemons on one pool, one client's connections shared
+ *     between them;
  *   - both again on a primary with a synchronous standby (`synchronous_standby_names`), the
  *     daemons given both servers in one URL: every commit also waits for the standby's flush.
  * PostgreSQL 15 from Debian runs with its defaults (fsync and synchronous_commit on), its data on
@@ -12,10 +13,11 @@
  *
  *   bun bench/fleet.ts [--seconds 5] [--connections 32]
  *
- * Prints one `FLEET case=… rps=… p50=… p99=… non2xx=… cpu_daemons_us=… cpu_postgres_us=…` line per
- * case and the ratios to LMDB. The CPU figures are per allocation: the daemons' user and system
- * time, and that of every `postgres` process on the machine, over the measured seconds. They say
- * where a machine's cores go when the rate stops growing.
+ * Prints one `FLEET case=… rps=… p50=… p99=… non2xx=… cpu_daemons_us=… cpu_postgres_us=…
+ * cpu_client_us=…` line per case and the ratios to LMDB. The CPU figures are per allocation: the
+ * daemons' user and system time, that of every `postgres` process on the machine, and the load
+ * client's, over the measured seconds. They say where a machine's cores go when the rate stops
+ * growing.
  */
 import { readdirSync, readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
@@ -37,23 +39,21 @@ interface Measured {
   readonly p50: number;
   readonly p99: number;
   readonly non2xx: number;
+  /** The client's own user and system CPU seconds. */
+  readonly clientCpu: number;
 }
 
-/** Runs bench/load.ts against each daemon at once, `connections` split between them. */
+/** Runs bench/load.ts against the daemons at once: one client process, its connections shared between them. */
 async function load(daemons: readonly Daemon[], tag: string, duration: number): Promise<Measured> {
-  const runs = daemons.map((daemon, i) => {
-    const share = Math.floor(connections / daemons.length) + (i < connections % daemons.length ? 1 : 0);
-    const port = new URL(daemon.baseUrl).port;
-    const args = ["--port", port, "--script", "allocate", "--connections", `${share}`, "--seconds", `${duration}`];
-    return Bun.spawn([process.execPath, "bench/load.ts", ...args, "--tag", `${tag}-${i}`], { stdout: "pipe" });
-  });
-  const lines = await Promise.all(runs.map(async (run) => (await new Response(run.stdout).text()).trim()));
-  const fields = lines.map((line) =>
-    Object.fromEntries([...line.matchAll(/(\w+)=([\d.]+)/g)].map((m) => [m[1], Number(m[2])])),
-  );
-  const sum = (key: string) => fields.reduce((total, f) => total + (f[key] ?? 0), 0);
-  const worst = (key: string) => Math.max(...fields.map((f) => f[key] ?? 0));
-  return { rps: sum("rps"), p50: worst("p50"), p99: worst("p99"), non2xx: sum("non2xx") };
+  const ports = daemons.map((daemon) => new URL(daemon.baseUrl).port).join(",");
+  const args = ["--port", ports, "--script", "allocate", "--connections", `${connections}`, "--seconds", `${duration}`];
+  const run = Bun.spawn([process.execPath, "bench/load.ts", ...args, "--tag", tag], { stdout: "pipe" });
+  const line = (await new Response(run.stdout).text()).trim();
+  await run.exited;
+  const field = (key: string) => Number(new RegExp(`${key}=([\\d.]+)`).exec(line)?.[1] ?? Number.NaN);
+  const cpu = run.resourceUsage()?.cpuTime;
+  const clientCpu = cpu === undefined ? Number.NaN : Number(cpu.user + cpu.system) / 1e6;
+  return { rps: field("rps"), p50: field("p50"), p99: field("p99"), non2xx: field("non2xx"), clientCpu };
 }
 
 const CLOCK_TICKS = Number(Bun.spawnSync(["getconf", "CLK_TCK"]).stdout.toString().trim());
@@ -98,8 +98,9 @@ async function measure(name: string, daemons: readonly Daemon[]): Promise<Measur
   // A server process started during the run (a new connection) counts from its start.
   const serverPidsAfter = [...new Set([...serverPids, ...postgresPids()])];
   const postgresUs = perAllocationUs(cpuSeconds(serverPidsAfter) - before.postgres);
+  const clientUs = perAllocationUs(result.clientCpu);
   console.log(
-    `FLEET case=${name} daemons=${daemons.length} rps=${result.rps.toFixed(0)} p50=${result.p50} p99=${result.p99} non2xx=${result.non2xx} cpu_daemons_us=${daemonsUs} cpu_postgres_us=${postgresUs}`,
+    `FLEET case=${name} daemons=${daemons.length} rps=${result.rps.toFixed(0)} p50=${result.p50} p99=${result.p99} non2xx=${result.non2xx} cpu_daemons_us=${daemonsUs} cpu_postgres_us=${postgresUs} cpu_client_us=${clientUs}`,
   );
   return result;
 }

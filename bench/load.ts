@@ -5,8 +5,10 @@
  * `allocate` (a new vm_id every request), `pairs` (allocate, and release the vm allocated LAG
  * requests earlier, alternating) and `health`.
  *
- *   bun bench/load.ts (--socket PATH | --port N) --script allocate [--connections 32] [--seconds 10] [--tag T]
+ *   bun bench/load.ts (--socket PATH | --port N[,N…]) --script allocate [--connections 32] [--seconds 10] [--tag T]
  *
+ * Several ports (daemons of one fleet) share the connections in turn: one client process whatever
+ * the number of daemons, so that the client costs the machine the same in every case compared.
  * Prints the line bench/wrk/report.lua prints, which bench/run.sh parses:
  * `BENCH requests=… seconds=… rps=… p50=… p90=… p99=… max=… non2xx=… sockerr=…` (ms). Latencies
  * are as measured, send to last byte, without wrk's correction for coordinated omission: compare
@@ -27,7 +29,7 @@ const { values } = parseArgs({
   strict: true,
 });
 if ((values.socket === undefined) === (values.port === undefined)) {
-  throw new Error("usage: bun bench/load.ts (--socket PATH | --port N) --script allocate|pairs|health");
+  throw new Error("usage: bun bench/load.ts (--socket PATH | --port N[,N…]) --script allocate|pairs|health");
 }
 const script = values.script as string;
 if (!["allocate", "pairs", "health"].includes(script)) throw new Error(`unknown script ${script}`);
@@ -114,11 +116,14 @@ const handlers = {
   },
 };
 
-function connect(): Promise<Socket<Connection>> {
+const ports = (values.port ?? "").split(",").map(Number);
+
+function connect(_: unknown, index: number): Promise<Socket<Connection>> {
   const data = { pending: Buffer.alloc(0), sentAt: 0 };
+  const port = ports[index % ports.length] as number;
   return values.socket !== undefined
     ? Bun.connect<Connection>({ unix: values.socket, socket: handlers, data })
-    : Bun.connect<Connection>({ hostname: "127.0.0.1", port: Number(values.port), socket: handlers, data });
+    : Bun.connect<Connection>({ hostname: "127.0.0.1", port, socket: handlers, data });
 }
 const sockets = await Promise.all(Array.from({ length: connections }, connect));
 const started = performance.now();
