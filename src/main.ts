@@ -15,7 +15,12 @@ import { parseCommand } from "./cli/flags.ts";
 import { HELP, UsageError } from "./cli/usage.ts";
 import { ConfigError } from "./config/errors.ts";
 import { currentRuntime } from "./runtime/index.ts";
-import { DatabaseUnreachableError, SchemaTooNewError, SchemaTooOldError } from "./store/postgres/errors.ts";
+import {
+  DaemonNameTakenError,
+  DatabaseUnreachableError,
+  SchemaTooNewError,
+  SchemaTooOldError,
+} from "./store/postgres/errors.ts";
 import { VERSION } from "./version.ts";
 
 async function main(argv: readonly string[]): Promise<void> {
@@ -65,7 +70,8 @@ function exitCode(error: unknown): number {
     error instanceof UsageError ||
     error instanceof ConfigError ||
     error instanceof SchemaTooNewError ||
-    error instanceof SchemaTooOldError
+    error instanceof SchemaTooOldError ||
+    error instanceof DaemonNameTakenError
   )
     return 2;
   if (error instanceof DaemonUnreachableError || error instanceof DatabaseUnreachableError) return 3;

@@ -84,7 +84,8 @@ async function start(config: Config, readConfig: () => Config, logger: Logger): 
     if (config.socket) removeSocket(config.socket);
     logger.info("stopped");
     logger.flush();
-    process.exit(0);
+    // 0, unless the daemon stopped itself for a reason that must fail its unit (daemon/store.ts).
+    process.exit();
   };
   runtime.onSignal("SIGTERM", () => void stop("SIGTERM"));
   runtime.onSignal("SIGINT", () => void stop("SIGINT"));

@@ -27,6 +27,12 @@ export async function openDaemonStore(config: Config, runtime: Runtime, logger: 
   if (config.store.backend === "postgres") {
     const { daemon, leaseSeconds, timeoutSeconds } = config.store;
     const store = await PostgresStore.open(config.store.url, { daemon, leaseSeconds, timeoutSeconds });
+    try {
+      await store.joinFleet((message) => stopForNameTaken(logger, message));
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
     return {
       store,
       lmdb: undefined,
@@ -47,4 +53,14 @@ export async function openDaemonStore(config: Config, runtime: Runtime, logger: 
       markStopped(config.dataDir, logger);
     },
   };
+}
+
+/**
+ * Another process took this daemon's name while it ran: it stops as on SIGTERM (in-flight requests
+ * finish), with exit status 2, and its unit stays failed until the names are put right.
+ */
+function stopForNameTaken(logger: Logger, message: string): void {
+  logger.error("daemon name taken: stopping", { error: message });
+  process.exitCode = 2;
+  process.kill(process.pid, "SIGTERM");
 }

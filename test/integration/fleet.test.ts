@@ -175,6 +175,36 @@ describe("two daemons on one database", () => {
   });
 });
 
+describe("two daemons given one name", () => {
+  test("the second to start under a live daemon's name is refused with exit 2, naming the first; the first goes on", async () => {
+    const first = await Daemon.start({ config: POOLS + storeToml("twin", pg.url, 3) });
+    try {
+      const second = await Daemon.start({ config: POOLS + storeToml("twin", pg.url, 3) }).catch((e: Error) => e);
+      expect(second).toBeInstanceOf(Error);
+      expect((second as Error).message).toContain("exited with 2");
+      expect((second as Error).message).toContain(`another live daemon runs as "twin" (pid ${first.proc.pid} on `);
+      expect((await first.post("/api/v1/ip/allocate", { vm_id: "twin-1" })).status).toBe(201);
+    } finally {
+      await first.dispose();
+    }
+  });
+
+  test("a daemon whose name another process takes while it runs stops with exit 2, saying which", async () => {
+    const daemon = await Daemon.start({ config: POOLS + storeToml("displaced", pg.url, 3) });
+    try {
+      expect((await daemon.post("/api/v1/ip/allocate", { vm_id: "displaced-1" })).status).toBe(201);
+      // What a twin started at the same moment on another host writes when it registers after this one.
+      await sql`UPDATE daemons SET instance = ${JSON.stringify({ host: "hv-clone", boot: "b", pid: 4242 })}
+                WHERE id = 'displaced'`;
+      expect(await daemon.proc.exited).toBe(2);
+      expect(daemon.logs).toContain("daemon name taken: stopping");
+      expect(daemon.logs).toContain('another daemon has registered as \\"displaced\\" (pid 4242 on hv-clone)');
+    } finally {
+      await daemon.dispose();
+    }
+  });
+});
+
 describe("a daemon killed mid-load", () => {
   test("kill -9 loses no acknowledged allocation: after its restart each VM has the address it was answered", async () => {
     const config = POOLS + storeToml("hv1");
@@ -391,7 +421,7 @@ describe("a database the binary does not match is refused at start", () => {
     await sql`CREATE DATABASE empty`;
     const result = await startOn(pg.url.replace(/\/postgres$/, "/empty"));
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("schema is version 0, this ippool needs 4: run ippool db migrate");
+    expect(result.stderr).toContain("schema is version 0, this ippool needs 5: run ippool db migrate");
   });
 
   test("a database migrated by a newer ippool: exit 2, and nothing in it changes", async () => {
@@ -399,9 +429,9 @@ describe("a database the binary does not match is refused at start", () => {
     try {
       const result = await startOn(pg.url);
       expect(result.code).toBe(2);
-      expect(result.stderr).toContain("schema is version 99, newer than this ippool's 4");
+      expect(result.stderr).toContain("schema is version 99, newer than this ippool's 5");
     } finally {
-      await sql`UPDATE ippool_schema SET version = 4`;
+      await sql`UPDATE ippool_schema SET version = 5`;
     }
   });
 

@@ -36,6 +36,15 @@ export class LockTimeoutError extends AppError {
   readonly code = "LOCK_TIMEOUT";
 }
 
+/**
+ * Another live daemon holds this daemon's name in the fleet (membership.ts): at start the daemon
+ * refuses to run (exit 2); while it runs, it stops.
+ */
+export class DaemonNameTakenError extends AppError {
+  readonly status = 503;
+  readonly code = "DAEMON_NAME_TAKEN";
+}
+
 /** `ippool db import` copies into an empty database only: it never merges into a fleet's state. */
 export class ImportTargetNotEmptyError extends AppError {
   readonly status = 409;

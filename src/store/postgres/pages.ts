@@ -13,6 +13,7 @@
  * transaction reads a page's bits under its row lock, and the schema refuses one address twice.
  */
 import type { Sql } from "postgres";
+import type { Membership } from "./membership.ts";
 
 /** The lease when none is configured (`[store] lease_s`). */
 export const DEFAULT_LEASE_S = 15;
@@ -57,19 +58,22 @@ export class PageTakenError extends Error {
 export class PageClaims implements PageHolding {
   private readonly pages = new Map<string, Map<number, number>>();
   private readonly generations = new Map<string, number>();
-  private registering: Promise<void> | undefined;
-  private heartbeat: ReturnType<typeof setInterval> | undefined;
   private readonly counts = { claims: { free: 0, own: 0, stale: 0 }, claimsFindingNone: 0, fenced: 0 };
 
   constructor(
     private sql: Sql,
-    private readonly daemon: string,
+    private readonly membership: Membership,
     private readonly leaseSeconds: number,
   ) {}
+
+  private get daemon(): string {
+    return this.membership.daemon;
+  }
 
   /** Claims and heartbeats go over `sql` from now on: the store replaced a connection gone silent. */
   useConnection(sql: Sql): void {
     this.sql = sql;
+    this.membership.useConnection(sql);
   }
 
   held(pool: string): ReadonlyMap<number, number> | undefined {
@@ -96,7 +100,7 @@ export class PageClaims implements PageHolding {
    * or undefined when there is none to take.
    */
   async claim(pool: string): Promise<number | undefined> {
-    await this.register();
+    await this.membership.register();
     const [row] = await this.sql<{ page: number; epoch: number; kind: ClaimKind }[]>`
       WITH candidate AS (
         SELECT p.pool, p.page,
@@ -130,33 +134,7 @@ export class PageClaims implements PageHolding {
     this.generations.set(pool, this.generation(pool) + 1);
   }
 
-  /**
-   * Enters this daemon in the fleet's table (once), and keeps its heartbeat fresh: a third of the
-   * lease apart, so that two heartbeats can be lost before its pages may be taken.
-   */
-  private register(): Promise<void> {
-    this.registering ??= (async () => {
-      await this.sql`
-        INSERT INTO daemons (id, epoch, heartbeat_at) VALUES (${this.daemon}, 1, now())
-        ON CONFLICT (id) DO UPDATE SET epoch = daemons.epoch + 1, heartbeat_at = now()`;
-      this.heartbeat = setInterval(() => void this.beat(), (this.leaseSeconds * 1000) / 3);
-      this.heartbeat.unref?.();
-    })().catch((error) => {
-      this.registering = undefined;
-      throw error;
-    });
-    return this.registering;
-  }
-
-  /** A missed heartbeat (the database out of reach) is not fatal: the next one may arrive in time. */
-  private async beat(): Promise<void> {
-    try {
-      await this.sql`UPDATE daemons SET heartbeat_at = now() WHERE id = ${this.daemon}`;
-    } catch {}
-  }
-
   stop(): void {
-    if (this.heartbeat) clearInterval(this.heartbeat);
-    this.heartbeat = undefined;
+    this.membership.stop();
   }
 }

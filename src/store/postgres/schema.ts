@@ -140,6 +140,12 @@ export const MIGRATIONS: readonly Migration[] = [
       "CREATE INDEX pool_pages_filled ON pool_pages (pool, page) WHERE filled",
     ],
   },
+  {
+    // Version 5: which process holds a daemon's name (membership.ts), so that two daemons given
+    // one name are told apart.
+    version: 5,
+    statements: ["ALTER TABLE daemons ADD COLUMN instance text"],
+  },
 ];
 
 /** The schema version this binary writes and reads. */

@@ -24,6 +24,7 @@ import { isConnectionFailure, unavailable, unreachable } from "./connection.ts";
 import { withDeadline } from "./deadline.ts";
 import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
+import { Membership } from "./membership.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
 import { Answers, fetchRead, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
@@ -102,6 +103,7 @@ export class PostgresStore implements StepStore {
   private sql: Sql;
   private claimSql: Sql;
   private readonly timeoutMs: number | undefined;
+  private readonly membership: Membership;
 
   private constructor(
     private readonly url: string,
@@ -112,8 +114,19 @@ export class PostgresStore implements StepStore {
     this.sql = open(CONNECTIONS);
     this.claimSql = open(1);
     this.timeoutMs = options.timeoutSeconds === undefined ? undefined : options.timeoutSeconds * 1000;
-    const pages = new PageClaims(this.claimSql, daemon, options.leaseSeconds ?? DEFAULT_LEASE_S);
-    this.reader = { daemon, pages };
+    const leaseSeconds = options.leaseSeconds ?? DEFAULT_LEASE_S;
+    this.membership = new Membership(this.claimSql, daemon, leaseSeconds);
+    this.reader = { daemon, pages: new PageClaims(this.claimSql, this.membership, leaseSeconds) };
+  }
+
+  /**
+   * The daemon takes its name in the fleet: refused (DaemonNameTakenError) while another live
+   * process holds it; `onNameTaken` is told if one takes it later (membership.ts).
+   */
+  joinFleet(onNameTaken: (message: string) => void): Promise<void> {
+    return this.membership.join(onNameTaken).catch((error: unknown) => {
+      throw unreachable(error) ?? error;
+    });
   }
 
   /**
