@@ -8,13 +8,15 @@
  * for as long as its body runs: the host change and the write of the record after it. It cannot
  * outlive its transaction, so a daemon that dies, or loses its connection, lets go of its locks.
  * A lock another daemon holds past LOCK_TIMEOUT_S is given up on: the change answers 503
- * `LOCK_TIMEOUT`, having changed nothing.
+ * `LOCK_TIMEOUT`, having changed nothing. A database that does not answer at all is given up on
+ * too (503 `STORE_UNAVAILABLE`), and the change is then never made.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { Sql } from "postgres";
 import { type EipLocks, KeyedLocks } from "../../eip/locks.ts";
 import { openPostgres } from "./connect.ts";
 import { unavailable } from "./connection.ts";
+import { withDeadline } from "./deadline.ts";
 import { LockTimeoutError } from "./errors.ts";
 
 /** Longer than a host change takes: three host commands at their default timeout (10 s). */
@@ -33,9 +35,13 @@ export class FleetLocks implements EipLocks {
   private outermost = 0;
   private readonly waiting: (() => void)[] = [];
 
+  /**
+   * `silenceS`: how long past the lock timeout a scope waits for a database that does not answer
+   * (the store's timeout, deadline.ts); none, as long as it takes.
+   */
   constructor(
     url: string,
-    private readonly timeouts: { readonly connectS: number; readonly lockS?: number },
+    private readonly timeouts: { readonly connectS: number; readonly lockS?: number; readonly silenceS?: number },
   ) {
     this.sql = openPostgres(url, { max: CONNECTIONS, connect_timeout: timeouts.connectS, onnotice: () => {} });
   }
@@ -52,12 +58,42 @@ export class FleetLocks implements EipLocks {
   private async hold<T>(keys: readonly string[], body: () => Promise<T>): Promise<T> {
     const sorted = [...new Set(keys)].sort();
     const timeoutS = this.timeouts.lockS ?? LOCK_TIMEOUT_S;
+    const { silenceS } = this.timeouts;
+    let givenUp = false;
+    let locked!: () => void;
+    const acquired = new Promise<void>((resolve) => {
+      locked = resolve;
+    });
+    let bodyEnded!: () => void;
+    const ended = new Promise<void>((resolve) => {
+      bodyEnded = resolve;
+    });
+    const transaction = this.sql.begin(async (tx) => {
+      await tx.unsafe(`SET LOCAL lock_timeout = '${timeoutS}s'`);
+      for (const key of sorted) await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`ippool ${key}`}, 0))`;
+      // Locks granted after their request was answered 503: the change must not run now.
+      if (givenUp) throw new Error("lock scope given up on before its locks were granted");
+      locked();
+      try {
+        return await body();
+      } finally {
+        bodyEnded();
+      }
+    });
     try {
-      return (await this.sql.begin(async (tx) => {
-        await tx.unsafe(`SET LOCAL lock_timeout = '${timeoutS}s'`);
-        for (const key of sorted) await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`ippool ${key}`}, 0))`;
-        return body();
-      })) as T;
+      if (silenceS === undefined) return (await transaction) as T;
+      // A database that does not answer is given up on: while taking the locks (past their own
+      // timeout), and at the COMMIT after the change. Not during the change, whose host commands
+      // and store writes have timeouts of their own.
+      const settled = transaction.then(
+        () => {},
+        () => {},
+      );
+      await withDeadline(Promise.race([acquired, settled]), (timeoutS + silenceS) * 1000, () => {
+        givenUp = true;
+      });
+      await Promise.race([ended, settled]);
+      return (await withDeadline(transaction, silenceS * 1000, () => {})) as T;
     } catch (error) {
       if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
         throw new LockTimeoutError(

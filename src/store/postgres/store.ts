@@ -178,7 +178,8 @@ export class PostgresStore implements StepStore {
 
   /** The fleet's EIP, instance and host locks (locks.ts), over connections of their own. */
   eipLocks(): EipLocks {
-    this.fleetLocks ??= new FleetLocks(this.url, { connectS: CONNECT_TIMEOUT_S });
+    const silence = this.timeoutMs === undefined ? {} : { silenceS: this.timeoutMs / 1000 };
+    this.fleetLocks ??= new FleetLocks(this.url, { connectS: CONNECT_TIMEOUT_S, ...silence });
     return this.fleetLocks;
   }
 

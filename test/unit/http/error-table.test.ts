@@ -26,6 +26,7 @@ const NOT_ANSWERED_OVER_HTTP = new Set([
   "SchemaTooOldError", // refuses the start (exit 2)
   "DatabaseUnreachableError", // refuses the start, and ippool db migrate (exit 3)
   "ImportTargetNotEmptyError", // ippool db import's own refusal (exit 1)
+  "DaemonNameTakenError", // refuses the start (exit 2), or stops the daemon
 ]);
 
 type ErrorClass = new (message: string, ...rest: never[]) => AppError;

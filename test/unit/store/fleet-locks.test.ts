@@ -1,8 +1,9 @@
 /**
  * The fleet's EIP, instance and host locks over a real PostgreSQL (store/postgres/locks.ts): two
  * daemons' scopes on one key never overlap, scopes on different keys run at once, a lock held
- * past the timeout answers LOCK_TIMEOUT without running the change, and nested scopes (a host lock
- * inside an EIP's) complete however many outermost scopes are open.
+ * past the timeout answers LOCK_TIMEOUT without running the change, a database that does not
+ * answer is given up on without running it either, and nested scopes (a host lock inside an EIP's)
+ * complete however many outermost scopes are open.
  */
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import type { AppError } from "../../../src/errors.ts";
@@ -22,8 +23,12 @@ afterEach(async () => {
 });
 
 /** A daemon's locks: its own connections, as another process has. */
-function daemon(lockS?: number): FleetLocks {
-  const locks = new FleetLocks(cluster.url, { connectS: 5, ...(lockS === undefined ? {} : { lockS }) });
+function daemon(lockS?: number, silenceS?: number): FleetLocks {
+  const locks = new FleetLocks(cluster.url, {
+    connectS: 5,
+    ...(lockS === undefined ? {} : { lockS }),
+    ...(silenceS === undefined ? {} : { silenceS }),
+  });
   opened.push(locks);
   return locks;
 }
@@ -115,4 +120,31 @@ test("a scope waiting for an outermost slot holds no lock that the scopes with s
   open();
   const finished = Promise.all([...associations, reconciliation]).then(() => "finished");
   expect(await Promise.race([finished, Bun.sleep(10_000).then(() => "stuck")])).toBe("finished");
+});
+
+test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE past the lock and store timeouts, and its change never runs", async () => {
+  const locks = daemon(1, 1);
+  await locks.run(["eip:warm"], async () => {}); // a connection open before the freeze
+  let ran = false;
+  cluster.freeze();
+  try {
+    const started = performance.now();
+    const refused = await locks
+      .run(["eip:frozen"], async () => {
+        ran = true;
+      })
+      .then(
+        () => undefined,
+        (error: AppError) => error,
+      );
+    expect([refused?.status, refused?.code]).toEqual([503, "STORE_UNAVAILABLE"]);
+    expect(refused?.message).toContain("did not answer within 2 s");
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1_900);
+  } finally {
+    cluster.thaw();
+  }
+  // The database answers again: the scope given up on rolls back rather than run the change late.
+  await locks.run(["eip:frozen"], async () => {});
+  await Bun.sleep(200);
+  expect(ran).toBe(false);
 });
