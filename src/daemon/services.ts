@@ -19,6 +19,7 @@ import { HostRegistry } from "../hosts/index.ts";
 import { createApp, type RequestObserver } from "../http/app.ts";
 import type { Logger } from "../log/logger.ts";
 import { createDaemonMetrics } from "../metrics/index.ts";
+import type { Allocation } from "../pool/allocator.ts";
 import { PoolLayout } from "../pool/layout.ts";
 import { LeakDetector } from "../pool/leaks.ts";
 import { PoolService } from "../pool/service.ts";
@@ -110,10 +111,14 @@ export async function wireServices(
   const adminGate = poolApiDoor(config, logger);
   const app = createApp({ pools, eips, associations, projects, adminGate, leaks, metrics: metrics.registry }, logger);
   const servedPools = [...new Set(config.dhcp.links.map((link) => link.pool))];
+  // A fleet daemon delivers its own host's VMs only: it reads those, not every host's.
+  const deliverable = async (pool: string): Promise<Allocation[]> => {
+    if (shared === undefined || fleetDaemon === undefined) return pools.allocations(pool);
+    const onHost = await shared.allocationsOnHost(pool, fleetDaemon);
+    return onHost.map(({ vmId, record }) => ({ pool, vmId, ...record }));
+  };
   const syncReservations = () =>
-    dhcp.sync(config.dhcp.links, async () =>
-      (await Promise.all(servedPools.map((pool) => pools.allocations(pool)))).flat(),
-    );
+    dhcp.sync(config.dhcp.links, async () => (await Promise.all(servedPools.map(deliverable))).flat());
   const reservationResync = new ReservationResync(fleetDaemon !== undefined, syncReservations, logger);
   return {
     hosts,

@@ -421,7 +421,7 @@ describe("a database the binary does not match is refused at start", () => {
     await sql`CREATE DATABASE empty`;
     const result = await startOn(pg.url.replace(/\/postgres$/, "/empty"));
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("schema is version 0, this ippool needs 5: run ippool db migrate");
+    expect(result.stderr).toContain("schema is version 0, this ippool needs 6: run ippool db migrate");
   });
 
   test("a database migrated by a newer ippool: exit 2, and nothing in it changes", async () => {
@@ -429,9 +429,9 @@ describe("a database the binary does not match is refused at start", () => {
     try {
       const result = await startOn(pg.url);
       expect(result.code).toBe(2);
-      expect(result.stderr).toContain("schema is version 99, newer than this ippool's 5");
+      expect(result.stderr).toContain("schema is version 99, newer than this ippool's 6");
     } finally {
-      await sql`UPDATE ippool_schema SET version = 5`;
+      await sql`UPDATE ippool_schema SET version = 6`;
     }
   });
 

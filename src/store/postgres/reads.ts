@@ -397,6 +397,21 @@ interface AllocationRow {
   readonly created_ms: number;
 }
 
+/**
+ * The allocations of `pool` recorded on `host`, in vm_id order, through the index on (pool, host):
+ * what a fleet daemon delivers as its host's DHCP reservations, without reading the rest of a pool
+ * every host shares.
+ */
+export async function fetchAllocationsOnHost(
+  db: Db,
+  pool: string,
+  host: string,
+): Promise<{ vmId: string; record: AllocationRecord }[]> {
+  const rows = await db<AllocationRow[]>`
+    SELECT ${allocationColumns(db)} FROM allocations WHERE pool = ${pool} AND host = ${host} ORDER BY vm_id`;
+  return rows.map((row) => ({ vmId: row.vm_id, record: allocationOf(row) }));
+}
+
 /** Times are kept as timestamptz and read back as the milliseconds they were written from. */
 function allocationColumns(db: Db) {
   return db`vm_id, ip::float8 AS ip, hostname, name, host, nic,

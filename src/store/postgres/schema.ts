@@ -146,6 +146,12 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 5,
     statements: ["ALTER TABLE daemons ADD COLUMN instance text"],
   },
+  {
+    // Version 6: a fleet daemon reads the allocations recorded on its own host (its DHCP
+    // reservations, every reconcile interval), not the whole of each pool every host shares.
+    version: 6,
+    statements: ["CREATE INDEX allocations_host ON allocations (pool, host)"],
+  },
 ];
 
 /** The schema version this binary writes and reads. */

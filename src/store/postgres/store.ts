@@ -18,6 +18,7 @@
  */
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { EipLocks } from "../../eip/locks.ts";
+import type { AllocationRecord } from "../../pool/store.ts";
 import type { StepStore, StoreView } from "../steps.ts";
 import { openPostgres } from "./connect.ts";
 import { isConnectionFailure, unavailable, unreachable } from "./connection.ts";
@@ -26,7 +27,16 @@ import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
 import { Membership } from "./membership.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
-import { Answers, fetchRead, keyOf, Missing, type Read, type Reader, wholeRead } from "./reads.ts";
+import {
+  Answers,
+  fetchAllocationsOnHost,
+  fetchRead,
+  keyOf,
+  Missing,
+  type Read,
+  type Reader,
+  wholeRead,
+} from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
 import { inTransaction, type Send } from "./transaction.ts";
 import { StepView, type Write } from "./view.ts";
@@ -171,6 +181,15 @@ export class PostgresStore implements StepStore {
         RETURNING epoch`,
       );
       return row?.epoch;
+    } catch (error) {
+      throw unavailable(error) ?? error;
+    }
+  }
+
+  /** The allocations of `pool` recorded on `host` (a fleet daemon's own host's: dhcp/resync.ts). */
+  async allocationsOnHost(pool: string, host: string): Promise<{ vmId: string; record: AllocationRecord }[]> {
+    try {
+      return await this.answered((sql) => fetchAllocationsOnHost(sql, pool, host));
     } catch (error) {
       throw unavailable(error) ?? error;
     }

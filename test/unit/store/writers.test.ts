@@ -11,6 +11,7 @@ import type { AppError } from "../../../src/errors.ts";
 import { checkPool } from "../../../src/pool/fsck.ts";
 import { PoolService } from "../../../src/pool/service.ts";
 import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
+import type { PostgresStore } from "../../../src/store/postgres/store.ts";
 import type { StepStore } from "../../../src/store/steps.ts";
 import { backendPerTest } from "../../support/store-backends.ts";
 import { poolLayout, publicPoolLayout } from "../../support/store-fixture.ts";
@@ -50,6 +51,20 @@ describe("three writers over one PostgreSQL store", () => {
     expect(new Set(ips).size).toBe(120);
     expect(await problems()).toEqual([]);
     for (const service of services) expect((await service.stats()).allocated).toBe(120);
+  });
+
+  test("a daemon reads the allocations recorded on its own host only, whoever made them", async () => {
+    const services = writers();
+    const made = await Promise.all(
+      ["vm-a", "vm-b", "vm-c", "vm-d", "vm-e", "vm-f"].map((vmId, i) =>
+        (services[i % 3] as PoolService).allocate({ vmId, host: i % 2 === 0 ? "hv1" : "hv2" }),
+      ),
+    );
+    const onHv1 = await (first as PostgresStore).allocationsOnHost("lab", "hv1");
+    expect(onHv1.map(({ vmId, record }) => [vmId, record.ip, record.host])).toEqual(
+      [0, 2, 4].map((i) => [made[i]?.allocation.vmId, made[i]?.allocation.ip, "hv1"]),
+    );
+    expect(await (first as PostgresStore).allocationsOnHost("lab", "hv3")).toEqual([]);
   });
 
   test("the same VM asked for by all three at once holds one address, created once", async () => {
