@@ -127,8 +127,12 @@ export class Membership {
       const [row] = await this.sql<
         { instance: string | null }[]
       >`SELECT instance FROM daemons WHERE id = ${this.daemon}`;
-      if (row === undefined) return; // Deleted by hand: the next claim enters it again.
       this.stop();
+      if (row === undefined) {
+        // Deleted by hand: the next claim enters this daemon again (its pages' owner must exist).
+        this.registering = undefined;
+        return;
+      }
       this.onNameTaken(
         `another daemon has registered as ${JSON.stringify(this.daemon)} (${describe(row.instance)}): give each daemon its own [store] daemon`,
       );
