@@ -61,7 +61,8 @@ export class Membership {
   constructor(
     private sql: Sql,
     readonly daemon: string,
-    private readonly leaseSeconds: number,
+    /** Seconds its pages stay its own after its last heartbeat (pages.ts). */
+    readonly leaseSeconds: number,
   ) {}
 
   /** Heartbeats go over `sql` from now on (the store replaced a connection gone silent). */

@@ -63,11 +63,14 @@ export class PageClaims implements PageHolding {
   constructor(
     private sql: Sql,
     private readonly membership: Membership,
-    private readonly leaseSeconds: number,
   ) {}
 
   private get daemon(): string {
     return this.membership.daemon;
+  }
+
+  private get leaseSeconds(): number {
+    return this.membership.leaseSeconds;
   }
 
   /** Claims and heartbeats go over `sql` from now on: the store replaced a connection gone silent. */

@@ -126,7 +126,7 @@ export class PostgresStore implements StepStore {
     this.timeoutMs = options.timeoutSeconds === undefined ? undefined : options.timeoutSeconds * 1000;
     const leaseSeconds = options.leaseSeconds ?? DEFAULT_LEASE_S;
     this.membership = new Membership(this.claimSql, daemon, leaseSeconds);
-    this.reader = { daemon, pages: new PageClaims(this.claimSql, this.membership, leaseSeconds) };
+    this.reader = { daemon, pages: new PageClaims(this.claimSql, this.membership) };
   }
 
   /**
@@ -153,6 +153,15 @@ export class PostgresStore implements StepStore {
     });
   }
 
+  /** `answered`, a failure to reach the database being the caller's 503 (STORE_UNAVAILABLE). */
+  private async reached<T>(work: (sql: Sql) => Promise<T>): Promise<T> {
+    try {
+      return await this.answered(work);
+    } catch (error) {
+      throw unavailable(error) ?? error;
+    }
+  }
+
   private renewConnections(): void {
     const silent = [this.sql, this.claimSql];
     this.sql = this.open(CONNECTIONS);
@@ -167,9 +176,8 @@ export class PostgresStore implements StepStore {
    * whenever the lease starts a new holding (another daemon's, or this one's after it expired).
    */
   async acquireJob(job: string, ttlS: number): Promise<number | undefined> {
-    try {
-      const [row] = await this.answered(
-        (sql) => sql<{ epoch: number }[]>`
+    const [row] = await this.reached(
+      (sql) => sql<{ epoch: number }[]>`
         INSERT INTO job_leases (job, holder, epoch, expires_at)
         VALUES (${job}, ${this.daemon}, 1, now() + make_interval(secs => ${ttlS}))
         ON CONFLICT (job) DO UPDATE SET
@@ -179,20 +187,13 @@ export class PostgresStore implements StepStore {
                   + CASE WHEN job_leases.holder = excluded.holder AND job_leases.expires_at > now() THEN 0 ELSE 1 END
         WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= now()
         RETURNING epoch`,
-      );
-      return row?.epoch;
-    } catch (error) {
-      throw unavailable(error) ?? error;
-    }
+    );
+    return row?.epoch;
   }
 
   /** The allocations of `pool` recorded on `host` (a fleet daemon's own host's: dhcp/resync.ts). */
-  async allocationsOnHost(pool: string, host: string): Promise<{ vmId: string; record: AllocationRecord }[]> {
-    try {
-      return await this.answered((sql) => fetchAllocationsOnHost(sql, pool, host));
-    } catch (error) {
-      throw unavailable(error) ?? error;
-    }
+  allocationsOnHost(pool: string, host: string): Promise<{ vmId: string; record: AllocationRecord }[]> {
+    return this.reached((sql) => fetchAllocationsOnHost(sql, pool, host));
   }
 
   /** The fleet's EIP, instance and host locks (locks.ts), over connections of their own. */
@@ -259,18 +260,14 @@ export class PostgresStore implements StepStore {
    * A read step sees one snapshot of the database, however many fetches it takes (a consistency
    * check, a listing), as an LMDB read sees one transaction.
    */
-  async read<T>(step: (view: StoreView) => T): Promise<T> {
-    try {
-      return await this.answered((sql) =>
-        inTransaction(
-          sql,
-          "isolation level repeatable read read only",
-          async (tx) => (await this.run(tx, step, false)).value,
-        ),
-      );
-    } catch (error) {
-      throw unavailable(error) ?? error;
-    }
+  read<T>(step: (view: StoreView) => T): Promise<T> {
+    return this.reached((sql) =>
+      inTransaction(
+        sql,
+        "isolation level repeatable read read only",
+        async (tx) => (await this.run(tx, step, false)).value,
+      ),
+    );
   }
 
   /**
