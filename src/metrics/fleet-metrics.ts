@@ -1,7 +1,8 @@
 /**
  * This daemon's part in a fleet (the shared store, docs/FLEET.md): the pages it holds, its claims
- * of pages, the claims that found none (it then borrows a live daemon's page), and its writes
- * refused because a page it held had been taken from it. Read at scrape time.
+ * of pages, the claims that found none (it then borrows a live daemon's page), its writes refused
+ * because a page it held had been taken from it, and how its writes were committed. Read at
+ * scrape time.
  */
 import { Counter, Gauge, type Registry } from "prom-client";
 
@@ -14,8 +15,19 @@ export interface FleetPageFigures {
   readonly held: ReadonlyMap<string, number>;
 }
 
+/** How this daemon's write steps were committed (store/postgres/optimistic.ts). */
+export interface FleetCommitFigures {
+  /** Steps committed in one statement each batch, over the pages this daemon holds. */
+  readonly statement: number;
+  /** Steps committed in an ordinary transaction (anything but a new allocation, or a plan that could not be made). */
+  readonly transaction: number;
+  /** One-statement commits refused because a page or pool had changed since this daemon read it; planned again. */
+  readonly stale: number;
+}
+
 export interface FleetMetricsSource {
   pageFigures(): FleetPageFigures;
+  commitFigures(): FleetCommitFigures;
 }
 
 export function fleetMetrics(registry: Registry, source: FleetMetricsSource): void {
@@ -56,6 +68,25 @@ export function fleetMetrics(registry: Registry, source: FleetMetricsSource): vo
     collect() {
       this.reset();
       this.inc(source.pageFigures().fenced);
+    },
+  });  new Counter({
+    name: "ippool_fleet_writes_total",
+    help: "Write steps this daemon committed, by how: statement (new allocations on its own pages, one statement per batch) or transaction.",
+    labelNames: ["commit"] as const,
+    registers: [registry],
+    collect() {
+      const figures = source.commitFigures();
+      this.reset();
+      for (const commit of ["statement", "transaction"] as const) this.inc({ commit }, figures[commit]);
+    },
+  });
+  new Counter({
+    name: "ippool_fleet_statements_stale_total",
+    help: "One-statement commits refused because a page or pool had changed since this daemon read it (another daemon's release, a borrower); the batch was read and planned again.",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(source.commitFigures().stale);
     },
   });
 }

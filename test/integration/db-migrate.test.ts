@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import postgres, { type Sql } from "postgres";
+import { SCHEMA_VERSION } from "../../src/store/postgres/schema.ts";
 import { runToExit } from "../support/daemon.ts";
 import { type Postgres, startPostgres } from "../support/postgres.ts";
 
@@ -29,7 +30,7 @@ async function tables(): Promise<string[]> {
 test("a new database gets the whole schema at this binary's version", async () => {
   const result = await runToExit(["db", "migrate", "--database-url", pg.url]);
   expect(result.stderr).toBe("");
-  expect(result.stdout).toBe("database schema: version 0 → 6\n");
+  expect(result.stdout).toBe(`database schema: version 0 → ${SCHEMA_VERSION}\n`);
   expect(result.code).toBe(0);
   expect(await tables()).toEqual([
     "allocations",
@@ -47,7 +48,7 @@ test("a new database gets the whole schema at this binary's version", async () =
 
 test("migrating again changes nothing; the URL may come from IPPOOL_DATABASE_URL", async () => {
   const result = await runToExit(["db", "migrate"], { IPPOOL_DATABASE_URL: pg.url });
-  expect([result.code, result.stdout]).toEqual([0, "database schema: version 6, nothing to do\n"]);
+  expect([result.code, result.stdout]).toEqual([0, `database schema: version ${SCHEMA_VERSION}, nothing to do\n`]);
 });
 
 test("the database refuses a second holder of an address, whatever a daemon does", async () => {
@@ -66,9 +67,9 @@ test("a database whose schema is newer than the binary is refused (exit 2) and l
   await sql`UPDATE ippool_schema SET version = 99`;
   const result = await runToExit(["db", "migrate", "--database-url", pg.url]);
   expect(result.code).toBe(2);
-  expect(result.stderr).toContain("the database's schema is version 99, newer than this ippool's 6");
+  expect(result.stderr).toContain(`the database's schema is version 99, newer than this ippool's ${SCHEMA_VERSION}`);
   expect([...(await sql`SELECT version FROM ippool_schema`)]).toEqual([{ version: 99 }]);
-  await sql`UPDATE ippool_schema SET version = 6`;
+  await sql`UPDATE ippool_schema SET version = ${SCHEMA_VERSION}`;
 });
 
 test("no database where the URL points: exit 3 naming it; no URL at all: usage (exit 2)", async () => {

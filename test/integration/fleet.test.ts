@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
+import { SCHEMA_VERSION } from "../../src/store/postgres/schema.ts";
 import { poolsToml } from "../support/config-toml.ts";
 import { Daemon, runToExit } from "../support/daemon.ts";
 import { type Postgres, startPostgres } from "../support/postgres.ts";
@@ -323,11 +324,16 @@ describe("three daemons on one pool: pages claimed, borrowed, taken back and tak
     );
     expect(borrowed.length).toBeGreaterThanOrEqual(10);
     let claims = 0;
+    let statements = 0;
     for (const daemon of fleet) {
       claims += await metric(daemon, "ippool_fleet_page_claims_total", { from: "free" });
+      statements += await metric(daemon, "ippool_fleet_writes_total", { commit: "statement" });
       expect((await daemon.json("/api/v1/ip/stats?pool=small-pages")).body).toMatchObject({ allocated: 160 });
     }
     expect(claims).toBe(4);
+    // New allocations on a daemon's own pages went in one statement per batch; borrowed ones did not.
+    expect(statements).toBeGreaterThan(0);
+    expect(statements).toBeLessThanOrEqual(160 - borrowed.length);
     await fsckClean(fleet[0] as Daemon);
   });
 
@@ -421,7 +427,7 @@ describe("a database the binary does not match is refused at start", () => {
     await sql`CREATE DATABASE empty`;
     const result = await startOn(pg.url.replace(/\/postgres$/, "/empty"));
     expect(result.code).toBe(2);
-    expect(result.stderr).toContain("schema is version 0, this ippool needs 6: run ippool db migrate");
+    expect(result.stderr).toContain(`schema is version 0, this ippool needs ${SCHEMA_VERSION}: run ippool db migrate`);
   });
 
   test("a database migrated by a newer ippool: exit 2, and nothing in it changes", async () => {
@@ -429,9 +435,9 @@ describe("a database the binary does not match is refused at start", () => {
     try {
       const result = await startOn(pg.url);
       expect(result.code).toBe(2);
-      expect(result.stderr).toContain("schema is version 99, newer than this ippool's 6");
+      expect(result.stderr).toContain(`schema is version 99, newer than this ippool's ${SCHEMA_VERSION}`);
     } finally {
-      await sql`UPDATE ippool_schema SET version = 6`;
+      await sql`UPDATE ippool_schema SET version = ${SCHEMA_VERSION}`;
     }
   });
 

@@ -137,6 +137,11 @@ export function wholeRead(read: Read): Read | undefined {
 export interface StoredPage {
   readonly bits: Uint32Array;
   readonly full: boolean;
+  /**
+   * The version of the row these bits and flag were read from (schema.ts, v7); none once a step
+   * has written them, since they are then a state the database gives a version of its own.
+   */
+  readonly version?: number;
 }
 
 export interface StoredCounts {
@@ -185,13 +190,10 @@ export class Answers extends Map<string, unknown> {
 }
 
 /** Answers of range reads, which a write may have changed. */
+const RANGE_KEY = /^(allEips$|allocations\0|names\0|addresses\0|eipsOfProject\0|eipCount\0)/;
+
 function isRangeKey(key: string): boolean {
-  return (
-    key === "allEips" ||
-    ["allocations\0", "names\0", "addresses\0", "eipsOfProject\0", "eipCount\0"].some((prefix) =>
-      key.startsWith(prefix),
-    )
-  );
+  return RANGE_KEY.test(key);
 }
 
 /** Who is reading: the daemon (its cursor is its own) and the pages it holds. */
@@ -247,9 +249,9 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, reader: Re
       return;
     }
     case "page": {
-      const [row] = await db<{ bits: Buffer; filled: boolean }[]>`
-        SELECT bits, filled FROM pool_pages WHERE pool = ${read.pool} AND page = ${read.index} ${lock}`;
-      answers.set(key, row && ({ bits: wordsOf(row.bits), full: row.filled } satisfies StoredPage));
+      const [row] = await db<PageRow[]>`
+        SELECT bits, filled, version FROM pool_pages WHERE pool = ${read.pool} AND page = ${read.index} ${lock}`;
+      answers.set(key, row && storedPage(row));
       return;
     }
     case "pageIndexes": {
@@ -365,9 +367,9 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, reader: Re
       return;
     }
     case "poolPages": {
-      const rows = await db<{ page: number; bits: Buffer; filled: boolean }[]>`
-        SELECT page, bits, filled FROM pool_pages WHERE pool = ${read.pool} ${lock}`;
-      for (const row of rows) answers.set(pageKey(read.pool, row.page), { bits: wordsOf(row.bits), full: row.filled });
+      const rows = await db<(PageRow & { page: number })[]>`
+        SELECT page, bits, filled, version FROM pool_pages WHERE pool = ${read.pool} ${lock}`;
+      for (const row of rows) answers.set(pageKey(read.pool, row.page), storedPage(row));
       answers.set(key, true);
       return;
     }
@@ -378,6 +380,16 @@ export async function fetchRead(db: Db, read: Read, answers: Answers, reader: Re
       return;
     }
   }
+}
+
+interface PageRow {
+  readonly bits: Buffer;
+  readonly filled: boolean;
+  readonly version: number;
+}
+
+function storedPage(row: PageRow): StoredPage {
+  return { bits: wordsOf(row.bits), full: row.filled, version: row.version };
 }
 
 /** A page's 512 bytes as words (copied: the driver's buffer is not ours to keep). */

@@ -152,6 +152,70 @@ export const MIGRATIONS: readonly Migration[] = [
     version: 6,
     statements: ["CREATE INDEX allocations_host ON allocations (pool, host)"],
   },
+  {
+    // Version 7, for allocations committed in one statement (store/postgres/optimistic.ts):
+    // - every state of a page's bits and flag has a version of its own, drawn from a sequence (a page
+    //   removed and made again never repeats one), so a daemon can tell that a page it holds is
+    //   still as it last read or wrote it, without locking it in between;
+    // - one function commits a batch of new allocations on pages the daemon holds, each page
+    //   written only if it is still held at the epoch and version the batch was planned on.
+    version: 7,
+    statements: [
+      "CREATE SEQUENCE pool_page_versions",
+      "ALTER TABLE pool_pages ADD COLUMN version bigint NOT NULL DEFAULT nextval('pool_page_versions')",
+      `CREATE FUNCTION ippool_next_page_version() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         IF NEW.bits IS DISTINCT FROM OLD.bits OR NEW.filled IS DISTINCT FROM OLD.filled THEN
+           NEW.version := nextval('pool_page_versions');
+         END IF;
+         RETURN NEW;
+       END $$`,
+      `CREATE TRIGGER pool_pages_version BEFORE UPDATE OF bits, filled ON pool_pages
+       FOR EACH ROW EXECUTE FUNCTION ippool_next_page_version()`,
+      // p_batch: one entry per pool, {pool, fingerprint, daemon, pages: [{page, epoch, version,
+      // bits (hex), filled}], rows: [allocation rows], names: [{name, vm_id}], delta, cursor}.
+      // A page not held at that epoch and version, or a pool stamped anew, fails the statement
+      // (IPP02); an allocation row that exists fails it on the schema's constraints (23505).
+      `CREATE FUNCTION ippool_commit_allocations(p_batch jsonb)
+       RETURNS TABLE (pool text, page integer, version bigint) LANGUAGE plpgsql AS $$
+       DECLARE
+         g jsonb;
+         p record;
+       BEGIN
+         FOR g IN SELECT * FROM jsonb_array_elements(p_batch) LOOP
+           PERFORM 1 FROM pools WHERE name = g->>'pool' AND fingerprint = g->>'fingerprint';
+           IF NOT FOUND THEN
+             RAISE EXCEPTION 'pool % is no longer as this daemon read it', g->>'pool' USING ERRCODE = 'IPP02';
+           END IF;
+           FOR p IN
+             SELECT * FROM jsonb_to_recordset(g->'pages') AS x(page integer, epoch bigint, version bigint, bits text, filled boolean)
+             ORDER BY x.page
+           LOOP
+             UPDATE pool_pages AS t SET bits = decode(p.bits, 'hex'), filled = p.filled
+             WHERE t.pool = g->>'pool' AND t.page = p.page AND t.owner = g->>'daemon' AND t.epoch = p.epoch
+               AND t.version = p.version
+             RETURNING t.pool, t.page, t.version INTO pool, page, version;
+             IF NOT FOUND THEN
+               RAISE EXCEPTION 'page % of pool % is no longer as this daemon holds it', p.page, g->>'pool'
+                 USING ERRCODE = 'IPP02';
+             END IF;
+             RETURN NEXT;
+           END LOOP;
+           INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
+           SELECT g->>'pool', r.vm_id, r.ip, r.hostname, r.name, r.host, r.nic, to_timestamp(r.created_ms::float8 / 1000)
+           FROM jsonb_to_recordset(g->'rows')
+             AS r(vm_id text, ip bigint, hostname text, name text, host text, nic jsonb, created_ms bigint);
+           INSERT INTO vm_names (pool, name, vm_id)
+           SELECT g->>'pool', n.name, n.vm_id FROM jsonb_to_recordset(g->'names') AS n(name text, vm_id text)
+           ON CONFLICT ON CONSTRAINT vm_names_pkey DO UPDATE SET vm_id = excluded.vm_id;
+           INSERT INTO pool_counts (pool, daemon, allocated, cursor)
+           VALUES (g->>'pool', g->>'daemon', (g->>'delta')::bigint, (g->>'cursor')::bigint)
+           ON CONFLICT ON CONSTRAINT pool_counts_pkey
+           DO UPDATE SET allocated = pool_counts.allocated + excluded.allocated, cursor = excluded.cursor;
+         END LOOP;
+       END $$`,
+    ],
+  },
 ];
 
 /** The schema version this binary writes and reads. */

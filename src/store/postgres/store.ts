@@ -26,6 +26,14 @@ import { withDeadline } from "./deadline.ts";
 import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
 import { FleetLocks } from "./locks.ts";
 import { Membership } from "./membership.ts";
+import {
+  type CommittedPage,
+  commitPlan,
+  PLAN_STALE_STATE,
+  type Plan,
+  type PoolCommit,
+  planBatch,
+} from "./optimistic.ts";
 import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
 import {
   Answers,
@@ -33,6 +41,7 @@ import {
   fetchRead,
   keyOf,
   Missing,
+  pageKey,
   type Read,
   type Reader,
   wholeRead,
@@ -49,7 +58,9 @@ const MAX_ATTEMPTS = 20;
 const MAX_BATCH = 64;
 /** The longest a small batch waits for company under load (`gather`), and how many writes are company enough. */
 const GATHER_MS = 2;
-const GATHER_ENOUGH = 8;
+const GATHER_ENOUGH = 16;
+/** Plans of a batch (optimistic.ts), each after fetching what the last one lacked, before it goes to a transaction. */
+const PLAN_ROUNDS = 4;
 /** Rounds of fetching for a batch's steps together before they run in turn. */
 const PREFETCH_ROUNDS = 3;
 /**
@@ -80,6 +91,14 @@ export interface PostgresStoreOptions {
   readonly timeoutSeconds?: number;
 }
 
+/** How write steps were committed: in one statement per batch (optimistic.ts), or in a transaction. */
+export interface CommitFigures {
+  readonly statement: number;
+  readonly transaction: number;
+  /** One-statement commits refused because a page or pool had changed since it was read. */
+  readonly stale: number;
+}
+
 interface QueuedWrite {
   readonly step: (view: StoreView) => unknown;
   readonly resolve: (value: unknown) => void;
@@ -105,9 +124,13 @@ export class PostgresStore implements StepStore {
   private gathered: (() => void) | undefined;
 
   private readonly reader: Reader;
-  /** The pools' layout as the last committed write left it: guesses for `prefetch`, never answers. */
-  private layoutGuesses = new Answers();
+  /**
+   * The pools' layout as the last committed writes left it: guesses for `prefetch`, and the cache
+   * that plans of one-statement commits rest on (optimistic.ts), checked when they commit.
+   */
+  private readonly layoutGuesses = new Answers();
   private fleetLocks: FleetLocks | undefined;
+  private readonly committed = { statement: 0, transaction: 0, stale: 0 };
 
   /** The store's connections, and the connection of its claims and heartbeats (see `connect`). */
   private sql: Sql;
@@ -201,6 +224,11 @@ export class PostgresStore implements StepStore {
     const silence = this.timeoutMs === undefined ? {} : { silenceS: this.timeoutMs / 1000 };
     this.fleetLocks ??= new FleetLocks(this.url, { connectS: CONNECT_TIMEOUT_S, ...silence });
     return this.fleetLocks;
+  }
+
+  /** How this daemon's write steps were committed so far (its metrics). */
+  commitFigures(): CommitFigures {
+    return { ...this.committed };
   }
 
   /** The pages this daemon holds and what its claims have done so far (its metrics). */
@@ -319,8 +347,11 @@ export class PostgresStore implements StepStore {
    * at once. A database error (a lost race on a constraint, a deadlock with another daemon) aborts
    * the whole transaction: then every step of the batch that was not refused runs again alone.
    */
-  private async commitBatch(batch: readonly QueuedWrite[]): Promise<void> {
+  private async commitBatch(queued: readonly QueuedWrite[]): Promise<void> {
+    const batch = await this.commitPlanned(queued);
     const [only] = batch;
+    if (batch.length === 0) return;
+    this.committed.transaction += batch.length;
     if (batch.length === 1 && only) return settle(only, () => this.writeAlone(only.step));
     const completed: { write: QueuedWrite; value: unknown }[] = [];
     const refused = new Set<QueuedWrite>();
@@ -371,6 +402,86 @@ export class PostgresStore implements StepStore {
   }
 
   /**
+   * Commits what it can of the batch in one statement (optimistic.ts) and resolves those writes;
+   * returns the writes left to an ordinary transaction. What the cache lacks or holds too old is
+   * fetched and the batch planned again, a few times at most.
+   */
+  private async commitPlanned(batch: readonly QueuedWrite[]): Promise<readonly QueuedWrite[]> {
+    for (let round = 0; round < PLAN_ROUNDS; round++) {
+      const plan = planBatch(
+        batch.map((write) => write.step),
+        this.layoutGuesses,
+        this.reader.pages,
+      );
+      if (plan.stale.length > 0) {
+        if (!(await this.refresh(plan.stale))) return batch;
+        continue;
+      }
+      if (plan.planned.length === 0) return batch;
+      let committed: CommittedPage[];
+      try {
+        committed = await this.answered((sql) => commitPlan(sql, plan.commits, this.daemon));
+      } catch (error) {
+        const lost = unavailable(error);
+        if (lost) {
+          for (const { index } of plan.planned) (batch[index] as QueuedWrite).reject(lost);
+          return plan.others.map((index) => batch[index] as QueuedWrite);
+        }
+        const code = (error as { code?: string }).code ?? "";
+        if (code === PLAN_STALE_STATE) {
+          this.committed.stale++;
+          // A page or pool changed since it was cached (another daemon's release, a borrower): what
+          // the plan rested on is fetched again.
+          this.forget(plan.commits);
+          continue;
+        }
+        // A VM with an address already, a lost race: an ordinary transaction decides.
+        if (RETRIED.has(code)) return batch;
+        for (const { index } of plan.planned) (batch[index] as QueuedWrite).reject(error);
+        return plan.others.map((index) => batch[index] as QueuedWrite);
+      }
+      this.keepCommitted(plan, committed);
+      this.committed.statement += plan.planned.length;
+      for (const { index, value } of plan.planned) (batch[index] as QueuedWrite).resolve(value);
+      return plan.others.map((index) => batch[index] as QueuedWrite);
+    }
+    return batch;
+  }
+
+  /** Fetches into the cache what a plan found missing or too old; false if the database could not be read. */
+  private async refresh(reads: readonly Read[]): Promise<boolean> {
+    try {
+      await this.answered((sql) =>
+        Promise.all(reads.map((read) => fetchRead(sql, read, this.layoutGuesses, this.reader, false))),
+      );
+      return true;
+    } catch {
+      // An ordinary transaction meets the same failure and answers it.
+      return false;
+    }
+  }
+
+  /** Drops from the cache what the commits rested on: the pools' stamps and their pages. */
+  private forget(commits: readonly PoolCommit[]): void {
+    this.layoutGuesses.delete("pools");
+    for (const commit of commits)
+      for (const index of commit.pages.keys()) this.layoutGuesses.delete(pageKey(commit.pool, index));
+  }
+
+  /** Keeps in the cache the pages as the statement left them, at their new versions, and the counts. */
+  private keepCommitted(plan: Plan, committed: readonly CommittedPage[]): void {
+    for (const commit of plan.commits) {
+      const counts = plan.answers.get(`counts\0${commit.pool}`);
+      if (counts !== undefined) this.layoutGuesses.set(`counts\0${commit.pool}`, counts);
+    }
+    const planned = new Map(plan.commits.map((commit) => [commit.pool, commit.pages]));
+    for (const { pool, page, version } of committed) {
+      const written = planned.get(pool)?.get(page);
+      if (written) this.layoutGuesses.set(pageKey(pool, page), { bits: written.bits, full: written.full, version });
+    }
+  }
+
+  /**
    * Fetches at once what the steps will ask for, so that they do not ask one after another (a
    * round trip each). Each step is run over what is known, and where it reads something not
    * fetched, the read is noted and the step goes on with a guess: what the last transaction left
@@ -409,11 +520,13 @@ export class PostgresStore implements StepStore {
     }
   }
 
-  /** Keeps what `answers` know of the pools' layout, for the next transaction's guesses. */
+  /**
+   * Keeps what `answers` know of the pools' layout, over what was kept before: guesses for the
+   * next transaction, and the cache plans rest on (pages read at a version keep it; pages written
+   * lose it, and are read again before a plan rests on them).
+   */
   private keepLayout(answers: Answers): void {
-    const kept = new Answers();
-    for (const [key, value] of answers) if (LAYOUT_KEYS.test(key)) kept.set(key, value);
-    this.layoutGuesses = kept;
+    for (const [key, value] of answers) if (LAYOUT_KEYS.test(key)) this.layoutGuesses.set(key, value);
   }
 
   /** One step in a transaction of its own, run again (in a new one) when it loses a race. */

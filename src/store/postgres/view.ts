@@ -8,7 +8,6 @@
  * pool's summary its pages' `full` flags.
  */
 import type { EipRecord, EipState, IdempotencyRecord } from "../../eip/store.ts";
-import { parseCidr } from "../../net/ipv4.ts";
 import { clearBit, PAGE_BITS, setBit, testBit, zeroedWords } from "../../pool/bitmap.ts";
 import type { AllocationRecord, PoolCounters, PoolStamp } from "../../pool/store.ts";
 import type { StoreView } from "../steps.ts";
@@ -112,6 +111,12 @@ const throwMissing: OnMissing = (key, read) => {
   throw new Missing(key, read);
 };
 
+/** The pages of a stamped pool, from its CIDR's prefix alone (a stamp's CIDR was checked when it was made). */
+function pageCountOf(stamp: PoolStamp): number {
+  const prefix = Number(stamp.cidr.slice(stamp.cidr.indexOf("/") + 1));
+  return Math.ceil(2 ** (32 - prefix) / PAGE_BITS);
+}
+
 export class StepView implements StoreView {
   readonly writes: Write[] = [];
   /** Point keys this step wrote, with their new values (undefined: removed). */
@@ -154,7 +159,8 @@ export class StepView implements StoreView {
       if (!key.startsWith("full\0")) continue;
       const page = `page${key.slice("full".length)}`;
       const stored = answers.get(page) as StoredPage | undefined;
-      if (stored) answers.set(page, { ...stored, full: full as boolean });
+      // Without the version it was read at: the flag written is a state the database numbers anew.
+      if (stored) answers.set(page, { bits: stored.bits, full: full as boolean });
     }
   }
 
@@ -216,8 +222,7 @@ export class StepView implements StoreView {
   }
 
   putStamp(pool: string, stamp: PoolStamp): void {
-    const pageCount = Math.ceil(parseCidr(stamp.cidr).size / PAGE_BITS);
-    this.write({ kind: "putStamp", pool, stamp, pageCount }, `stamp\0${pool}`, stamp);
+    this.write({ kind: "putStamp", pool, stamp, pageCount: pageCountOf(stamp) }, `stamp\0${pool}`, stamp);
   }
 
   getCounters(pool: string): PoolCounters | undefined {
@@ -258,8 +263,9 @@ export class StepView implements StoreView {
   getSummary(pool: string): Uint32Array | undefined {
     const stamp = this.getStamp(pool);
     if (stamp === undefined) return undefined;
-    const pageCount = Math.ceil(parseCidr(stamp.cidr).size / PAGE_BITS);
-    const summary = zeroedWords(Math.max(1, Math.ceil(pageCount / 32)));
+    const pageCount = pageCountOf(stamp);
+    // Never turned into bytes (zeroedWords): a summary is kept as the pages' flags.
+    const summary = new Uint32Array(Math.max(1, Math.ceil(pageCount / 32)));
     summary.fill(0xffffffff, 0, pageCount >>> 5);
     if (pageCount & 31) summary[pageCount >>> 5] = (1 << (pageCount & 31)) - 1;
     const removed = this.removed.has(pool);
@@ -304,7 +310,7 @@ export class StepView implements StoreView {
   pagesToAllocateFrom(pool: string): Uint32Array | undefined {
     const summary = this.getSummary(pool);
     if (summary === undefined) return undefined;
-    const own = zeroedWords(summary.length);
+    const own = new Uint32Array(summary.length);
     let holdsAny = false;
     for (const index of this.holding.held(pool)?.keys() ?? []) {
       if (index >= summary.length * 32 || !testBit(summary, index)) continue;

@@ -1,0 +1,136 @@
+/**
+ * New allocations committed in one statement per batch (store/postgres/optimistic.ts): a daemon
+ * plans them over what it last read of its own pages, and the statement commits them only if those
+ * pages, the pool and the VMs' absence are still as planned. Whatever else happened meanwhile (a
+ * release by another daemon, a repeat for a VM that has its address, a page taken away), the step
+ * is answered as an ordinary transaction would answer it, and the pool checks clean.
+ */
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
+import postgres from "postgres";
+import { formatIpv4 } from "../../../src/net/ipv4.ts";
+import { checkPool } from "../../../src/pool/fsck.ts";
+import { PoolService } from "../../../src/pool/service.ts";
+import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
+import { migrate } from "../../../src/store/postgres/schema.ts";
+import { PostgresStore } from "../../../src/store/postgres/store.ts";
+import { type Postgres, startPostgres } from "../../support/postgres.ts";
+import { poolLayout } from "../../support/store-fixture.ts";
+
+const lab = poolLayout("lab", "10.0.0.0/22", { strategy: "lowest" });
+const layouts = [lab];
+
+let cluster: Postgres;
+let schemas = 0;
+let url: string;
+let sql: postgres.Sql;
+const stores: PostgresStore[] = [];
+
+beforeAll(async () => {
+  cluster = await startPostgres();
+});
+afterAll(async () => {
+  await cluster.stop();
+});
+beforeEach(async () => {
+  url = `${cluster.url}?search_path=s${++schemas}`;
+  sql = postgres(url, { max: 2, onnotice: () => {} });
+  await sql`CREATE SCHEMA ${sql(`s${schemas}`)}`;
+  await migrate(sql);
+  await adoptPoolLayouts(daemon("setup").store, layouts);
+});
+afterEach(async () => {
+  for (const store of stores.splice(0)) await store.close();
+  await sql.end();
+});
+
+function daemon(id: string): { store: PostgresStore; pools: PoolService } {
+  const store = PostgresStore.connect(url, { daemon: id });
+  stores.push(store);
+  return { store, pools: new PoolService(store, layouts, "lab") };
+}
+
+async function ipOf(pools: PoolService, vmId: string): Promise<string> {
+  return formatIpv4((await pools.allocate({ vmId })).allocation.ip);
+}
+
+async function expectClean(store: PostgresStore): Promise<void> {
+  expect((await store.read((view) => checkPool(view, lab))).problems).toEqual([]);
+}
+
+describe("allocations committed in one statement", () => {
+  test("once a daemon holds a page, its new allocations are committed one statement per batch", async () => {
+    const { store, pools } = daemon("hv1");
+    // The first claims a page, in a transaction.
+    expect(await ipOf(pools, "vm-0")).toBe("10.0.0.2"); // .1 is the gateway
+    const ips = await Promise.all(Array.from({ length: 30 }, (_, i) => ipOf(pools, `vm-${i + 1}`)));
+    expect(new Set(ips).size).toBe(30);
+    expect(store.commitFigures()).toEqual({ statement: 30, transaction: 1, stale: 0 });
+    const [rows] = await sql<{ count: number }[]>`SELECT count(*)::int AS count FROM allocations`;
+    expect(rows?.count).toBe(31);
+    expect((await pools.stats()).allocated).toBe(31);
+    await expectClean(store);
+  });
+
+  test("a page another daemon changed since it was read is read again, and its freed address taken", async () => {
+    const a = daemon("hv1");
+    const b = daemon("hv2");
+    for (const vmId of ["vm-1", "vm-2", "vm-3"]) await ipOf(a.pools, vmId);
+    const freed = (await b.pools.release("vm-2"))[0]?.ip as number;
+    // Lowest first: the address another daemon freed on this daemon's page is the one handed out.
+    expect(await ipOf(a.pools, "vm-4")).toBe(formatIpv4(freed));
+    expect(a.store.commitFigures().stale).toBe(1);
+    expect(a.store.commitFigures().statement).toBe(3);
+    await expectClean(a.store);
+  });
+
+  test("a repeat for a VM that holds an address gets that address, not a second one", async () => {
+    const { store, pools } = daemon("hv1");
+    const first = await pools.allocate({ vmId: "vm-1", hostname: "one" });
+    await ipOf(pools, "vm-2");
+    const again = await pools.allocate({ vmId: "vm-1", hostname: "one" });
+    expect(again.created).toBe(false);
+    expect(again.allocation.ip).toBe(first.allocation.ip);
+    expect((await pools.stats()).allocated).toBe(2);
+    await expectClean(store);
+  });
+
+  test("a repeat in the same batch as the VM's first allocation is answered with the address it gets", async () => {
+    const { store, pools } = daemon("hv1");
+    await ipOf(pools, "vm-0");
+    const answers = await Promise.all([pools.allocate({ vmId: "vm-1" }), pools.allocate({ vmId: "vm-1" })]);
+    expect(answers.map((answer) => answer.created).sort()).toEqual([false, true]);
+    expect(answers[0]?.allocation.ip).toBe(answers[1]?.allocation.ip as number);
+    expect((await pools.stats()).allocated).toBe(2);
+    await expectClean(store);
+  });
+
+  test("names given in one batch are kept, the last VM to take a name owning it", async () => {
+    const { store, pools } = daemon("hv1");
+    await ipOf(pools, "vm-0");
+    await Promise.all([
+      pools.allocate({ vmId: "vm-1", name: "web" }),
+      pools.allocate({ vmId: "vm-2", name: "db" }),
+      pools.allocate({ vmId: "vm-3", name: "web" }),
+    ]);
+    expect(store.commitFigures().statement).toBe(3);
+    const names = await sql<{ name: string; vm_id: string }[]>`SELECT name, vm_id FROM vm_names ORDER BY name`;
+    expect(names.map((row) => [row.name, row.vm_id])).toEqual([
+      ["db", "vm-2"],
+      ["web", "vm-3"],
+    ]);
+    await expectClean(store);
+  });
+
+  test("a page whose version changed under the plan refuses the statement whole: nothing of the batch is written twice", async () => {
+    const { store, pools } = daemon("hv1");
+    await ipOf(pools, "vm-0");
+    await ipOf(pools, "vm-1");
+    // Another writer touches the page's flag (its bits stay): the version this daemon read is gone.
+    await sql`UPDATE pool_pages SET filled = true WHERE page = 0`;
+    await sql`UPDATE pool_pages SET filled = false WHERE page = 0`;
+    const ips = await Promise.all(["vm-2", "vm-3", "vm-4"].map((vmId) => ipOf(pools, vmId)));
+    expect(ips.sort()).toEqual(["10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+    expect(store.commitFigures().stale).toBe(1);
+    await expectClean(store);
+  });
+});
