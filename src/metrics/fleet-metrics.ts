@@ -69,7 +69,8 @@ export function fleetMetrics(registry: Registry, source: FleetMetricsSource): vo
       this.reset();
       this.inc(source.pageFigures().fenced);
     },
-  });  new Counter({
+  });
+  new Counter({
     name: "ippool_fleet_writes_total",
     help: "Write steps this daemon committed, by how: statement (new allocations on its own pages, one statement per batch) or transaction.",
     labelNames: ["commit"] as const,
