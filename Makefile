@@ -159,7 +159,7 @@ bench-flap: build
 	$(BUN) bench/flap.ts --raw bench/results/raw/flap.json
 
 ## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons, with and without a synchronous standby, and Kea's PostgreSQL lease backend
-## (about two minutes; as root for Kea).
+## (about four minutes; as root for Kea).
 bench-fleet: build
 	bash hooks/install-packages $(BENCH_PACKAGES) kea-dhcp4-server kea-admin
 	$(BUN) bench/fleet.ts

@@ -24,6 +24,7 @@
 import type { JSONValue, Sql } from "postgres";
 import type { AllocationRecord, PoolStamp } from "../../pool/store.ts";
 import type { StoreView } from "../steps.ts";
+import type { LayoutCache } from "./layout-cache.ts";
 import type { PageHolding } from "./pages.ts";
 import { Answers, allocationKey, type Read, type StoredPage } from "./reads.ts";
 import { StepView, type Write } from "./view.ts";
@@ -77,7 +78,7 @@ const isPlannedWrite = (write: Write): write is PlannedWrite => PLANNED_WRITES.h
 /** Runs the batch's steps over the cache and sorts them into those one statement can commit and the rest. */
 export function planBatch(
   steps: readonly ((view: StoreView) => unknown)[],
-  cache: Answers,
+  cache: LayoutCache,
   holding: PageHolding,
 ): Plan {
   const answers = new CachedAnswers(cache, holding);
@@ -207,6 +208,8 @@ class CachedAnswers extends Answers {
   /** What the plan found missing or too old in the cache, to fetch before planning again. */
   readonly stale = new Map<string, Read>();
   private readonly shown = new Map<string, Set<number>>();
+  /** Pools whose held pages are all in the cache at a version. */
+  private readonly complete = new Set<string>();
 
   override has(key: string): boolean {
     if (super.has(key)) return true;
@@ -220,6 +223,7 @@ class CachedAnswers extends Answers {
    * ordinary transaction) would still look full to it.
    */
   private requireHeldPages(pool: string): void {
+    if (this.complete.has(pool)) return;
     let missing = false;
     for (const index of this.holding.held(pool)?.keys() ?? []) {
       if (this.showsPage(pool, index)) continue;
@@ -227,6 +231,7 @@ class CachedAnswers extends Answers {
       missing = true;
     }
     if (missing) throw UNPLANNED;
+    this.complete.add(pool);
   }
 
   override get(key: string): unknown {
@@ -234,8 +239,12 @@ class CachedAnswers extends Answers {
     return this.shows(key) ? this.cache.get(key) : undefined;
   }
 
+  /**
+   * Only the pages the batch wrote: the cache's list of full pages is kept in step with the flags
+   * of the pages it has (layout-cache.ts), so a summary needs nothing else from it.
+   */
   override pagesOf(pool: string): Iterable<number> {
-    return [...super.pagesOf(pool), ...this.shownPages(pool)];
+    return super.pagesOf(pool);
   }
 
   /** Whether fetching `read` into the cache would let a step be planned. */

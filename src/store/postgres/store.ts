@@ -24,6 +24,7 @@ import { openPostgres } from "./connect.ts";
 import { isConnectionFailure, unavailable, unreachable } from "./connection.ts";
 import { withDeadline } from "./deadline.ts";
 import { SchemaTooNewError, SchemaTooOldError } from "./errors.ts";
+import { LayoutCache } from "./layout-cache.ts";
 import { FleetLocks } from "./locks.ts";
 import { Membership } from "./membership.ts";
 import {
@@ -69,9 +70,6 @@ const PREFETCH_ROUNDS = 3;
  * step then holds all of them locked, as it would have one by one.
  */
 const POINT_READS_BEFORE_WHOLE_KIND = 16;
-
-/** The answers that describe a pool's layout (its stamp, counts and pages), kept as guesses. */
-const LAYOUT_KEYS = /^(pools$|counts\0|fullPages\0|page\0)/;
 
 /** Connections each daemon keeps: steps wait for one (a write step holds one until it commits). */
 const CONNECTIONS = 10;
@@ -128,7 +126,7 @@ export class PostgresStore implements StepStore {
    * The pools' layout as the last committed writes left it: guesses for `prefetch`, and the cache
    * that plans of one-statement commits rest on (optimistic.ts), checked when they commit.
    */
-  private readonly layoutGuesses = new Answers();
+  private readonly layoutGuesses = new LayoutCache();
   private fleetLocks: FleetLocks | undefined;
   private readonly committed = { statement: 0, transaction: 0, stale: 0 };
 
@@ -526,7 +524,7 @@ export class PostgresStore implements StepStore {
    * lose it, and are read again before a plan rests on them).
    */
   private keepLayout(answers: Answers): void {
-    for (const [key, value] of answers) if (LAYOUT_KEYS.test(key)) this.layoutGuesses.set(key, value);
+    this.layoutGuesses.keep(answers);
   }
 
   /** One step in a transaction of its own, run again (in a new one) when it loses a race. */
