@@ -109,7 +109,8 @@ async function measure(round: string, name: string, daemons: readonly Daemon[]):
   const daemonPids = daemons.map((daemon) => daemon.proc.pid);
   const serverPids = postgresPids();
   const before = { daemons: cpuSeconds(daemonPids), postgres: cpuSeconds(serverPids) };
-  const result = await load(daemons, name, seconds);
+  // New vm_ids in every round (load.ts numbers them from 0 after the tag): a repeat is another path.
+  const result = await load(daemons, `${name}-${round}`, seconds);
   const allocations = result.rps * seconds;
   const perAllocationUs = (cpu: number) => ((cpu * 1e6) / allocations).toFixed(0);
   const daemonsUs = perAllocationUs(cpuSeconds(daemonPids) - before.daemons);
