@@ -147,7 +147,7 @@ test-deno: node_modules/.installed
 	IPPOOL_DAEMON=deno $(BUN_TEST) test/integration/smoke.test.ts
 
 ## ippool against the floor of its stack (bench/floor.ts), Kea's lease rate, client start-up against curl, the
-## throughput, latency, start-up, failover and key-timing runs, and fleet mode on PostgreSQL against LMDB (about 16
+## throughput, latency, start-up, failover and key-timing runs, and fleet mode on PostgreSQL against LMDB (about 20
 ## minutes; as root for Kea and the testbed).
 bench: build
 	bash hooks/install-packages $(BENCH_PACKAGES)
@@ -159,7 +159,7 @@ bench-flap: build
 	$(BUN) bench/flap.ts --raw bench/results/raw/flap.json
 
 ## Fleet mode: allocate on LMDB vs PostgreSQL with one and three daemons, with and without a synchronous standby, and Kea's PostgreSQL lease backend
-## (about four minutes; as root for Kea).
+## (about six minutes; as root for Kea).
 bench-fleet: build
 	bash hooks/install-packages $(BENCH_PACKAGES) kea-dhcp4-server kea-admin
 	$(BUN) bench/fleet.ts

@@ -174,8 +174,9 @@ export const MIGRATIONS: readonly Migration[] = [
        FOR EACH ROW EXECUTE FUNCTION ippool_next_page_version()`,
       // p_batch: one entry per pool, {pool, fingerprint, daemon, pages: [{page, epoch, version,
       // bits (hex), filled}], rows: [allocation rows], names: [{name, vm_id}], delta, cursor}.
-      // A page not held at that epoch and version, or a pool stamped anew, fails the statement
-      // (IPP02); an allocation row that exists fails it on the schema's constraints (23505).
+      // A page no longer held at that epoch fails the statement with IPP01 (as a fenced write
+      // does), one changed since that version or a pool stamped anew with IPP02; an allocation
+      // row that exists fails it on the schema's constraints (23505).
       `CREATE FUNCTION ippool_commit_allocations(p_batch jsonb)
        RETURNS TABLE (pool text, page integer, version bigint) LANGUAGE plpgsql AS $$
        DECLARE
@@ -196,7 +197,12 @@ export const MIGRATIONS: readonly Migration[] = [
                AND t.version = p.version
              RETURNING t.pool, t.page, t.version INTO pool, page, version;
              IF NOT FOUND THEN
-               RAISE EXCEPTION 'page % of pool % is no longer as this daemon holds it', p.page, g->>'pool'
+               IF NOT EXISTS (SELECT 1 FROM pool_pages AS t WHERE t.pool = g->>'pool' AND t.page = p.page
+                                AND t.owner = g->>'daemon' AND t.epoch = p.epoch) THEN
+                 RAISE EXCEPTION 'page % of pool % is no longer held by %', p.page, g->>'pool', g->>'daemon'
+                   USING ERRCODE = 'IPP01';
+               END IF;
+               RAISE EXCEPTION 'page % of pool % changed since this daemon read it', p.page, g->>'pool'
                  USING ERRCODE = 'IPP02';
              END IF;
              RETURN NEXT;

@@ -35,7 +35,7 @@ import {
   type PoolCommit,
   planBatch,
 } from "./optimistic.ts";
-import { DEFAULT_LEASE_S, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
+import { DEFAULT_LEASE_S, PAGE_TAKEN_STATE, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
 import {
   Answers,
   fetchAllocationsOnHost,
@@ -433,8 +433,9 @@ export class PostgresStore implements StepStore {
           this.forget(plan.commits);
           continue;
         }
-        // A VM with an address already, a lost race: an ordinary transaction decides.
-        if (RETRIED.has(code)) return batch;
+        // A VM with an address already, a page taken from this daemon (the transaction's fenced
+        // write finds which), a lost race: an ordinary transaction decides.
+        if (RETRIED.has(code) || code === PAGE_TAKEN_STATE) return batch;
         for (const { index } of plan.planned) (batch[index] as QueuedWrite).reject(error);
         return plan.others.map((index) => batch[index] as QueuedWrite);
       }

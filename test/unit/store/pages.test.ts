@@ -140,6 +140,8 @@ describe("pages held by daemons", () => {
     // hv1 still believes it holds page 0 at epoch 1: its write is fenced out, and it borrows.
     expect(await ipsOf(paused.pools, single, ["p2"])).toEqual(["10.2.0.4"]);
     expect(paused.store.pageFigures().fenced).toBe(1);
+    // Its one-statement commit was refused as a page taken (not planned again over and over).
+    expect(paused.store.commitFigures()).toMatchObject({ statement: 0, stale: 0 });
     expect(await holders("single")).toEqual([{ page: 0, owner: "hv2", epoch: 2 }]);
     expect(await ipsOf(other.pools, single, ["o2"])).toEqual(["10.2.0.5"]);
     expect(await problems(other.store)).toEqual([]);
