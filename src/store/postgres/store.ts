@@ -14,7 +14,9 @@
  * sees the winner's row. The same goes for deadlocks and serialization failures.
  *
  * Write steps are committed in groups (`write`), and each daemon takes new addresses from pages of
- * its own (pages.ts), so the fleet's daemons do not wait for one another on one page.
+ * its own (pages.ts), so the fleet's daemons do not wait for one another on one page. A group's new
+ * allocations on those pages skip the transaction: they are planned over what the daemon last read
+ * and committed in one statement that checks it (optimistic.ts).
  */
 import postgres, { type Sql, type TransactionSql } from "postgres";
 import type { EipLocks } from "../../eip/locks.ts";
@@ -345,7 +347,8 @@ export class PostgresStore implements StepStore {
   }
 
   /**
-   * One transaction for the batch. A step that refuses by throwing wrote nothing and is answered
+   * The batch's new allocations on this daemon's own pages in one statement (`commitPlanned`),
+   * and one transaction for the rest. A step that refuses by throwing wrote nothing and is answered
    * at once. A database error (a lost race on a constraint, a deadlock with another daemon) aborts
    * the whole transaction: then every step of the batch that was not refused runs again alone.
    */
