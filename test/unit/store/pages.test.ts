@@ -5,17 +5,14 @@
  * daemon whose page was taken has its write refused and allocates elsewhere. Whatever happens, no
  * address is handed out twice and the pool checks clean.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
-import postgres from "postgres";
+import { describe, expect, test } from "bun:test";
 import { formatIpv4, parseIpv4 } from "../../../src/net/ipv4.ts";
 import { PAGE_BITS } from "../../../src/pool/bitmap.ts";
 import { checkPool } from "../../../src/pool/fsck.ts";
 import type { PoolLayout } from "../../../src/pool/layout.ts";
-import { PoolService } from "../../../src/pool/service.ts";
-import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
-import { migrate } from "../../../src/store/postgres/schema.ts";
-import { PostgresStore } from "../../../src/store/postgres/store.ts";
-import { type Postgres, startPostgres } from "../../support/postgres.ts";
+import type { PoolService } from "../../../src/pool/service.ts";
+import type { PostgresStore } from "../../../src/store/postgres/store.ts";
+import { fleetDaemonsPerTest } from "../../support/fleet-daemons.ts";
 import { poolLayout } from "../../support/store-fixture.ts";
 
 /** Four pages of 4096 addresses, all of them open. */
@@ -29,36 +26,8 @@ const narrow = poolLayout("narrow", "10.1.0.0/18", {
 const single = poolLayout("single", "10.2.0.0/24");
 const layouts = [wide, narrow, single];
 
-let cluster: Postgres;
-let schemas = 0;
-let url: string;
-let sql: postgres.Sql;
-const stores: PostgresStore[] = [];
-
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster.stop();
-});
-beforeEach(async () => {
-  url = `${cluster.url}?search_path=p${++schemas}`;
-  sql = postgres(url, { max: 2, onnotice: () => {} });
-  await sql`CREATE SCHEMA ${sql(`p${schemas}`)}`;
-  await migrate(sql);
-  await adoptPoolLayouts(daemon("setup").store, layouts);
-});
-afterEach(async () => {
-  for (const store of stores.splice(0)) await store.close();
-  await sql.end();
-});
-
-/** A daemon's store and pool service over the test's database. */
-function daemon(id: string, leaseSeconds = 15): { store: PostgresStore; pools: PoolService } {
-  const store = PostgresStore.connect(url, { daemon: id, leaseSeconds });
-  stores.push(store);
-  return { store, pools: new PoolService(store, layouts, "wide") };
-}
+const shared = fleetDaemonsPerTest(layouts, "wide");
+const { daemon } = shared;
 
 async function ipsOf(pools: PoolService, pool: PoolLayout, vmIds: readonly string[]): Promise<string[]> {
   const answers = await Promise.all(vmIds.map((vmId) => pools.allocate({ vmId, pool: pool.name })));
@@ -69,7 +38,7 @@ const pageOf = (pool: PoolLayout, ip: string) => Math.floor(pool.ordinalOf(parse
 
 async function holders(pool: string): Promise<{ page: number; owner: string | null; epoch: number }[]> {
   return [
-    ...(await sql<{ page: number; owner: string | null; epoch: number }[]>`
+    ...(await shared.sql<{ page: number; owner: string | null; epoch: number }[]>`
       SELECT page, owner, epoch::int AS epoch FROM pool_pages WHERE pool = ${pool} ORDER BY page`),
   ];
 }
@@ -133,7 +102,7 @@ describe("pages held by daemons", () => {
     const other = daemon("hv2", 2);
     expect(await ipsOf(paused.pools, single, ["p1"])).toEqual(["10.2.0.2"]);
     expect(await holders("single")).toEqual([{ page: 0, owner: "hv1", epoch: 1 }]);
-    await sql`UPDATE daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = 'hv1'`;
+    await shared.sql`UPDATE daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = 'hv1'`;
     expect(await ipsOf(other.pools, single, ["o1"])).toEqual(["10.2.0.3"]);
     expect(await holders("single")).toEqual([{ page: 0, owner: "hv2", epoch: 2 }]);
     expect(other.store.pageFigures().claims.stale).toBe(1);
@@ -152,8 +121,7 @@ describe("pages held by daemons", () => {
     const b = daemon("hv2");
     await ipsOf(first.pools, wide, ["a1"]);
     await ipsOf(b.pools, wide, ["b1"]);
-    await first.store.close();
-    stores.splice(stores.indexOf(first.store), 1);
+    await shared.stop(first);
     const again = daemon("hv1");
     expect(await ipsOf(again.pools, wide, ["a2"])).toEqual(["10.0.0.3"]);
     expect(again.store.pageFigures().claims).toEqual({ own: 1, free: 0, stale: 0 });

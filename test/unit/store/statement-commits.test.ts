@@ -5,49 +5,19 @@
  * release by another daemon, a repeat for a VM that has its address, a page taken away), the step
  * is answered as an ordinary transaction would answer it, and the pool checks clean.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
-import postgres from "postgres";
+import { describe, expect, test } from "bun:test";
 import { formatIpv4 } from "../../../src/net/ipv4.ts";
 import { checkPool } from "../../../src/pool/fsck.ts";
-import { PoolService } from "../../../src/pool/service.ts";
-import { adoptPoolLayouts } from "../../../src/pool/startup.ts";
-import { migrate } from "../../../src/store/postgres/schema.ts";
-import { PostgresStore } from "../../../src/store/postgres/store.ts";
-import { type Postgres, startPostgres } from "../../support/postgres.ts";
+import type { PoolService } from "../../../src/pool/service.ts";
+import type { PostgresStore } from "../../../src/store/postgres/store.ts";
+import { fleetDaemonsPerTest } from "../../support/fleet-daemons.ts";
 import { poolLayout } from "../../support/store-fixture.ts";
 
 const lab = poolLayout("lab", "10.0.0.0/22", { strategy: "lowest" });
 const layouts = [lab];
 
-let cluster: Postgres;
-let schemas = 0;
-let url: string;
-let sql: postgres.Sql;
-const stores: PostgresStore[] = [];
-
-beforeAll(async () => {
-  cluster = await startPostgres();
-});
-afterAll(async () => {
-  await cluster.stop();
-});
-beforeEach(async () => {
-  url = `${cluster.url}?search_path=s${++schemas}`;
-  sql = postgres(url, { max: 2, onnotice: () => {} });
-  await sql`CREATE SCHEMA ${sql(`s${schemas}`)}`;
-  await migrate(sql);
-  await adoptPoolLayouts(daemon("setup").store, layouts);
-});
-afterEach(async () => {
-  for (const store of stores.splice(0)) await store.close();
-  await sql.end();
-});
-
-function daemon(id: string): { store: PostgresStore; pools: PoolService } {
-  const store = PostgresStore.connect(url, { daemon: id });
-  stores.push(store);
-  return { store, pools: new PoolService(store, layouts, "lab") };
-}
+const shared = fleetDaemonsPerTest(layouts, "lab");
+const { daemon } = shared;
 
 async function ipOf(pools: PoolService, vmId: string): Promise<string> {
   return formatIpv4((await pools.allocate({ vmId })).allocation.ip);
@@ -65,7 +35,7 @@ describe("allocations committed in one statement", () => {
     const ips = await Promise.all(Array.from({ length: 30 }, (_, i) => ipOf(pools, `vm-${i + 1}`)));
     expect(new Set(ips).size).toBe(30);
     expect(store.commitFigures()).toEqual({ statement: 30, transaction: 1, stale: 0 });
-    const [rows] = await sql<{ count: number }[]>`SELECT count(*)::int AS count FROM allocations`;
+    const [rows] = await shared.sql<{ count: number }[]>`SELECT count(*)::int AS count FROM allocations`;
     expect(rows?.count).toBe(31);
     expect((await pools.stats()).allocated).toBe(31);
     await expectClean(store);
@@ -113,7 +83,7 @@ describe("allocations committed in one statement", () => {
       pools.allocate({ vmId: "vm-3", name: "web" }),
     ]);
     expect(store.commitFigures().statement).toBe(3);
-    const names = await sql<{ name: string; vm_id: string }[]>`SELECT name, vm_id FROM vm_names ORDER BY name`;
+    const names = await shared.sql<{ name: string; vm_id: string }[]>`SELECT name, vm_id FROM vm_names ORDER BY name`;
     expect(names.map((row) => [row.name, row.vm_id])).toEqual([
       ["db", "vm-2"],
       ["web", "vm-3"],
@@ -126,8 +96,8 @@ describe("allocations committed in one statement", () => {
     await ipOf(pools, "vm-0");
     await ipOf(pools, "vm-1");
     // Another writer touches the page's flag (its bits stay): the version this daemon read is gone.
-    await sql`UPDATE pool_pages SET filled = true WHERE page = 0`;
-    await sql`UPDATE pool_pages SET filled = false WHERE page = 0`;
+    await shared.sql`UPDATE pool_pages SET filled = true WHERE page = 0`;
+    await shared.sql`UPDATE pool_pages SET filled = false WHERE page = 0`;
     const ips = await Promise.all(["vm-2", "vm-3", "vm-4"].map((vmId) => ipOf(pools, vmId)));
     expect(ips.sort()).toEqual(["10.0.0.4", "10.0.0.5", "10.0.0.6"]);
     expect(store.commitFigures().stale).toBe(1);
