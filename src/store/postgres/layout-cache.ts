@@ -8,7 +8,7 @@
  * pool's summary from the list alone, at the same cost whether the daemon holds two pages or two
  * thousand (its full ones included).
  */
-import { Answers, pageKey, type StoredPage } from "./reads.ts";
+import { Answers, pageKey, pageOfKey, type StoredPage } from "./reads.ts";
 
 /** The answers that describe a pool's layout. */
 const LAYOUT_KEYS = /^(pools$|counts\0|fullPages\0|page\0)/;
@@ -32,10 +32,10 @@ export class LayoutCache extends Answers {
     }
     super.set(key, value);
     const page = value as StoredPage | undefined;
-    if (page && key.startsWith("page\0")) {
-      const cut = key.lastIndexOf("\0");
-      const full = this.get(`fullPages\0${key.slice("page\0".length, cut)}`) as Set<number> | undefined;
-      if (full) flag(full, Number(key.slice(cut + 1)), page.full);
+    const named = pageOfKey(key);
+    if (page && named) {
+      const full = this.get(`fullPages\0${named.pool}`) as Set<number> | undefined;
+      if (full) flag(full, named.index, page.full);
     }
     return this;
   }

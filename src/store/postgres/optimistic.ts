@@ -26,8 +26,9 @@ import type { AllocationRecord, PoolStamp } from "../../pool/store.ts";
 import type { StoreView } from "../steps.ts";
 import type { LayoutCache } from "./layout-cache.ts";
 import type { PageHolding } from "./pages.ts";
-import { Answers, allocationKey, type Read, type StoredPage } from "./reads.ts";
+import { Answers, allocationKey, pageKey, pageOfKey, type Read, type StoredPage } from "./reads.ts";
 import { StepView, type Write } from "./view.ts";
+import { allocationRow, pageBytes } from "./writes.ts";
 
 /** A page as a batch commits it: where it was read and held, and what is written. */
 interface PlannedPage {
@@ -159,7 +160,7 @@ function addWrites(
 
 /** The page as the cache had it, if it was read with its version: what the statement checks it against. */
 function pageBase(cache: Answers, pool: string, index: number): (StoredPage & { version: number }) | undefined {
-  const page = cache.get(`page\0${pool}\0${index}`) as StoredPage | undefined;
+  const page = cache.get(pageKey(pool, index)) as StoredPage | undefined;
   return page?.version === undefined ? undefined : (page as StoredPage & { version: number });
 }
 
@@ -185,7 +186,7 @@ function plannedPage(commit: PoolCommit, cache: Answers, answers: CachedAnswers,
   const known = commit.pages.get(index);
   if (known) return known;
   const base = pageBase(cache, commit.pool, index) as StoredPage & { version: number };
-  const now = (answers.get(`page\0${commit.pool}\0${index}`) as StoredPage | undefined) ?? base;
+  const now = (answers.get(pageKey(commit.pool, index)) as StoredPage | undefined) ?? base;
   const epoch = answers.holding.held(commit.pool)?.get(index) as number;
   const page = { epoch, version: base.version, bits: now.bits, full: now.full };
   commit.pages.set(index, page);
@@ -195,7 +196,9 @@ function plannedPage(commit: PoolCommit, cache: Answers, answers: CachedAnswers,
 /**
  * The batch's answers over the cache. Of the cache it shows only what a plan may rest on: the
  * pools, counts and full pages (checked, or written as changes), and the pages this daemon holds
- * that were read with their version.
+ * that were read with their version. Its `pagesOf` lists only the pages the batch wrote: the
+ * cache's list of full pages is kept in step with the flags of the pages it has (layout-cache.ts),
+ * so a summary needs nothing else from it.
  */
 class CachedAnswers extends Answers {
   constructor(
@@ -227,7 +230,7 @@ class CachedAnswers extends Answers {
     let missing = false;
     for (const index of this.holding.held(pool)?.keys() ?? []) {
       if (this.showsPage(pool, index)) continue;
-      this.stale.set(`page\0${pool}\0${index}`, { kind: "page", pool, index });
+      this.stale.set(pageKey(pool, index), { kind: "page", pool, index });
       missing = true;
     }
     if (missing) throw UNPLANNED;
@@ -239,14 +242,6 @@ class CachedAnswers extends Answers {
     return this.shows(key) ? this.cache.get(key) : undefined;
   }
 
-  /**
-   * Only the pages the batch wrote: the cache's list of full pages is kept in step with the flags
-   * of the pages it has (layout-cache.ts), so a summary needs nothing else from it.
-   */
-  override pagesOf(pool: string): Iterable<number> {
-    return super.pagesOf(pool);
-  }
-
   /** Whether fetching `read` into the cache would let a step be planned. */
   refreshable(read: Read): boolean {
     if (read.kind === "page") return this.holding.held(read.pool)?.has(read.index) ?? false;
@@ -255,9 +250,8 @@ class CachedAnswers extends Answers {
 
   private shows(key: string): boolean {
     if (key === "pools" || key.startsWith("counts\0") || key.startsWith("fullPages\0")) return true;
-    if (!key.startsWith("page\0")) return false;
-    const cut = key.lastIndexOf("\0");
-    return this.showsPage(key.slice("page\0".length, cut), Number(key.slice(cut + 1)));
+    const page = pageOfKey(key);
+    return page !== undefined && this.showsPage(page.pool, page.index);
   }
 
   /** Whether the page is one this daemon holds and the cache has with its version. */
@@ -297,18 +291,10 @@ export function commitPlan(sql: Sql, commits: readonly PoolCommit[], daemon: str
       page,
       epoch: planned.epoch,
       version: planned.version,
-      bits: Buffer.from(planned.bits.buffer, planned.bits.byteOffset, planned.bits.byteLength).toString("hex"),
+      bits: pageBytes(planned.bits).toString("hex"),
       filled: planned.full,
     })),
-    rows: commit.rows.map(({ vmId, record }) => ({
-      vm_id: vmId,
-      ip: record.ip,
-      hostname: record.hostname ?? null,
-      name: record.name ?? null,
-      host: record.host ?? null,
-      nic: record.nic ?? null,
-      created_ms: record.createdAt,
-    })),
+    rows: commit.rows.map(({ vmId, record }) => allocationRow(vmId, record)),
     names: [...commit.names].map(([name, vmId]) => ({ name, vm_id: vmId })),
     delta: commit.delta,
     cursor: commit.cursor,

@@ -105,6 +105,13 @@ export function keyOf(read: Read): string {
 }
 
 export const pageKey = (pool: string, index: number) => `page\0${pool}\0${index}`;
+
+/** The pool and index a page's key names; undefined for any other key. */
+export function pageOfKey(key: string): { pool: string; index: number } | undefined {
+  if (!key.startsWith("page\0")) return undefined;
+  const cut = key.lastIndexOf("\0");
+  return { pool: key.slice("page\0".length, cut), index: Number(key.slice(cut + 1)) };
+}
 export const allocationKey = (pool: string, vmId: string) => `allocation\0${pool}\0${vmId}`;
 export const addressKey = (pool: string, ip: number) => `address\0${pool}\0${ip}`;
 export const nameKey = (pool: string, name: string) => `name\0${pool}\0${name}`;
@@ -162,12 +169,11 @@ export class Answers extends Map<string, unknown> {
   private readonly pages = new Map<string, Set<number>>();
 
   override set(key: string, value: unknown): this {
-    if (key.startsWith("page\0")) {
-      const cut = key.lastIndexOf("\0");
-      const pool = key.slice("page\0".length, cut);
-      const known = this.pages.get(pool) ?? new Set<number>();
-      known.add(Number(key.slice(cut + 1)));
-      this.pages.set(pool, known);
+    const page = pageOfKey(key);
+    if (page) {
+      const known = this.pages.get(page.pool) ?? new Set<number>();
+      known.add(page.index);
+      this.pages.set(page.pool, known);
     } else if (isRangeKey(key)) this.ranges.add(key);
     return super.set(key, value);
   }

@@ -107,21 +107,33 @@ function grouped(writes: readonly Write[]): (Write | InsertAllocations)[] {
   return kept;
 }
 
+/**
+ * A new allocation as a row of `jsonb_to_recordset(…) AS r(vm_id text, ip bigint, hostname text,
+ * name text, host text, nic jsonb, created_ms bigint)`: many rows go in one statement.
+ */
+export function allocationRow(vmId: string, record: AllocationRecord) {
+  return {
+    vm_id: vmId,
+    ip: record.ip,
+    hostname: record.hostname ?? null,
+    name: record.name ?? null,
+    host: record.host ?? null,
+    nic: record.nic ?? null,
+    created_ms: record.createdAt,
+  };
+}
+
+/** A page's words as the bytes of its `bits` column (a view, not a copy). */
+export function pageBytes(words: Uint32Array): Buffer {
+  return Buffer.from(words.buffer, words.byteOffset, words.byteLength);
+}
+
 type Statement = PendingQuery<readonly object[]>;
 
 function statementsOf(tx: TransactionSql, write: Write | InsertAllocations, daemon: string): Statement[] {
   switch (write.kind) {
     case "insertAllocations": {
-      const rows = write.rows.map(({ vmId, record }) => ({
-        pool: write.pool,
-        vm_id: vmId,
-        ip: record.ip,
-        hostname: record.hostname ?? null,
-        name: record.name ?? null,
-        host: record.host ?? null,
-        nic: record.nic ?? null,
-        created_ms: record.createdAt,
-      }));
+      const rows = write.rows.map(({ vmId, record }) => ({ pool: write.pool, ...allocationRow(vmId, record) }));
       return [
         tx`INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
            SELECT pool, vm_id, ip, hostname, name, host, nic, to_timestamp(created_ms::float8 / 1000)
@@ -157,7 +169,7 @@ function statementsOf(tx: TransactionSql, write: Write | InsertAllocations, daem
            ON CONFLICT (pool, page) DO UPDATE SET filled = excluded.filled`,
       ];
     case "putPage": {
-      const bits = Buffer.from(write.bits.buffer, write.bits.byteOffset, write.bits.byteLength);
+      const bits = pageBytes(write.bits);
       if (write.fence !== undefined) {
         // Fenced (pages.ts): the page as this daemon claimed it, or an error.
         return [tx`SELECT ippool_put_held_page(${write.pool}, ${write.index}, ${bits}, ${daemon}, ${write.fence})`];
