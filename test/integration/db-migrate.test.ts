@@ -1,7 +1,8 @@
 /**
  * `ippool db migrate` against a real PostgreSQL 15 started for this file: the schema for fleet mode
  * (docs/FLEET.md) is created once, a second run changes nothing, a database newer than the binary
- * is refused, and the database itself refuses a second holder of an address.
+ * is refused, and the database itself refuses a second holder of an address and an allocation
+ * without its pool.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import postgres, { type Sql } from "postgres";
@@ -61,6 +62,69 @@ test("the database refuses a second holder of an address, whatever a daemon does
   const page = sql`INSERT INTO pool_pages (pool, page, bits) VALUES ('vms', 0, '\\x00'::bytea)`;
   await expect(page).rejects.toMatchObject({ code: "23514" });
   expect([...(await sql`SELECT vm_id FROM allocations`)]).toEqual([{ vm_id: "a" }]);
+});
+
+test("the database refuses allocations of a pool that does not exist, and a pool's removal while it has any", async () => {
+  const orphan = sql`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('gone', 'x', 167772170, now())`;
+  await expect(orphan).rejects.toMatchObject({ code: "23503" });
+  await expect(sql`DELETE FROM pools WHERE name = 'vms'`).rejects.toMatchObject({ code: "23503" });
+  await expect(sql`UPDATE allocations SET pool = 'other' WHERE vm_id = 'a'`).rejects.toMatchObject({ code: "23503" });
+  await expect(sql`UPDATE pools SET name = 'renamed' WHERE name = 'vms'`).rejects.toMatchObject({ code: "23503" });
+  expect([...(await sql`SELECT pool, vm_id FROM allocations`)]).toEqual([{ pool: "vms", vm_id: "a" }]);
+  expect([...(await sql`SELECT name FROM pools`)]).toEqual([{ name: "vms" }]);
+});
+
+test("a pool removed while another transaction inserts its allocations: whichever commits first wins, no allocation outlives its pool", async () => {
+  const other = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('race', '10.1.0.0/24', 'f')`;
+    // The insert first: the removal waits for it, then finds its allocation.
+    const inserting = await other.reserve();
+    await inserting`BEGIN`;
+    await inserting`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('race', 'r1', 167837698, now())`;
+    const removal = sql`DELETE FROM pools WHERE name = 'race'`.execute();
+    await Bun.sleep(200);
+    await inserting`COMMIT`;
+    await expect(removal).rejects.toMatchObject({ code: "23503" });
+    await sql`DELETE FROM allocations WHERE pool = 'race'`;
+    // The removal first: the insert waits for it, then finds no pool.
+    await inserting`BEGIN`;
+    await inserting`DELETE FROM pools WHERE name = 'race'`;
+    const insert =
+      sql`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('race', 'r2', 167837699, now())`.execute();
+    await Bun.sleep(200);
+    await inserting`COMMIT`;
+    await expect(insert).rejects.toMatchObject({ code: "23503" });
+    inserting.release();
+    expect([...(await sql`SELECT vm_id FROM allocations WHERE pool = 'race'`)]).toEqual([]);
+    expect([...(await sql`SELECT name FROM pools WHERE name = 'race'`)]).toEqual([]);
+  } finally {
+    await other.end();
+  }
+});
+
+test("outside read committed, an insert locks its pool's row as a foreign key does, and a pool is not removed", async () => {
+  await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('rr', '10.2.0.0/24', 'f')`;
+  const removal = sql.begin("isolation level repeatable read", (tx) => tx`DELETE FROM pools WHERE name = 'rr'`);
+  await expect(removal).rejects.toMatchObject({ code: "25000" });
+  const other = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    await sql.begin("isolation level repeatable read", async (tx) => {
+      await tx`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('rr', 'q', 167903234, now())`;
+      const locker = other`SELECT 1 FROM pools WHERE name = 'rr' FOR UPDATE NOWAIT`;
+      await expect(locker).rejects.toMatchObject({ code: "55P03" });
+    });
+  } finally {
+    await other.end();
+  }
+  const missing = sql.begin(
+    "isolation level repeatable read",
+    (tx) => tx`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('nowhere', 'q', 167903235, now())`,
+  );
+  await expect(missing).rejects.toMatchObject({ code: "23503" });
+  await sql`DELETE FROM allocations WHERE pool = 'rr'`;
+  await sql`DELETE FROM pools WHERE name = 'rr'`;
+  expect([...(await sql`SELECT name FROM pools WHERE name = 'rr'`)]).toEqual([]);
 });
 
 test("a database whose schema is newer than the binary is refused (exit 2) and left as it is", async () => {

@@ -258,6 +258,8 @@ export class PostgresStore implements StepStore {
         max,
         connect_timeout: CONNECT_TIMEOUT_S,
         onnotice: () => {},
+        // The schema's reference from allocations to pools rests on it (schema.ts, v8).
+        connection: { default_transaction_isolation: "read committed" },
         // Every bigint ippool keeps (addresses, counts, times in ms) fits in a double.
         types: { bigint: { to: 20, from: [20], serialize: (n: number) => String(n), parse: (s: string) => Number(s) } },
       });
