@@ -287,13 +287,16 @@ export function commitPlan(sql: Sql, commits: readonly PoolCommit[], daemon: str
     pool: commit.pool,
     fingerprint: commit.fingerprint,
     daemon,
-    pages: [...commit.pages].map(([page, planned]) => ({
-      page,
-      epoch: planned.epoch,
-      version: planned.version,
-      bits: pageBytes(planned.bits).toString("hex"),
-      filled: planned.full,
-    })),
+    // In page order, as the function of v7 sorted them: two statements lock pages they share in one order.
+    pages: [...commit.pages]
+      .sort(([a], [b]) => a - b)
+      .map(([page, planned]) => ({
+        page,
+        epoch: planned.epoch,
+        version: planned.version,
+        bits: pageBytes(planned.bits).toString("hex"),
+        filled: planned.full,
+      })),
     rows: commit.rows.map(({ vmId, record }) => allocationRow(vmId, record)),
     names: [...commit.names].map(([name, vmId]) => ({ name, vm_id: vmId })),
     delta: commit.delta,

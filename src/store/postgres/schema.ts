@@ -223,7 +223,8 @@ export const MIGRATIONS: readonly Migration[] = [
     ],
   },
   {
-    // Version 8: no allocation locks its pool's row. The foreign key allocations → pools locked the
+    // Version 8: no allocation locks its pool's row, and the commit function of v7 does its work in
+    // fewer statements. The foreign key allocations → pools locked the
     // pool's row (FOR KEY SHARE) for every allocation row inserted: with several daemons allocating
     // in one pool, each lock a multixact on one row, a per-pool hot row. It cost PostgreSQL about
     // a fifth of its CPU per allocation (measured with three writers committing 11 rows per statement).
@@ -243,12 +244,15 @@ export const MIGRATIONS: readonly Migration[] = [
        DECLARE
          v_pool text;
        BEGIN
-         FOR v_pool IN SELECT DISTINCT pool FROM inserted LOOP
-           IF current_setting('transaction_isolation') = 'read committed' THEN
-             PERFORM 1 FROM pools WHERE name = v_pool;
-           ELSE
-             PERFORM 1 FROM pools WHERE name = v_pool FOR KEY SHARE;
+         IF current_setting('transaction_isolation') = 'read committed' THEN
+           SELECT i.pool INTO v_pool FROM inserted AS i WHERE NOT EXISTS (SELECT 1 FROM pools WHERE name = i.pool) LIMIT 1;
+           IF FOUND THEN
+             RAISE EXCEPTION 'allocations of pool %, which does not exist', v_pool USING ERRCODE = 'foreign_key_violation';
            END IF;
+           RETURN NULL;
+         END IF;
+         FOR v_pool IN SELECT DISTINCT pool FROM inserted LOOP
+           PERFORM 1 FROM pools WHERE name = v_pool FOR KEY SHARE;
            IF NOT FOUND THEN
              RAISE EXCEPTION 'allocations of pool %, which does not exist', v_pool USING ERRCODE = 'foreign_key_violation';
            END IF;
@@ -257,6 +261,58 @@ export const MIGRATIONS: readonly Migration[] = [
        END $$`,
       `CREATE TRIGGER allocations_have_pools AFTER INSERT ON allocations
        REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION ippool_allocations_have_pools()`,
+      // The commit function of v7 in fewer statements, each of which PostgreSQL sets up and tears
+      // down: its loops index the batch (expressions, not queries), and names are upserted only
+      // where the batch has some. About 13 % less of PostgreSQL's CPU per allocation, measured as
+      // above.
+      `CREATE OR REPLACE FUNCTION ippool_commit_allocations(p_batch jsonb)
+       RETURNS TABLE (pool text, page integer, version bigint) LANGUAGE plpgsql AS $$
+       DECLARE
+         g jsonb;
+         p jsonb;
+         v_pool text;
+         v_daemon text;
+       BEGIN
+         FOR i IN 0 .. jsonb_array_length(p_batch) - 1 LOOP
+           g := p_batch -> i;
+           v_pool := g ->> 'pool';
+           v_daemon := g ->> 'daemon';
+           PERFORM 1 FROM pools WHERE name = v_pool AND fingerprint = g ->> 'fingerprint';
+           IF NOT FOUND THEN
+             RAISE EXCEPTION 'pool % is no longer as this daemon read it', v_pool USING ERRCODE = 'IPP02';
+           END IF;
+           FOR j IN 0 .. jsonb_array_length(g -> 'pages') - 1 LOOP
+             p := g -> 'pages' -> j;
+             UPDATE pool_pages AS t SET bits = decode(p ->> 'bits', 'hex'), filled = (p ->> 'filled')::boolean
+             WHERE t.pool = v_pool AND t.page = (p ->> 'page')::integer AND t.owner = v_daemon
+               AND t.epoch = (p ->> 'epoch')::bigint AND t.version = (p ->> 'version')::bigint
+             RETURNING t.pool, t.page, t.version INTO pool, page, version;
+             IF NOT FOUND THEN
+               IF NOT EXISTS (SELECT 1 FROM pool_pages AS t WHERE t.pool = v_pool AND t.page = (p ->> 'page')::integer
+                                AND t.owner = v_daemon AND t.epoch = (p ->> 'epoch')::bigint) THEN
+                 RAISE EXCEPTION 'page % of pool % is no longer held by %', p ->> 'page', v_pool, v_daemon
+                   USING ERRCODE = 'IPP01';
+               END IF;
+               RAISE EXCEPTION 'page % of pool % changed since this daemon read it', p ->> 'page', v_pool
+                 USING ERRCODE = 'IPP02';
+             END IF;
+             RETURN NEXT;
+           END LOOP;
+           INSERT INTO allocations (pool, vm_id, ip, hostname, name, host, nic, created_at)
+           SELECT v_pool, r.vm_id, r.ip, r.hostname, r.name, r.host, r.nic, to_timestamp(r.created_ms::float8 / 1000)
+           FROM jsonb_to_recordset(g -> 'rows')
+             AS r(vm_id text, ip bigint, hostname text, name text, host text, nic jsonb, created_ms bigint);
+           IF jsonb_array_length(g -> 'names') > 0 THEN
+             INSERT INTO vm_names (pool, name, vm_id)
+             SELECT v_pool, n.name, n.vm_id FROM jsonb_to_recordset(g -> 'names') AS n(name text, vm_id text)
+             ON CONFLICT ON CONSTRAINT vm_names_pkey DO UPDATE SET vm_id = excluded.vm_id;
+           END IF;
+           INSERT INTO pool_counts (pool, daemon, allocated, cursor)
+           VALUES (v_pool, v_daemon, (g ->> 'delta')::bigint, (g ->> 'cursor')::bigint)
+           ON CONFLICT ON CONSTRAINT pool_counts_pkey
+           DO UPDATE SET allocated = pool_counts.allocated + excluded.allocated, cursor = excluded.cursor;
+         END LOOP;
+       END $$`,
       `CREATE FUNCTION ippool_pool_key_kept() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          RAISE EXCEPTION 'an allocation''s pool and a pool''s name are never changed' USING ERRCODE = 'foreign_key_violation';
