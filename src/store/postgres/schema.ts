@@ -263,7 +263,7 @@ export const MIGRATIONS: readonly Migration[] = [
        REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION ippool_allocations_have_pools()`,
       // The commit function of v7 in fewer statements, each of which PostgreSQL sets up and tears
       // down: its loops index the batch (expressions, not queries), and names are upserted only
-      // where the batch has some. About 13 % less of PostgreSQL's CPU per allocation, measured as
+      // where the batch has some. About 11 % less of PostgreSQL's CPU per allocation, measured as
       // above.
       `CREATE OR REPLACE FUNCTION ippool_commit_allocations(p_batch jsonb)
        RETURNS TABLE (pool text, page integer, version bigint) LANGUAGE plpgsql AS $$
