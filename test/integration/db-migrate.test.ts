@@ -70,6 +70,7 @@ test("the database refuses allocations of a pool that does not exist, and a pool
   await expect(sql`DELETE FROM pools WHERE name = 'vms'`).rejects.toMatchObject({ code: "23503" });
   await expect(sql`UPDATE allocations SET pool = 'other' WHERE vm_id = 'a'`).rejects.toMatchObject({ code: "23503" });
   await expect(sql`UPDATE pools SET name = 'renamed' WHERE name = 'vms'`).rejects.toMatchObject({ code: "23503" });
+  await expect(sql`TRUNCATE pools CASCADE`).rejects.toMatchObject({ code: "23503" });
   expect([...(await sql`SELECT pool, vm_id FROM allocations`)]).toEqual([{ pool: "vms", vm_id: "a" }]);
   expect([...(await sql`SELECT name FROM pools`)]).toEqual([{ name: "vms" }]);
 });
@@ -98,6 +99,28 @@ test("a pool removed while another transaction inserts its allocations: whicheve
     inserting.release();
     expect([...(await sql`SELECT vm_id FROM allocations WHERE pool = 'race'`)]).toEqual([]);
     expect([...(await sql`SELECT name FROM pools WHERE name = 'race'`)]).toEqual([]);
+  } finally {
+    await other.end();
+  }
+});
+
+test("a removal waits for a transaction allocating in another pool, which may still write the removed pool's pages", async () => {
+  const other = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('old', '10.3.0.0/24', 'f')`;
+    await sql`INSERT INTO pool_pages (pool, page, bits) VALUES ('old', 0, ${Buffer.alloc(512)})`;
+    const allocating = await other.reserve();
+    await allocating`BEGIN`;
+    await allocating`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('vms', 'd1', 167772180, now())`;
+    const removal = sql`DELETE FROM pools WHERE name = 'old'`.execute();
+    await Bun.sleep(200);
+    await allocating`UPDATE pool_pages SET filled = true WHERE pool = 'old' AND page = 0`;
+    await allocating`COMMIT`;
+    allocating.release();
+    await removal;
+    expect([...(await sql`SELECT name FROM pools WHERE name = 'old'`)]).toEqual([]);
+    expect([...(await sql`SELECT page FROM pool_pages WHERE pool = 'old'`)]).toEqual([]);
+    expect([...(await sql`SELECT vm_id FROM allocations WHERE vm_id = 'd1'`)]).toEqual([{ vm_id: "d1" }]);
   } finally {
     await other.end();
   }

@@ -231,8 +231,9 @@ export const MIGRATIONS: readonly Migration[] = [
     // The reference is now kept by triggers, as the key kept it, with the waiting moved to the
     // rare side:
     // - a statement that inserts allocations checks, once, that their pools exist;
-    // - removing a pool waits for every transaction inserting allocations (a SHARE lock on the
-    //   table, which also holds new inserts back until it ends), then refuses if the pool has any.
+    // - removing a pool (a delete or a truncate) waits for every transaction inserting allocations
+    //   (a SHARE lock on the table, which also holds new inserts back until it ends), then refuses
+    //   if the pool has any.
     // Both read the latest committed state, which only read committed gives a statement: an insert
     // in a transaction of another isolation locks the pool's row as the key did, and a pool is
     // removed only in read committed (the daemon's connections use it whatever the database's
@@ -273,7 +274,7 @@ export const MIGRATIONS: readonly Migration[] = [
          v_pool text;
          v_daemon text;
        BEGIN
-         FOR i IN 0 .. jsonb_array_length(p_batch) - 1 LOOP
+         FOR i IN 0 .. coalesce(jsonb_array_length(p_batch), 0) - 1 LOOP
            g := p_batch -> i;
            v_pool := g ->> 'pool';
            v_daemon := g ->> 'daemon';
@@ -281,7 +282,7 @@ export const MIGRATIONS: readonly Migration[] = [
            IF NOT FOUND THEN
              RAISE EXCEPTION 'pool % is no longer as this daemon read it', v_pool USING ERRCODE = 'IPP02';
            END IF;
-           FOR j IN 0 .. jsonb_array_length(g -> 'pages') - 1 LOOP
+           FOR j IN 0 .. coalesce(jsonb_array_length(g -> 'pages'), 0) - 1 LOOP
              p := g -> 'pages' -> j;
              UPDATE pool_pages AS t SET bits = decode(p ->> 'bits', 'hex'), filled = (p ->> 'filled')::boolean
              WHERE t.pool = v_pool AND t.page = (p ->> 'page')::integer AND t.owner = v_daemon
@@ -321,19 +322,29 @@ export const MIGRATIONS: readonly Migration[] = [
        FOR EACH ROW WHEN (NEW.pool IS DISTINCT FROM OLD.pool) EXECUTE FUNCTION ippool_pool_key_kept()`,
       `CREATE TRIGGER pools_name_kept BEFORE UPDATE OF name ON pools
        FOR EACH ROW WHEN (NEW.name IS DISTINCT FROM OLD.name) EXECUTE FUNCTION ippool_pool_key_kept()`,
+      // Before the row goes, so before the delete cascades to the pool's pages: a removal waiting
+      // for the lock holds none of them, and an allocating transaction may still write one.
       `CREATE FUNCTION ippool_pool_without_allocations() RETURNS trigger LANGUAGE plpgsql AS $$
        BEGIN
          IF current_setting('transaction_isolation') <> 'read committed' THEN
            RAISE EXCEPTION 'a pool is removed in a read committed transaction only' USING ERRCODE = 'invalid_transaction_state';
          END IF;
          LOCK TABLE allocations IN SHARE MODE;
+         IF TG_OP = 'TRUNCATE' THEN
+           IF EXISTS (SELECT 1 FROM allocations) THEN
+             RAISE EXCEPTION 'pools still have allocations' USING ERRCODE = 'foreign_key_violation';
+           END IF;
+           RETURN NULL;
+         END IF;
          IF EXISTS (SELECT 1 FROM allocations WHERE pool = OLD.name) THEN
            RAISE EXCEPTION 'pool % still has allocations', OLD.name USING ERRCODE = 'foreign_key_violation';
          END IF;
-         RETURN NULL;
+         RETURN OLD;
        END $$`,
-      `CREATE TRIGGER pools_without_allocations AFTER DELETE ON pools
+      `CREATE TRIGGER pools_without_allocations BEFORE DELETE ON pools
        FOR EACH ROW EXECUTE FUNCTION ippool_pool_without_allocations()`,
+      `CREATE TRIGGER pools_truncated_without_allocations BEFORE TRUNCATE ON pools
+       FOR EACH STATEMENT EXECUTE FUNCTION ippool_pool_without_allocations()`,
     ],
   },
 ];
