@@ -5,10 +5,11 @@
  * without its pool.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import postgres, { type Sql } from "postgres";
+import postgres, { type ReservedSql, type Sql } from "postgres";
 import { SCHEMA_VERSION } from "../../src/store/postgres/schema.ts";
 import { runToExit } from "../support/daemon.ts";
 import { type Postgres, startPostgres } from "../support/postgres.ts";
+import { waitFor } from "../support/processes.ts";
 
 let pg: Postgres;
 let sql: Sql;
@@ -21,6 +22,32 @@ afterAll(async () => {
   await sql?.end();
   await pg?.stop();
 });
+
+/** Runs `use` in a session of its own (one reserved connection) beside the file's `sql`. */
+async function withOtherSession(use: (other: ReservedSql) => Promise<void>): Promise<void> {
+  const client = postgres(pg.url, { max: 1, onnotice: () => {} });
+  const other = await client.reserve();
+  try {
+    await use(other);
+  } finally {
+    other.release();
+    await client.end();
+  }
+}
+
+/** Until some statement waits for a lock: the race a test set up has begun (each poll its own snapshot). */
+async function untilWaitingForLock(): Promise<void> {
+  const watcher = postgres(pg.url, { max: 1, onnotice: () => {} });
+  try {
+    const waiting = async () =>
+      (
+        await watcher<{ n: number }[]>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'`
+      )[0]?.n !== 0;
+    await waitFor(waiting, 10_000, () => "no statement began to wait for a lock", 10);
+  } finally {
+    await watcher.end();
+  }
+}
 
 async function tables(): Promise<string[]> {
   const rows = await sql<{ name: string }[]>`
@@ -76,15 +103,13 @@ test("the database refuses allocations of a pool that does not exist, and a pool
 });
 
 test("a pool removed while another transaction inserts its allocations: whichever commits first wins, no allocation outlives its pool", async () => {
-  const other = postgres(pg.url, { max: 1, onnotice: () => {} });
-  try {
-    await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('race', '10.1.0.0/24', 'f')`;
+  await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('race', '10.1.0.0/24', 'f')`;
+  await withOtherSession(async (inserting) => {
     // The insert first: the removal waits for it, then finds its allocation.
-    const inserting = await other.reserve();
     await inserting`BEGIN`;
     await inserting`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('race', 'r1', 167837698, now())`;
     const removal = sql`DELETE FROM pools WHERE name = 'race'`.execute();
-    await Bun.sleep(200);
+    await untilWaitingForLock();
     await inserting`COMMIT`;
     await expect(removal).rejects.toMatchObject({ code: "23503" });
     await sql`DELETE FROM allocations WHERE pool = 'race'`;
@@ -93,53 +118,42 @@ test("a pool removed while another transaction inserts its allocations: whicheve
     await inserting`DELETE FROM pools WHERE name = 'race'`;
     const insert =
       sql`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('race', 'r2', 167837699, now())`.execute();
-    await Bun.sleep(200);
+    await untilWaitingForLock();
     await inserting`COMMIT`;
     await expect(insert).rejects.toMatchObject({ code: "23503" });
-    inserting.release();
-    expect([...(await sql`SELECT vm_id FROM allocations WHERE pool = 'race'`)]).toEqual([]);
-    expect([...(await sql`SELECT name FROM pools WHERE name = 'race'`)]).toEqual([]);
-  } finally {
-    await other.end();
-  }
+  });
+  expect([...(await sql`SELECT vm_id FROM allocations WHERE pool = 'race'`)]).toEqual([]);
+  expect([...(await sql`SELECT name FROM pools WHERE name = 'race'`)]).toEqual([]);
 });
 
 test("a removal waits for a transaction allocating in another pool, which may still write the removed pool's pages", async () => {
-  const other = postgres(pg.url, { max: 1, onnotice: () => {} });
-  try {
-    await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('old', '10.3.0.0/24', 'f')`;
-    await sql`INSERT INTO pool_pages (pool, page, bits) VALUES ('old', 0, ${Buffer.alloc(512)})`;
-    const allocating = await other.reserve();
+  await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('old', '10.3.0.0/24', 'f')`;
+  await sql`INSERT INTO pool_pages (pool, page, bits) VALUES ('old', 0, ${Buffer.alloc(512)})`;
+  await withOtherSession(async (allocating) => {
     await allocating`BEGIN`;
     await allocating`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('vms', 'd1', 167772180, now())`;
     const removal = sql`DELETE FROM pools WHERE name = 'old'`.execute();
-    await Bun.sleep(200);
+    await untilWaitingForLock();
     await allocating`UPDATE pool_pages SET filled = true WHERE pool = 'old' AND page = 0`;
     await allocating`COMMIT`;
-    allocating.release();
     await removal;
-    expect([...(await sql`SELECT name FROM pools WHERE name = 'old'`)]).toEqual([]);
-    expect([...(await sql`SELECT page FROM pool_pages WHERE pool = 'old'`)]).toEqual([]);
-    expect([...(await sql`SELECT vm_id FROM allocations WHERE vm_id = 'd1'`)]).toEqual([{ vm_id: "d1" }]);
-  } finally {
-    await other.end();
-  }
+  });
+  expect([...(await sql`SELECT name FROM pools WHERE name = 'old'`)]).toEqual([]);
+  expect([...(await sql`SELECT page FROM pool_pages WHERE pool = 'old'`)]).toEqual([]);
+  expect([...(await sql`SELECT vm_id FROM allocations WHERE vm_id = 'd1'`)]).toEqual([{ vm_id: "d1" }]);
 });
 
 test("outside read committed, an insert locks its pool's row as a foreign key does, and a pool is not removed", async () => {
   await sql`INSERT INTO pools (name, cidr, fingerprint) VALUES ('rr', '10.2.0.0/24', 'f')`;
   const removal = sql.begin("isolation level repeatable read", (tx) => tx`DELETE FROM pools WHERE name = 'rr'`);
   await expect(removal).rejects.toMatchObject({ code: "25000" });
-  const other = postgres(pg.url, { max: 1, onnotice: () => {} });
-  try {
-    await sql.begin("isolation level repeatable read", async (tx) => {
+  await withOtherSession((other) =>
+    sql.begin("isolation level repeatable read", async (tx) => {
       await tx`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('rr', 'q', 167903234, now())`;
       const locker = other`SELECT 1 FROM pools WHERE name = 'rr' FOR UPDATE NOWAIT`;
       await expect(locker).rejects.toMatchObject({ code: "55P03" });
-    });
-  } finally {
-    await other.end();
-  }
+    }),
+  );
   const missing = sql.begin(
     "isolation level repeatable read",
     (tx) => tx`INSERT INTO allocations (pool, vm_id, ip, created_at) VALUES ('nowhere', 'q', 167903235, now())`,
