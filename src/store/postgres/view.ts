@@ -70,34 +70,36 @@ const LAYOUT_WRITES: ReadonlySet<Write["kind"]> = new Set(["putStamp", "removePo
 
 /**
  * What a range read covers, so a write can tell which range reads it changed: a pool's pages, its
- * allocation rows (allocations and addresses), its names, and the EIPs (all of them).
+ * allocation rows (allocations and addresses) and its names, each a bit kept under the pool's name,
+ * and the EIPs (all of them, under a name no pool has). Bits, not keys: a key made and hashed for
+ * every write cost a fleet daemon's planning more than the rest of the bookkeeping (bench/plan.ts).
  */
-const pagesOf = (pool: string) => `pages\0${pool}`;
-const rowsOf = (pool: string) => `rows\0${pool}`;
-const namesOf = (pool: string) => `names\0${pool}`;
+const PAGES = 1;
+const ROWS = 2;
+const NAMES = 4;
 const EIPS = "\0eips";
 
-/** The range reads a write changes. */
-function scopesOf(write: Write): string[] {
-  switch (write.kind) {
-    case "removePool":
-      return [pagesOf(write.pool), rowsOf(write.pool), namesOf(write.pool)];
-    case "putStamp": // makes the pool's page rows
-    case "putPage":
-    case "removePage":
-      return [pagesOf(write.pool)];
-    case "putAllocation":
-    case "removeAllocation":
-      return [rowsOf(write.pool)];
-    case "putName":
-    case "removeName":
-      return [namesOf(write.pool)];
-    case "putEip":
-    case "removeEip":
-      return [EIPS];
-    default:
-      return [];
-  }
+/** The range reads each kind of write changes, as scope bits of its pool (of `EIPS` for an EIP's). */
+const SCOPES: Readonly<Record<Write["kind"], number>> = {
+  removePool: PAGES | ROWS | NAMES,
+  putStamp: PAGES, // makes the pool's page rows
+  putPage: PAGES,
+  removePage: PAGES,
+  putAllocation: ROWS,
+  removeAllocation: ROWS,
+  putName: NAMES,
+  removeName: NAMES,
+  putEip: ROWS,
+  removeEip: ROWS,
+  counts: 0,
+  setFull: 0,
+  putIdempotency: 0,
+  removeIdempotency: 0,
+};
+
+/** Whose scope bits a write changes: its pool's, or every EIP's. */
+function scopeOwner(write: Write): string {
+  return "pool" in write ? write.pool : EIPS;
 }
 
 /**
@@ -121,8 +123,8 @@ export class StepView implements StoreView {
   readonly writes: Write[] = [];
   /** Point keys this step wrote, with their new values (undefined: removed). */
   private readonly written = new Map<string, unknown>();
-  /** Range scopes this step wrote to (scopesOf): their range reads would no longer be what was fetched. */
-  private readonly changed = new Set<string>();
+  /** Range scopes this step wrote to (SCOPES), by owner: their range reads would no longer be what was fetched. */
+  private readonly changed = new Map<string, number>();
   /** Pools removed by this step: nothing fetched of them holds any more. */
   private readonly removed = new Set<string>();
   /** Pages whose bits or flag this step wrote, by pool. */
@@ -174,8 +176,8 @@ export class StepView implements StoreView {
   }
 
   /** A range read. The step rule (reads first, writes last) makes one after a write a mistake. */
-  private range<T>(read: Read, scope: string): T {
-    if (this.changed.has(scope)) {
+  private range<T>(read: Read, owner: string, scope: number): T {
+    if ((this.changed.get(owner) ?? 0) & scope) {
       throw new Error(`a step read ${keyOf(read).replaceAll("\0", " ")} after writing to it (store/steps.ts)`);
     }
     return this.fetched(read);
@@ -200,8 +202,13 @@ export class StepView implements StoreView {
       pages.add(write.index);
       this.pagesWritten.set(write.pool, pages);
     }
-    for (const scope of scopesOf(write)) this.changed.add(scope);
+    const scope = SCOPES[write.kind];
+    if (scope !== 0) this.change(scopeOwner(write), scope);
     if (key !== undefined) this.written.set(key, value);
+  }
+
+  private change(owner: string, scope: number): void {
+    this.changed.set(owner, (this.changed.get(owner) ?? 0) | scope);
   }
 
   poolNames(): string[] {
@@ -305,21 +312,28 @@ export class StepView implements StoreView {
   /**
    * The pages this daemon holds that have a free address. Holding none, it has one claimed (the
    * step runs again); with nothing left to claim, it borrows: any page with a free address will
-   * do, and it waits for that page's row lock as its holder does.
+   * do, and it waits for that page's row lock as its holder does. The held pages' flags are read
+   * one by one, as the summary would have them: building the whole summary for every allocation
+   * took a sixth of a fleet daemon's planning (bench/plan.ts).
    */
   pagesToAllocateFrom(pool: string): Uint32Array | undefined {
-    const summary = this.getSummary(pool);
-    if (summary === undefined) return undefined;
-    const own = new Uint32Array(summary.length);
+    const stamp = this.getStamp(pool);
+    if (stamp === undefined) return undefined;
+    const pageCount = pageCountOf(stamp);
+    const removed = this.removed.has(pool);
+    // Read even when only held pages are looked at: the list of full pages is what vouches for them
+    // (a one-statement plan requires every held page to be known at a version before it is read).
+    const fetchedFull = removed ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
+    const own = new Uint32Array(Math.max(1, Math.ceil(pageCount / 32)));
     let holdsAny = false;
     for (const index of this.holding.held(pool)?.keys() ?? []) {
-      if (index >= summary.length * 32 || !testBit(summary, index)) continue;
+      if (index >= pageCount || this.isFull(pool, index, fetchedFull)) continue;
       setBit(own, index);
       holdsAny = true;
     }
     if (holdsAny) return own;
     this.fetched({ kind: "claim", pool, generation: this.holding.generation(pool) });
-    return summary;
+    return this.getSummary(pool);
   }
 
   /** A copy: the pool logic changes the page it is given before putting it back. */
@@ -341,7 +355,7 @@ export class StepView implements StoreView {
   }
 
   pageIndexes(pool: string): Iterable<number> {
-    return this.range<number[]>({ kind: "pageIndexes", pool }, pagesOf(pool));
+    return this.range<number[]>({ kind: "pageIndexes", pool }, pool, PAGES);
   }
 
   getAllocation(pool: string, vmId: string): AllocationRecord | undefined {
@@ -358,7 +372,7 @@ export class StepView implements StoreView {
   }
 
   allocationEntries(pool: string): Iterable<{ vmId: string; record: AllocationRecord }> {
-    return this.range({ kind: "allocations", pool }, rowsOf(pool));
+    return this.range({ kind: "allocations", pool }, pool, ROWS);
   }
 
   vmNamed(pool: string, name: string): string | undefined {
@@ -374,7 +388,7 @@ export class StepView implements StoreView {
   }
 
   vmNames(pool: string): Iterable<{ name: string; vmId: string }> {
-    return this.range({ kind: "names", pool }, namesOf(pool));
+    return this.range({ kind: "names", pool }, pool, NAMES);
   }
 
   vmAt(pool: string, ip: number): string | undefined {
@@ -384,16 +398,16 @@ export class StepView implements StoreView {
   /** The allocation's own row carries its address: only this step's view changes. */
   putAddress(pool: string, ip: number, vmId: string): void {
     this.written.set(addressKey(pool, ip), vmId);
-    this.changed.add(rowsOf(pool));
+    this.change(pool, ROWS);
   }
 
   removeAddress(pool: string, ip: number): void {
     this.written.set(addressKey(pool, ip), undefined);
-    this.changed.add(rowsOf(pool));
+    this.change(pool, ROWS);
   }
 
   addresses(pool: string, fromIp: number, toIp: number, limit?: number): Iterable<{ ip: number; vmId: string }> {
-    return this.range({ kind: "addresses", pool, from: fromIp, to: toIp, limit }, rowsOf(pool));
+    return this.range({ kind: "addresses", pool, from: fromIp, to: toIp, limit }, pool, ROWS);
   }
 
   holdsJob(job: string, epoch: number): boolean {
@@ -414,19 +428,19 @@ export class StepView implements StoreView {
   }
 
   eipIdsOfProject(project: string): Iterable<string> {
-    return this.range<string[]>({ kind: "eipsOfProject", project }, EIPS);
+    return this.range<string[]>({ kind: "eipsOfProject", project }, EIPS, ROWS);
   }
 
   countEipsOfProject(project: string): number {
-    return this.range<string[]>({ kind: "eipsOfProject", project }, EIPS).length;
+    return this.range<string[]>({ kind: "eipsOfProject", project }, EIPS, ROWS).length;
   }
 
   allEips(): Iterable<EipRecord> {
-    return this.range({ kind: "allEips" }, EIPS);
+    return this.range({ kind: "allEips" }, EIPS, ROWS);
   }
 
   countEips(pool: string, project: string, state: EipState): number {
-    return this.range({ kind: "eipCount", pool, project, state }, EIPS);
+    return this.range({ kind: "eipCount", pool, project, state }, EIPS, ROWS);
   }
 
   eipOfInstance(instanceId: string): string | undefined {
