@@ -21,8 +21,10 @@
  * runs in for months.
  *
  * The cases are then measured in turn, `--rounds` times, each ratio against the LMDB daemon
- * measured in the same round: this machine's speed changes by up to 3x within minutes (steal
- * time), so a ratio of two measurements minutes apart says little. The median of the rounds'
+ * measured just before and just after the round, its rate interpolated to the case's place
+ * between the two: this machine's speed changes by up to 3x within minutes (steal time), so a
+ * ratio of two measurements minutes apart says little, and one to a measurement 20 s before
+ * (as this compared until 2026-12-03) carries the drift of those 20 s. The median of the rounds'
  * ratios is the figure to report.
  *
  * Prints one `FLEET round=… case=… rps=… p50=… p99=… non2xx=… cpu_daemons_us=… cpu_postgres_us=…
@@ -170,14 +172,21 @@ try {
     try {
       cases.push([`postgres-1${suffix}`, await warmed(`postgres-1${suffix}`, await fleet(server.url, "one", 1))]);
       cases.push([`postgres-3${suffix}`, await warmed(`postgres-3${suffix}`, await fleet(server.url, "three", 3))]);
+      // LMDB is measured before the first round and after every round: each case's ratio is to
+      // the LMDB rate at its place between the two (interpolated), not to one measured before it.
+      let before = (await measure(`${1}${suffix}`, "lmdb", lmdb)).rps;
       for (let round = 1; round <= rounds; round++) {
         const label = `${round}${suffix}`;
-        const base = (await measure(label, "lmdb", lmdb)).rps;
-        for (const [name, daemons] of cases) {
-          const ratio = (await measure(label, name, daemons)).rps / base;
+        const measured = [];
+        for (const [name, daemons] of cases) measured.push({ name, rps: (await measure(label, name, daemons)).rps });
+        const after = (await measure(`${label}-after`, "lmdb", lmdb)).rps;
+        measured.forEach(({ name, rps }, place) => {
+          const share = (place + 1) / (measured.length + 1);
+          const ratio = rps / (before + (after - before) * share);
           console.log(`FLEET round=${label} ratio ${name}/lmdb=${ratio.toFixed(3)}`);
           ratios.set(name, [...(ratios.get(name) ?? []), ratio]);
-        }
+        });
+        before = after;
       }
     } finally {
       await Promise.all(cases.flatMap(([, daemons]) => daemons.map((daemon) => daemon.dispose())));

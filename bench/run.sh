@@ -324,9 +324,10 @@ if [ "$(id -u)" = 0 ]; then
   log "Kea DHCPv4 with its PostgreSQL lease backend under perfdhcp (bench/kea.ts --pgsql)"
   if KEA_PG_LINE=$("$BUN" bench/kea.ts --pgsql); then
     KEA_PG_LEASES=$(sed -E 's/.*leases=([0-9]+).*/\1/' <<<"$KEA_PG_LINE")
-    FLEET3_RPS=$(sed -nE 's/.*case=postgres-3 .*rps=([0-9]+).*/\1/p' <<<"$FLEET")
+    # One line per round: their median.
+    FLEET3_RPS=$(sed -nE 's/.*case=postgres-3 .*rps=([0-9]+).*/\1/p' <<<"$FLEET" | median_of)
     KEA_PG="Kea with its PostgreSQL lease backend (fsync on, single-threaded), perfdhcp, < 1 % dropped: $KEA_PG_LEASES leases/s
-fleet mode with three daemons / Kea PostgreSQL: $(ratio "$FLEET3_RPS" "$KEA_PG_LEASES")"
+fleet mode with three daemons (median of the rounds) / Kea PostgreSQL: $(ratio "$FLEET3_RPS" "$KEA_PG_LEASES")"
   else
     FLEET_FAILED=1
     KEA_PG="Kea with its PostgreSQL lease backend: FAILED (bench/kea.ts --pgsql exited non-zero)"
