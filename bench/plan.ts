@@ -4,9 +4,10 @@
  * database. It is the part of a fleet daemon's CPU per allocation that an LMDB daemon does not
  * spend (bench/fleet.ts measures the whole).
  *
- *   bun bench/plan.ts [--steps 100000] [--batch 10] [--full-pages 40] [--against DIR]
+ *   bun bench/plan.ts [--steps 100000] [--batch 10] [--full-pages 40] [--held-full 0] [--against DIR]
  *
- * A /11 pool (512 pages), `--full-pages` of them full, the daemon holding two pages and claiming
+ * A /11 pool (512 pages), `--full-pages` of them full (`--held-full` of those filled by this
+ * daemon, which still holds them), the daemon holding two pages with free addresses and claiming
  * the next when one fills, `--batch` new VMs per batch (three daemons under 32 clients batch about
  * 10 each). With `--against`, another checkout of ippool (a `git worktree` of an older commit)
  * is planned in the same process, batch for batch alternately: this machine's speed changes by up
@@ -21,6 +22,7 @@ const { values } = parseArgs({
     steps: { type: "string", default: "100000" },
     batch: { type: "string", default: "10" },
     "full-pages": { type: "string", default: "40" },
+    "held-full": { type: "string", default: "0" },
     against: { type: "string" },
   },
   strict: true,
@@ -28,6 +30,7 @@ const { values } = parseArgs({
 const steps = Number(values.steps);
 const batchSize = Number(values.batch);
 const fullPages = Number(values["full-pages"]);
+const heldFull = Math.min(Number(values["held-full"]), fullPages);
 const PAGE_BITS = 4096;
 const POOL = "bench";
 
@@ -56,6 +59,11 @@ async function planner(root: string): Promise<Planner> {
     held.set(index, 1);
     cache.set(pageKey(POOL, index), { bits: new Uint32Array(PAGE_BITS / 32), full: false, version: version++ });
   };
+  // The pages this daemon filled before stay held, full, as PageClaims keeps them.
+  for (let index = 0; index < heldFull; index++) {
+    held.set(index, 1);
+    cache.set(pageKey(POOL, index), { bits: new Uint32Array(PAGE_BITS / 32).fill(~0), full: true, version: version++ });
+  }
   hold(fullPages);
   hold(fullPages + 1);
   let vm = 0;
@@ -76,8 +84,8 @@ async function planner(root: string): Promise<Planner> {
         for (const [index, page] of commit.pages) {
           cache.set(pageKey(POOL, index), { bits: page.bits, full: page.full, version: version++ });
           if (!page.full) continue;
-          held.delete(index);
-          hold(Math.max(index, ...held.keys()) + 1);
+          // A full page stays held (PageClaims keeps it); the next one is claimed.
+          hold(Math.max(...held.keys()) + 1);
         }
       }
       return took;

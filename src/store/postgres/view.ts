@@ -278,13 +278,21 @@ export class StepView implements StoreView {
     const removed = this.removed.has(pool);
     const fetchedFull = removed ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
     for (const index of fetchedFull) if (index < pageCount) clearBit(summary, index);
-    const fresher = [...(removed ? [] : this.answers.pagesOf(pool)), ...(this.pagesWritten.get(pool) ?? [])];
-    for (const index of fresher) {
+    for (const index of this.fresherPages(pool)) {
       if (index >= pageCount) continue;
       if (this.isFull(pool, index, fetchedFull)) clearBit(summary, index);
       else setBit(summary, index);
     }
     return summary;
+  }
+
+  /**
+   * The pages whose flags are fresher than the list of full pages: those fetched (locked) and those
+   * this step wrote. Any other page is full exactly when the list says so.
+   */
+  private fresherPages(pool: string): Set<number> {
+    const removed = this.removed.has(pool);
+    return new Set([...(removed ? [] : this.answers.pagesOf(pool)), ...(this.pagesWritten.get(pool) ?? [])]);
   }
 
   /** This step's flag, else the locked page's (fresher than the list of full pages), else the list's. */
@@ -312,22 +320,24 @@ export class StepView implements StoreView {
   /**
    * The pages this daemon holds that have a free address. Holding none, it has one claimed (the
    * step runs again); with nothing left to claim, it borrows: any page with a free address will
-   * do, and it waits for that page's row lock as its holder does. The held pages' flags are read
-   * one by one, as the summary would have them, rather than the whole summary built for every
-   * allocation (with the scope bits below, 3–4 % less planning per step: bench/plan.ts).
+   * do, and it waits for that page's row lock as its holder does. The held pages are looked up in
+   * the list of full pages, as the summary would flag them, rather than the whole summary built
+   * for every allocation; only those fetched or written have their own flags read (a daemon holds
+   * every page it filled, and reading each one's flag for every allocation made planning 1.5–3×
+   * slower with 0–40 of them: bench/plan.ts --held-full).
    */
   pagesToAllocateFrom(pool: string): Uint32Array | undefined {
     const stamp = this.getStamp(pool);
     if (stamp === undefined) return undefined;
     const pageCount = pageCountOf(stamp);
     const removed = this.removed.has(pool);
-    // Read even when only held pages are looked at: the list of full pages is what vouches for them
-    // (a one-statement plan requires every held page to be known at a version before it is read).
     const fetchedFull = removed ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
+    const fresher = this.fresherPages(pool);
     const own = new Uint32Array(Math.max(1, Math.ceil(pageCount / 32)));
     let holdsAny = false;
     for (const index of this.holding.held(pool)?.keys() ?? []) {
-      if (index >= pageCount || this.isFull(pool, index, fetchedFull)) continue;
+      if (index >= pageCount) continue;
+      if (fresher.has(index) ? this.isFull(pool, index, fetchedFull) : fetchedFull.has(index)) continue;
       setBit(own, index);
       holdsAny = true;
     }
