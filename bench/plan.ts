@@ -7,8 +7,9 @@
  *   bun bench/plan.ts [--steps 100000] [--batch 10] [--full-pages 40] [--held-full 0] [--against DIR]
  *
  * A /11 pool (512 pages), `--full-pages` of them full (`--held-full` of those filled by this
- * daemon, which still holds them), the daemon holding two pages with free addresses and claiming
- * the next when one fills, `--batch` new VMs per batch (three daemons under 32 clients batch about
+ * daemon, which holds them still where its store does not set full pages aside), the daemon
+ * holding two pages with free addresses and claiming the next when one fills, `--batch` new VMs
+ * per batch (three daemons under 32 clients batch about
  * 10 each). With `--against`, another checkout of ippool (a `git worktree` of an older commit)
  * is planned in the same process, batch for batch alternately: this machine's speed changes by up
  * to 3x within minutes, and two runs one after the other compare that, not the code. Prints µs per
@@ -47,6 +48,9 @@ async function planner(root: string): Promise<Planner> {
   const { planBatch } = await import(`${root}/src/store/postgres/optimistic.ts`);
   const { pageKey } = await import(`${root}/src/store/postgres/reads.ts`);
   const { poolLayout } = await import(`${root}/test/support/store-fixture.ts`);
+  // Whether the tree's store sets full pages aside (pages.ts, `follow`) or keeps holding them.
+  const { PageClaims } = await import(`${root}/src/store/postgres/pages.ts`);
+  const setsAside = "follow" in PageClaims.prototype;
   const layout = poolLayout(POOL, "10.64.0.0/11");
   const cache = new LayoutCache();
   cache.set("pools", new Map([[POOL, { fingerprint: "f", cidr: "10.64.0.0/11" }]]));
@@ -61,7 +65,7 @@ async function planner(root: string): Promise<Planner> {
   };
   // The pages this daemon filled before stay held, full, as PageClaims keeps them.
   for (let index = 0; index < heldFull; index++) {
-    held.set(index, 1);
+    if (!setsAside) held.set(index, 1);
     cache.set(pageKey(POOL, index), { bits: new Uint32Array(PAGE_BITS / 32).fill(~0), full: true, version: version++ });
   }
   hold(fullPages);
@@ -84,8 +88,8 @@ async function planner(root: string): Promise<Planner> {
         for (const [index, page] of commit.pages) {
           cache.set(pageKey(POOL, index), { bits: page.bits, full: page.full, version: version++ });
           if (!page.full) continue;
-          // A full page stays held (PageClaims keeps it); the next one is claimed.
-          hold(Math.max(...held.keys()) + 1);
+          if (setsAside) held.delete(index);
+          hold(Math.max(index, ...held.keys()) + 1);
         }
       }
       return took;

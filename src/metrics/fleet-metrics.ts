@@ -33,7 +33,7 @@ export interface FleetMetricsSource {
 export function fleetMetrics(registry: Registry, source: FleetMetricsSource): void {
   new Gauge({
     name: "ippool_fleet_pages_held",
-    help: "Bitmap pages of the pool this daemon holds: it takes new addresses from them.",
+    help: "Bitmap pages of the pool this daemon holds with a free address: it takes new addresses from them.",
     labelNames: ["pool"] as const,
     registers: [registry],
     collect() {

@@ -56,7 +56,13 @@ export class PageTakenError extends Error {
 }
 
 export class PageClaims implements PageHolding {
+  /** The pages this daemon holds with room, by pool: index → the epoch it claimed each at. */
   private readonly pages = new Map<string, Map<number, number>>();
+  /**
+   * The pages it holds that it filled: still its own in the database, but set aside, so that what
+   * a batch's planning walks is the pages it can allocate from, not every page it ever filled.
+   */
+  private readonly filled = new Map<string, Map<number, number>>();
   private readonly generations = new Map<string, number>();
   private readonly counts = { claims: { free: 0, own: 0, stale: 0 }, claimsFindingNone: 0, fenced: 0 };
 
@@ -124,9 +130,8 @@ export class PageClaims implements PageHolding {
     }
     this.counts.claims[row.kind]++;
     this.generations.set(pool, this.generation(pool) + 1);
-    const pages = this.pages.get(pool) ?? new Map<number, number>();
-    pages.set(row.page, row.epoch);
-    this.pages.set(pool, pages);
+    this.filled.get(pool)?.delete(row.page);
+    pagesOf(this.pages, pool).set(row.page, row.epoch);
     return row.page;
   }
 
@@ -134,10 +139,36 @@ export class PageClaims implements PageHolding {
   fencedOut(pool: string, page: number): void {
     this.counts.fenced++;
     this.pages.get(pool)?.delete(page);
+    this.filled.get(pool)?.delete(page);
+    this.generations.set(pool, this.generation(pool) + 1);
+  }
+
+  /**
+   * Follows a page's flag as this daemon last committed or read it: a held page now full is set
+   * aside, and one set aside with room again (this daemon released an address on it) is held again
+   * at the epoch it was claimed at. A page set aside that another daemon frees is taken back by the
+   * next claim, which looks at this daemon's own pages first.
+   */
+  follow(pool: string, page: number, full: boolean): void {
+    const [from, to] = full ? [this.pages, this.filled] : [this.filled, this.pages];
+    const epoch = from.get(pool)?.get(page);
+    if (epoch === undefined) return;
+    from.get(pool)?.delete(page);
+    pagesOf(to, pool).set(page, epoch);
     this.generations.set(pool, this.generation(pool) + 1);
   }
 
   stop(): void {
     this.membership.stop();
   }
+}
+
+/** The pages of `pool` in `byPool`, an empty map put there first if it has none. */
+function pagesOf(byPool: Map<string, Map<number, number>>, pool: string): Map<number, number> {
+  let pages = byPool.get(pool);
+  if (pages === undefined) {
+    pages = new Map();
+    byPool.set(pool, pages);
+  }
+  return pages;
 }

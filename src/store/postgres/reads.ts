@@ -193,6 +193,11 @@ export class Answers extends Map<string, unknown> {
   pagesOf(pool: string): Iterable<number> {
     return this.pages.get(pool) ?? [];
   }
+
+  /** The pools with a page that has an answer. */
+  poolsWithPages(): Iterable<string> {
+    return this.pages.keys();
+  }
 }
 
 /** Answers of range reads, which a write may have changed. */

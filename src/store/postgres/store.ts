@@ -47,6 +47,7 @@ import {
   pageKey,
   type Read,
   type Reader,
+  type StoredPage,
   wholeRead,
 } from "./reads.ts";
 import { SCHEMA_VERSION } from "./schema.ts";
@@ -485,7 +486,9 @@ export class PostgresStore implements StepStore {
     const planned = new Map(plan.commits.map((commit) => [commit.pool, commit.pages]));
     for (const { pool, page, version } of committed) {
       const written = planned.get(pool)?.get(page);
-      if (written) this.layoutGuesses.set(pageKey(pool, page), { bits: written.bits, full: written.full, version });
+      if (!written) continue;
+      this.layoutGuesses.set(pageKey(pool, page), { bits: written.bits, full: written.full, version });
+      this.reader.pages.follow(pool, page, written.full);
     }
   }
 
@@ -531,10 +534,17 @@ export class PostgresStore implements StepStore {
   /**
    * Keeps what `answers` know of the pools' layout, over what was kept before: guesses for the
    * next transaction, and the cache plans rest on (pages read at a version keep it; pages written
-   * lose it, and are read again before a plan rests on them).
+   * lose it, and are read again before a plan rests on them). The pages this daemon holds follow
+   * their flags (pages.ts: a full one is set aside, one with room again is held again).
    */
   private keepLayout(answers: Answers): void {
     this.layoutGuesses.keep(answers);
+    for (const pool of answers.poolsWithPages()) {
+      for (const index of answers.pagesOf(pool)) {
+        const page = answers.get(pageKey(pool, index)) as StoredPage | undefined;
+        if (page) this.reader.pages.follow(pool, index, page.full);
+      }
+    }
   }
 
   /** One step in a transaction of its own, run again (in a new one) when it loses a race. */

@@ -133,6 +133,28 @@ describe("pages held by daemons", () => {
     ]);
   });
 
+  test("a daemon sets aside the pages it filled, and holds one again once it releases an address on it", async () => {
+    const a = daemon("hv1");
+    await ipsOf(a.pools, narrow, ["a1", "a2", "a3", "a4"]);
+    // Page 0 is full: still hv1's in the database, but no longer among the pages it allocates from.
+    expect(a.store.pageFigures().held.get("narrow")).toBe(0);
+    expect(await ipsOf(a.pools, narrow, ["a5"])).toEqual(["10.1.16.0"]);
+    expect(a.store.pageFigures().held.get("narrow")).toBe(1);
+    await a.pools.release("a2", "narrow");
+    // Held again at the epoch it was claimed at: no claim was made for it.
+    expect(a.store.pageFigures().held.get("narrow")).toBe(2);
+    expect(a.store.pageFigures().claims).toEqual({ own: 0, free: 2, stale: 0 });
+    expect((await holders("narrow")).slice(0, 2)).toEqual([
+      { page: 0, owner: "hv1", epoch: 1 },
+      { page: 1, owner: "hv1", epoch: 1 },
+    ]);
+    // Next-fit goes on from page 1, and comes back to the freed address once the rest is taken.
+    expect(await ipsOf(a.pools, narrow, ["a6", "a7", "a8"])).toEqual(["10.1.16.1", "10.1.16.2", "10.1.16.3"]);
+    expect(await ipsOf(a.pools, narrow, ["a9"])).toEqual(["10.1.0.3"]);
+    expect(a.store.pageFigures().fenced).toBe(0);
+    expect(await problems(a.store)).toEqual([]);
+  });
+
   test("a daemon releases an address on a page another holds, and the holder hands it out again", async () => {
     const a = daemon("hv1");
     const b = daemon("hv2");
