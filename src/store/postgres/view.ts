@@ -322,9 +322,8 @@ export class StepView implements StoreView {
    * step runs again); with nothing left to claim, it borrows: any page with a free address will
    * do, and it waits for that page's row lock as its holder does. The held pages are looked up in
    * the list of full pages, as the summary would flag them, rather than the whole summary built
-   * for every allocation; only those fetched or written have their own flags read (a daemon holds
-   * every page it filled, and reading each one's flag for every allocation made planning 1.5–3×
-   * slower with 0–40 of them: bench/plan.ts --held-full).
+   * for every allocation; only those fetched or written have their own flags read (through their
+   * keys: too slow to do for every held page, bench/plan.ts).
    */
   pagesToAllocateFrom(pool: string): Uint32Array | undefined {
     const stamp = this.getStamp(pool);
