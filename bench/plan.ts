@@ -63,7 +63,7 @@ async function planner(root: string): Promise<Planner> {
     held.set(index, 1);
     cache.set(pageKey(POOL, index), { bits: new Uint32Array(PAGE_BITS / 32), full: false, version: version++ });
   };
-  // The pages this daemon filled before stay held, full, as PageClaims keeps them.
+  // The pages this daemon filled before, in its cache; still held where the tree's store keeps them.
   for (let index = 0; index < heldFull; index++) {
     if (!setsAside) held.set(index, 1);
     cache.set(pageKey(POOL, index), { bits: new Uint32Array(PAGE_BITS / 32).fill(~0), full: true, version: version++ });
