@@ -174,7 +174,7 @@ try {
       cases.push([`postgres-3${suffix}`, await warmed(`postgres-3${suffix}`, await fleet(server.url, "three", 3))]);
       // LMDB is measured before the first round and after every round: each case's ratio is to
       // the LMDB rate at its place between the two (interpolated), not to one measured before it.
-      let before = (await measure(`${1}${suffix}`, "lmdb", lmdb)).rps;
+      let before = (await measure(`1${suffix}`, "lmdb", lmdb)).rps;
       for (let round = 1; round <= rounds; round++) {
         const label = `${round}${suffix}`;
         const measured = [];

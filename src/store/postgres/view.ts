@@ -275,8 +275,7 @@ export class StepView implements StoreView {
     const summary = new Uint32Array(Math.max(1, Math.ceil(pageCount / 32)));
     summary.fill(0xffffffff, 0, pageCount >>> 5);
     if (pageCount & 31) summary[pageCount >>> 5] = (1 << (pageCount & 31)) - 1;
-    const removed = this.removed.has(pool);
-    const fetchedFull = removed ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
+    const fetchedFull = this.fetchedFullPages(pool);
     for (const index of fetchedFull) if (index < pageCount) clearBit(summary, index);
     for (const index of this.fresherPages(pool)) {
       if (index >= pageCount) continue;
@@ -284,6 +283,11 @@ export class StepView implements StoreView {
       else setBit(summary, index);
     }
     return summary;
+  }
+
+  /** The list of full pages as fetched; none of a pool this step removed. */
+  private fetchedFullPages(pool: string): Set<number> {
+    return this.removed.has(pool) ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
   }
 
   /**
@@ -329,8 +333,7 @@ export class StepView implements StoreView {
     const stamp = this.getStamp(pool);
     if (stamp === undefined) return undefined;
     const pageCount = pageCountOf(stamp);
-    const removed = this.removed.has(pool);
-    const fetchedFull = removed ? new Set<number>() : this.fetched<Set<number>>({ kind: "fullPages", pool });
+    const fetchedFull = this.fetchedFullPages(pool);
     const fresher = this.fresherPages(pool);
     const own = new Uint32Array(Math.max(1, Math.ceil(pageCount / 32)));
     let holdsAny = false;
