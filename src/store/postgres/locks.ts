@@ -9,7 +9,8 @@
  * outlive its transaction, so a daemon that dies, or loses its connection, lets go of its locks.
  * A lock another daemon holds past LOCK_TIMEOUT_S is given up on: the change answers 503
  * `LOCK_TIMEOUT`, having changed nothing. A database that does not answer at all is given up on
- * too (503 `STORE_UNAVAILABLE`), and the change is then never made.
+ * too (503 `STORE_UNAVAILABLE`), and the change is then never made; the connections are then
+ * replaced, as the store's are (store.ts, `answered`).
  */
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { Sql } from "postgres";
@@ -29,7 +30,9 @@ const LOCK_NOT_AVAILABLE = "55P03";
 
 export class FleetLocks implements EipLocks {
   private readonly local = new KeyedLocks();
-  private readonly sql: Sql;
+  private sql: Sql;
+  /** Connections replaced after a silence, closing once the scopes still on them have had their time. */
+  private readonly retired = new Set<Sql>();
   /** Set inside a scope: a scope opened there is nested and does not wait for an outermost slot. */
   private readonly inside = new AsyncLocalStorage<true>();
   private outermost = 0;
@@ -40,10 +43,31 @@ export class FleetLocks implements EipLocks {
    * (the store's timeout, deadline.ts); none, as long as it takes.
    */
   constructor(
-    url: string,
+    private readonly url: string,
     private readonly timeouts: { readonly connectS: number; readonly lockS?: number; readonly silenceS?: number },
   ) {
-    this.sql = openPostgres(url, { max: CONNECTIONS, connect_timeout: timeouts.connectS, onnotice: () => {} });
+    this.sql = this.open();
+  }
+
+  private open(): Sql {
+    return openPostgres(this.url, { max: CONNECTIONS, connect_timeout: this.timeouts.connectS, onnotice: () => {} });
+  }
+
+  /**
+   * Connections that went silent are presumed dead: a server whose machine is gone leaves them
+   * hanging for minutes, and the idle ones among them would take every next scope down with them
+   * (a promoted standby is reached only through new ones). New scopes get new connections, once
+   * per set. Scopes still running on the old ones, on connections that may be sound, get as long
+   * as a scope may take before theirs are cut: their locks are held in the database until then.
+   */
+  private renew(silent: Sql, graceS: number): void {
+    if (silent !== this.sql) return;
+    this.sql = this.open();
+    this.retired.add(silent);
+    void silent
+      .end({ timeout: graceS })
+      .catch(() => {})
+      .finally(() => this.retired.delete(silent));
   }
 
   /**
@@ -68,7 +92,8 @@ export class FleetLocks implements EipLocks {
     const ended = new Promise<void>((resolve) => {
       bodyEnded = resolve;
     });
-    const transaction = this.sql.begin(async (tx) => {
+    const sql = this.sql;
+    const transaction = sql.begin(async (tx) => {
       await tx.unsafe(`SET LOCAL lock_timeout = '${timeoutS}s'`);
       for (const key of sorted) await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`ippool ${key}`}, 0))`;
       // Locks granted after their request was answered 503: the change must not run now.
@@ -89,11 +114,13 @@ export class FleetLocks implements EipLocks {
         () => {},
         () => {},
       );
-      await withDeadline(Promise.race([acquired, settled]), (timeoutS + silenceS) * 1000, () => {
+      const graceS = timeoutS + silenceS;
+      await withDeadline(Promise.race([acquired, settled]), graceS * 1000, () => {
         givenUp = true;
+        this.renew(sql, graceS);
       });
       await Promise.race([ended, settled]);
-      return (await withDeadline(transaction, silenceS * 1000, () => {})) as T;
+      return (await withDeadline(transaction, silenceS * 1000, () => this.renew(sql, graceS))) as T;
     } catch (error) {
       if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
         throw new LockTimeoutError(
@@ -116,7 +143,7 @@ export class FleetLocks implements EipLocks {
     }
   }
 
-  close(): Promise<void> {
-    return this.sql.end({ timeout: 5 });
+  async close(): Promise<void> {
+    await Promise.all([this.sql, ...this.retired].map((sql) => sql.end({ timeout: 5 })));
   }
 }

@@ -2,13 +2,15 @@
  * The fleet's EIP, instance and host locks over a real PostgreSQL (store/postgres/locks.ts): two
  * daemons' scopes on one key never overlap, scopes on different keys run at once, a lock held
  * past the timeout answers LOCK_TIMEOUT without running the change, a database that does not
- * answer is given up on without running it either, and nested scopes (a host lock inside an EIP's)
+ * answer is given up on without running it either (and its connections are replaced, so that
+ * those left hanging by a server that went away are not used again), and nested scopes (a host lock inside an EIP's)
  * complete however many outermost scopes are open.
  */
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import type { AppError } from "../../../src/errors.ts";
 import { FleetLocks } from "../../../src/store/postgres/locks.ts";
 import { type Postgres, startPostgres } from "../../support/postgres.ts";
+import { startRelay } from "../../support/tcp-relay.ts";
 
 let cluster: Postgres;
 const opened: FleetLocks[] = [];
@@ -147,4 +149,36 @@ test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE pas
   await locks.run(["eip:frozen"], async () => {});
   await Bun.sleep(200);
   expect(ran).toBe(false);
+});
+
+test("after a scope is given up on, the next runs on new connections, not on those the silent server left open", async () => {
+  // The daemon reaches the database through a relay: silenced, the connections open at that
+  // moment hang, as those to a primary whose machine lost power do; new ones reach the server, as
+  // they reach the promoted standby.
+  const relay = await startRelay(cluster.port);
+  try {
+    const locks = new FleetLocks(cluster.url.replace(`:${cluster.port}/`, `:${relay.port}/`), {
+      connectS: 5,
+      lockS: 1,
+      silenceS: 1,
+    });
+    opened.push(locks);
+    // Three connections opened and left idle, as a daemon's pool has them after some moves.
+    await Promise.all(["a", "b", "c"].map((key) => locks.run([`eip:${key}`], () => Bun.sleep(100))));
+    relay.silence();
+    const refused = await locks
+      .run(["eip:x"], async () => {})
+      .then(
+        () => undefined,
+        (error: AppError) => error,
+      );
+    expect(refused?.code).toBe("STORE_UNAVAILABLE");
+    let ran = false;
+    await locks.run(["eip:y"], async () => {
+      ran = true;
+    });
+    expect(ran).toBe(true);
+  } finally {
+    await relay.close();
+  }
 });
