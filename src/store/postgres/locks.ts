@@ -84,42 +84,41 @@ export class FleetLocks implements EipLocks {
     const timeoutS = this.timeouts.lockS ?? LOCK_TIMEOUT_S;
     const { silenceS } = this.timeouts;
     let givenUp = false;
-    let locked!: () => void;
-    const acquired = new Promise<void>((resolve) => {
-      locked = resolve;
-    });
-    let bodyEnded!: () => void;
-    const ended = new Promise<void>((resolve) => {
-      bodyEnded = resolve;
-    });
+    const begun = Promise.withResolvers<void>();
+    const acquired = Promise.withResolvers<void>();
+    const ended = Promise.withResolvers<void>();
     const sql = this.sql;
     const transaction = sql.begin(async (tx) => {
       await tx.unsafe(`SET LOCAL lock_timeout = '${timeoutS}s'`);
+      begun.resolve();
       for (const key of sorted) await tx`SELECT pg_advisory_xact_lock(hashtextextended(${`ippool ${key}`}, 0))`;
       // Locks granted after their request was answered 503: the change must not run now.
       if (givenUp) throw new Error("lock scope given up on before its locks were granted");
-      locked();
+      acquired.resolve();
       try {
         return await body();
       } finally {
-        bodyEnded();
+        ended.resolve();
       }
     });
     try {
       if (silenceS === undefined) return (await transaction) as T;
-      // A database that does not answer is given up on: while taking the locks (past their own
-      // timeout), and at the COMMIT after the change. Not during the change, whose host commands
-      // and store writes have timeouts of their own.
+      // A database that does not answer is given up on: at the transaction's start (a live one
+      // answers at once), while taking the locks (past their own timeout), and at the COMMIT
+      // after the change. Not during the change, whose host commands and store writes have
+      // timeouts of their own.
       const settled = transaction.then(
         () => {},
         () => {},
       );
       const graceS = timeoutS + silenceS;
-      await withDeadline(Promise.race([acquired, settled]), graceS * 1000, () => {
+      const giveUp = () => {
         givenUp = true;
         this.renew(sql, graceS);
-      });
-      await Promise.race([ended, settled]);
+      };
+      await withDeadline(Promise.race([begun.promise, settled]), silenceS * 1000, giveUp);
+      await withDeadline(Promise.race([acquired.promise, settled]), graceS * 1000, giveUp);
+      await Promise.race([ended.promise, settled]);
       return (await withDeadline(transaction, silenceS * 1000, () => this.renew(sql, graceS))) as T;
     } catch (error) {
       if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {

@@ -124,8 +124,8 @@ test("a scope waiting for an outermost slot holds no lock that the scopes with s
   expect(await Promise.race([finished, Bun.sleep(10_000).then(() => "stuck")])).toBe("finished");
 });
 
-test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE past the lock and store timeouts, and its change never runs", async () => {
-  const locks = daemon(1, 1);
+test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE after the store's timeout, not the lock's, and its change never runs", async () => {
+  const locks = daemon(5, 1);
   await locks.run(["eip:warm"], async () => {}); // a connection open before the freeze
   let ran = false;
   cluster.freeze();
@@ -140,8 +140,9 @@ test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE pas
         (error: AppError) => error,
       );
     expect([refused?.status, refused?.code]).toEqual([503, "STORE_UNAVAILABLE"]);
-    expect(refused?.message).toContain("did not answer within 2 s");
-    expect(performance.now() - started).toBeGreaterThanOrEqual(1_900);
+    // Its transaction never started: nothing a live database makes wait, as a lock held elsewhere does.
+    expect(refused?.message).toContain("did not answer within 1 s");
+    expect(performance.now() - started).toBeGreaterThanOrEqual(900);
   } finally {
     cluster.thaw();
   }
