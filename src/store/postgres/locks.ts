@@ -31,7 +31,9 @@ const LOCK_NOT_AVAILABLE = "55P03";
 export class FleetLocks implements EipLocks {
   private readonly local = new KeyedLocks();
   private sql: Sql;
-  /** Connections replaced after a silence, closing once the scopes still on them have had their time. */
+  /** Scopes running, by the connections they run on. */
+  private readonly scopes = new Map<Sql, number>();
+  /** Connections replaced after a silence, closed once no scope runs on them. */
   private readonly retired = new Set<Sql>();
   /** Set inside a scope: a scope opened there is nested and does not wait for an outermost slot. */
   private readonly inside = new AsyncLocalStorage<true>();
@@ -39,8 +41,8 @@ export class FleetLocks implements EipLocks {
   private readonly waiting: (() => void)[] = [];
 
   /**
-   * `silenceS`: how long past the lock timeout a scope waits for a database that does not answer
-   * (the store's timeout, deadline.ts); none, as long as it takes.
+   * `silenceS`: how long a scope waits for a database that does not answer, past the lock timeout
+   * while it takes its locks (the store's timeout, deadline.ts); none, as long as it takes.
    */
   constructor(
     private readonly url: string,
@@ -57,17 +59,33 @@ export class FleetLocks implements EipLocks {
    * Connections that went silent are presumed dead: a server whose machine is gone leaves them
    * hanging for minutes, and the idle ones among them would take every next scope down with them
    * (a promoted standby is reached only through new ones). New scopes get new connections, once
-   * per set. Scopes still running on the old ones, on connections that may be sound, get as long
-   * as a scope may take before theirs are cut: their locks are held in the database until then.
+   * per set. The old ones are closed when the last scope on them has ended: a scope on one that is
+   * sound keeps its locks to the end of its host change, and one on a silent one ends at its own
+   * deadline.
    */
-  private renew(silent: Sql, graceS: number): void {
+  private renew(silent: Sql): void {
     if (silent !== this.sql) return;
     this.sql = this.open();
     this.retired.add(silent);
-    void silent
-      .end({ timeout: graceS })
-      .catch(() => {})
-      .finally(() => this.retired.delete(silent));
+    this.closeIfDone(silent);
+  }
+
+  private enter(sql: Sql): void {
+    this.scopes.set(sql, (this.scopes.get(sql) ?? 0) + 1);
+  }
+
+  private leave(sql: Sql): void {
+    const left = (this.scopes.get(sql) ?? 1) - 1;
+    if (left === 0) this.scopes.delete(sql);
+    else this.scopes.set(sql, left);
+    this.closeIfDone(sql);
+  }
+
+  /** Closes retired connections no scope runs on; a transaction still waiting there was given up on. */
+  private closeIfDone(sql: Sql): void {
+    if (!this.retired.has(sql) || this.scopes.has(sql)) return;
+    this.retired.delete(sql);
+    void sql.end({ timeout: 0 }).catch(() => {});
   }
 
   /**
@@ -88,6 +106,7 @@ export class FleetLocks implements EipLocks {
     const acquired = Promise.withResolvers<void>();
     const ended = Promise.withResolvers<void>();
     const sql = this.sql;
+    this.enter(sql);
     const transaction = sql.begin(async (tx) => {
       await tx.unsafe(`SET LOCAL lock_timeout = '${timeoutS}s'`);
       begun.resolve();
@@ -111,15 +130,16 @@ export class FleetLocks implements EipLocks {
         () => {},
         () => {},
       );
-      const graceS = timeoutS + silenceS;
       const giveUp = () => {
         givenUp = true;
-        this.renew(sql, graceS);
+        this.renew(sql);
       };
       await withDeadline(Promise.race([begun.promise, settled]), silenceS * 1000, giveUp);
-      await withDeadline(Promise.race([acquired.promise, settled]), graceS * 1000, giveUp);
+      // Each lock may wait its own timeout.
+      const lockingMs = (sorted.length * timeoutS + silenceS) * 1000;
+      await withDeadline(Promise.race([acquired.promise, settled]), lockingMs, giveUp);
       await Promise.race([ended.promise, settled]);
-      return (await withDeadline(transaction, silenceS * 1000, () => this.renew(sql, graceS))) as T;
+      return (await withDeadline(transaction, silenceS * 1000, () => this.renew(sql))) as T;
     } catch (error) {
       if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
         throw new LockTimeoutError(
@@ -128,6 +148,8 @@ export class FleetLocks implements EipLocks {
       }
       // The body may have changed a host and written its record before the connection broke.
       throw unavailable(error) ?? error;
+    } finally {
+      this.leave(sql);
     }
   }
 

@@ -1,16 +1,17 @@
 /**
  * The fleet's EIP, instance and host locks over a real PostgreSQL (store/postgres/locks.ts): two
  * daemons' scopes on one key never overlap, scopes on different keys run at once, a lock held
- * past the timeout answers LOCK_TIMEOUT without running the change, a database that does not
- * answer is given up on without running it either (and its connections are replaced, so that
- * those left hanging by a server that went away are not used again), and nested scopes (a host lock inside an EIP's)
+ * past the timeout answers LOCK_TIMEOUT without running the change (each lock of a scope may
+ * wait its own), a database that does not answer is given up on without running it either, its
+ * connections then replaced (those a server gone away left hanging are not used again; a scope on
+ * a sound one keeps its lock to its end), and nested scopes (a host lock inside an EIP's)
  * complete however many outermost scopes are open.
  */
 import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
 import type { AppError } from "../../../src/errors.ts";
 import { FleetLocks } from "../../../src/store/postgres/locks.ts";
 import { type Postgres, startPostgres } from "../../support/postgres.ts";
-import { startRelay } from "../../support/tcp-relay.ts";
+import { type Relay, startRelay } from "../../support/tcp-relay.ts";
 
 let cluster: Postgres;
 const opened: FleetLocks[] = [];
@@ -34,6 +35,13 @@ function daemon(lockS?: number, silenceS?: number): FleetLocks {
   opened.push(locks);
   return locks;
 }
+
+/** "done", or the code of the error a scope failed with. */
+const outcome = (scope: Promise<unknown>) =>
+  scope.then(
+    () => "done",
+    (error: AppError) => error.code,
+  );
 
 /** Resolves when `condition` holds, or after `ms` (whichever first). */
 async function until(condition: () => boolean, ms: number): Promise<void> {
@@ -87,6 +95,21 @@ test("a lock another daemon holds past the timeout answers LOCK_TIMEOUT, and the
   await waiter.run(["host:hv1"], async () => {}); // and it is free again
 });
 
+test("each lock of a scope may wait its own timeout: two held for most of theirs in turn are both taken, not given up on", async () => {
+  const [holder, waiter] = [daemon(), daemon(5, 1)];
+  let entered = 0;
+  const holding = (key: string, ms: number) =>
+    holder.run([key], async () => {
+      entered++;
+      await Bun.sleep(ms);
+    });
+  const held = [holding("eip:a", 3_000), holding("host:b", 7_000)];
+  await until(() => entered === 2, 5000);
+  // eip:a is granted after about 3 s, host:b 4 s later: 7 s in all, past one lock timeout plus the store's.
+  expect(await outcome(waiter.run(["eip:a", "host:b"], async () => {}))).toBe("done");
+  await Promise.all(held);
+});
+
 test("40 outermost scopes at once, each taking a host lock inside, all complete", async () => {
   const locks = daemon();
   let done = 0;
@@ -125,7 +148,7 @@ test("a scope waiting for an outermost slot holds no lock that the scopes with s
 });
 
 test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE after the store's timeout, not the lock's, and its change never runs", async () => {
-  const locks = daemon(5, 1);
+  const locks = daemon(10, 2);
   await locks.run(["eip:warm"], async () => {}); // a connection open before the freeze
   let ran = false;
   cluster.freeze();
@@ -141,8 +164,8 @@ test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE aft
       );
     expect([refused?.status, refused?.code]).toEqual([503, "STORE_UNAVAILABLE"]);
     // Its transaction never started: nothing a live database makes wait, as a lock held elsewhere does.
-    expect(refused?.message).toContain("did not answer within 1 s");
-    expect(performance.now() - started).toBeGreaterThanOrEqual(900);
+    expect(refused?.message).toContain("did not answer within 2 s");
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1_900);
   } finally {
     cluster.thaw();
   }
@@ -152,33 +175,66 @@ test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE aft
   expect(ran).toBe(false);
 });
 
+/**
+ * A daemon's locks reaching the database through `relay`: silenced, the connections open at that
+ * moment hang, as those to a primary whose machine lost power do; new ones reach the server, as
+ * they reach the promoted standby.
+ */
+function relayed(relay: Relay, lockS: number, silenceS: number): FleetLocks {
+  const locks = new FleetLocks(cluster.url.replace(`:${cluster.port}/`, `:${relay.port}/`), {
+    connectS: 5,
+    lockS,
+    silenceS,
+  });
+  opened.push(locks);
+  return locks;
+}
+
 test("after a scope is given up on, the next runs on new connections, not on those the silent server left open", async () => {
-  // The daemon reaches the database through a relay: silenced, the connections open at that
-  // moment hang, as those to a primary whose machine lost power do; new ones reach the server, as
-  // they reach the promoted standby.
   const relay = await startRelay(cluster.port);
   try {
-    const locks = new FleetLocks(cluster.url.replace(`:${cluster.port}/`, `:${relay.port}/`), {
-      connectS: 5,
-      lockS: 1,
-      silenceS: 1,
-    });
-    opened.push(locks);
+    const locks = relayed(relay, 1, 3);
     // Three connections opened and left idle, as a daemon's pool has them after some moves.
     await Promise.all(["a", "b", "c"].map((key) => locks.run([`eip:${key}`], () => Bun.sleep(100))));
     relay.silence();
-    const refused = await locks
-      .run(["eip:x"], async () => {})
-      .then(
-        () => undefined,
-        (error: AppError) => error,
-      );
-    expect(refused?.code).toBe("STORE_UNAVAILABLE");
+    expect(await outcome(locks.run(["eip:x"], async () => {}))).toBe("STORE_UNAVAILABLE");
     let ran = false;
     await locks.run(["eip:y"], async () => {
       ran = true;
     });
     expect(ran).toBe(true);
+  } finally {
+    await relay.close();
+  }
+});
+
+test("a scope on a sound connection when another went silent keeps its lock to its end, however long", async () => {
+  const relay = await startRelay(cluster.port);
+  try {
+    const locks = relayed(relay, 1, 2);
+    const rival = daemon(1);
+    await locks.run(["eip:warm"], async () => {}); // connection 0, idle again
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let entered = false;
+    const holding = locks.run(["eip:held"], async () => {
+      entered = true;
+      await held;
+    }); // takes the idle connection 0
+    await until(() => entered, 5000);
+    await locks.run(["eip:other"], async () => {}); // connection 1, idle again
+    relay.silence([1]);
+    // The next scope takes the silent connection, is given up on, and the connections are replaced.
+    expect(await outcome(locks.run(["eip:x"], async () => {}))).toBe("STORE_UNAVAILABLE");
+    // Past the lock timeout and the store's, the holder still holds its lock in the database...
+    await Bun.sleep(3_500);
+    expect(await outcome(rival.run(["eip:held"], async () => {}))).toBe("LOCK_TIMEOUT");
+    // ...and commits on its own connection when its change ends.
+    release();
+    expect(await outcome(holding)).toBe("done");
+    expect(await outcome(rival.run(["eip:held"], async () => {}))).toBe("done");
   } finally {
     await relay.close();
   }
