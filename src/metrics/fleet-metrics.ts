@@ -21,6 +21,8 @@ export interface FleetCommitFigures {
   readonly statement: number;
   /** Steps committed in an ordinary transaction (anything but a new allocation, or a plan that could not be made). */
   readonly transaction: number;
+  /** Steps that wrote nothing (repeats for VMs that have their address), answered from one read for their batch. */
+  readonly unwritten: number;
   /** One-statement commits refused because a page or pool had changed since this daemon read it; planned again. */
   readonly stale: number;
 }
@@ -72,13 +74,15 @@ export function fleetMetrics(registry: Registry, source: FleetMetricsSource): vo
   });
   new Counter({
     name: "ippool_fleet_writes_total",
-    help: "Write steps this daemon committed, by how: statement (new allocations on its own pages, one statement per batch) or transaction.",
+    help: "Write steps this daemon committed, by how: statement (new allocations on its own pages, one statement per batch), transaction, or none (repeats for VMs that have their address, answered from one read per batch).",
     labelNames: ["commit"] as const,
     registers: [registry],
     collect() {
       const figures = source.commitFigures();
       this.reset();
-      for (const commit of ["statement", "transaction"] as const) this.inc({ commit }, figures[commit]);
+      this.inc({ commit: "statement" }, figures.statement);
+      this.inc({ commit: "transaction" }, figures.transaction);
+      this.inc({ commit: "none" }, figures.unwritten);
     },
   });
   new Counter({

@@ -16,7 +16,14 @@
  * - the pool is still stamped as it read it.
  * Counts are written as changes, so the count read need not be current; the next-fit cursor is
  * this daemon's own. A step that reads anything else (a VM's address, a name, a page it does not
- * hold), writes anything else, or writes nothing is left to an ordinary transaction (store.ts).
+ * hold) or writes anything else is left to an ordinary transaction (store.ts).
+ *
+ * A VM assumed to have no address that has one (a repeat: the VM was started again) fails the
+ * statement. The rows of the statement's VMs are then read in one query and the batch planned
+ * again over them: the repeat reads its VM's row, writes nothing and is answered with it once
+ * the batch's statement is durable (it may have read a row an earlier step of the batch wrote);
+ * the others go in one statement as before. A step that writes nothing on any other grounds is
+ * left to an ordinary transaction.
  *
  * Uniqueness still rests on the schema alone: the statement fails whole, and its steps run again
  * in an ordinary transaction, whenever a check fails.
@@ -53,6 +60,8 @@ export interface PoolCommit {
 export interface Plan {
   /** The steps the statement commits, by their place in the batch, with what each returns. */
   readonly planned: readonly { readonly index: number; readonly value: unknown }[];
+  /** How many of them write nothing: repeats answered from the rows read for the plan. */
+  readonly unwritten: number;
   /** The steps left to an ordinary transaction. */
   readonly others: readonly number[];
   /** What the cache lacks, or holds too old to be checked: fetched, the batch is planned again. */
@@ -76,17 +85,22 @@ const PLANNED_WRITES: ReadonlySet<Write["kind"]> = new Set([
 ]);
 const isPlannedWrite = (write: Write): write is PlannedWrite => PLANNED_WRITES.has(write.kind);
 
-/** Runs the batch's steps over the cache and sorts them into those one statement can commit and the rest. */
+/**
+ * Runs the batch's steps over the cache and sorts them into those one statement can commit and the
+ * rest. `rows`: VMs' rows read for this batch (`fetchAllocationsOf`), after a statement refused it.
+ */
 export function planBatch(
   steps: readonly ((view: StoreView) => unknown)[],
   cache: LayoutCache,
   holding: PageHolding,
+  rows: ReadonlyMap<string, unknown> = new Map(),
 ): Plan {
-  const answers = new CachedAnswers(cache, holding);
+  const answers = new CachedAnswers(cache, holding, rows);
   const { stale } = answers;
   const planned: { index: number; value: unknown }[] = [];
   const others: number[] = [];
   const commits = new Map<string, PoolCommit>();
+  let unwritten = 0;
   steps.forEach((step, index) => {
     const assumedAbsent = new Set<string>();
     const view = new StepView(answers, holding, (key, read) => {
@@ -98,11 +112,17 @@ export function planBatch(
       throw UNPLANNED;
     });
     let value: unknown;
+    answers.rowRead = false;
     try {
       value = step(view);
     } catch {
       // A read the plan cannot answer, or a step that fails: an ordinary transaction decides.
       others.push(index);
+      return;
+    }
+    if (view.writes.length === 0 && assumedAbsent.size === 0 && answers.rowRead) {
+      planned.push({ index, value });
+      unwritten++;
       return;
     }
     if (!addWrites(view.writes, assumedAbsent, answers, cache, commits)) {
@@ -112,7 +132,7 @@ export function planBatch(
     view.carryInto(answers);
     planned.push({ index, value });
   });
-  return { planned, others, stale: [...stale.values()], commits: [...commits.values()], answers };
+  return { planned, unwritten, others, stale: [...stale.values()], commits: [...commits.values()], answers };
 }
 
 /**
@@ -201,9 +221,13 @@ function plannedPage(commit: PoolCommit, cache: Answers, answers: CachedAnswers,
  * so a summary needs nothing else from it.
  */
 class CachedAnswers extends Answers {
+  /** Whether the step running read one of `rows`. */
+  rowRead = false;
+
   constructor(
     private readonly cache: Answers,
     readonly holding: PageHolding,
+    private readonly rows: ReadonlyMap<string, unknown>,
   ) {
     super();
   }
@@ -215,7 +239,7 @@ class CachedAnswers extends Answers {
   private readonly complete = new Set<string>();
 
   override has(key: string): boolean {
-    if (super.has(key)) return true;
+    if (super.has(key) || this.rows.has(key)) return true;
     if (key.startsWith("fullPages\0")) this.requireHeldPages(key.slice("fullPages\0".length));
     return this.cache.has(key) && this.shows(key);
   }
@@ -239,6 +263,10 @@ class CachedAnswers extends Answers {
 
   override get(key: string): unknown {
     if (super.has(key)) return super.get(key);
+    if (this.rows.has(key)) {
+      this.rowRead = true;
+      return this.rows.get(key);
+    }
     return this.shows(key) ? this.cache.get(key) : undefined;
   }
 

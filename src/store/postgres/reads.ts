@@ -435,6 +435,24 @@ export async function fetchAllocationsOnHost(
   return rows.map((row) => ({ vmId: row.vm_id, record: allocationOf(row) }));
 }
 
+/**
+ * The rows of the VMs `vmIds` of `pool`, as point reads answer them (absent: undefined), in one
+ * query: what a one-statement commit refused for a VM that has its address is planned again over.
+ */
+export async function fetchAllocationsOf(
+  db: Db,
+  pool: string,
+  vmIds: readonly string[],
+): Promise<Map<string, AllocationRecord | undefined>> {
+  const rows = await db<AllocationRow[]>`
+    SELECT ${allocationColumns(db)} FROM allocations WHERE pool = ${pool} AND vm_id = ANY(${db.array([...vmIds])}::text[])`;
+  const found = new Map<string, AllocationRecord | undefined>(
+    vmIds.map((vmId) => [allocationKey(pool, vmId), undefined]),
+  );
+  for (const row of rows) found.set(allocationKey(pool, row.vm_id), allocationOf(row));
+  return found;
+}
+
 /** Times are kept as timestamptz and read back as the milliseconds they were written from. */
 function allocationColumns(db: Db) {
   return db`vm_id, ip::float8 AS ip, hostname, name, host, nic,

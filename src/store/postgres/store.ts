@@ -40,6 +40,7 @@ import {
 import { DEFAULT_LEASE_S, PAGE_TAKEN_STATE, type PageClaimStats, PageClaims, PageTakenError } from "./pages.ts";
 import {
   Answers,
+  fetchAllocationsOf,
   fetchAllocationsOnHost,
   fetchRead,
   keyOf,
@@ -57,6 +58,10 @@ import { sendWrites } from "./writes.ts";
 
 /** Unique violation, serialization failure, deadlock: the step lost a race and is run again. */
 const RETRIED = new Set(["23505", "40001", "40P01"]);
+/** A VM's row that exists already: the key of `allocations` (pool, vm_id) refused another. */
+const isVmTaken = (error: unknown) =>
+  (error as { code?: string }).code === "23505" &&
+  (error as { constraint_name?: string }).constraint_name === "allocations_pkey";
 const MAX_ATTEMPTS = 20;
 /** Most write steps in one transaction (group commit). */
 const MAX_BATCH = 64;
@@ -96,6 +101,8 @@ export interface PostgresStoreOptions {
 export interface CommitFigures {
   readonly statement: number;
   readonly transaction: number;
+  /** Steps that wrote nothing, answered from rows read for their batch (repeats). */
+  readonly unwritten: number;
   /** One-statement commits refused because a page or pool had changed since it was read. */
   readonly stale: number;
 }
@@ -131,7 +138,7 @@ export class PostgresStore implements StepStore {
    */
   private readonly layoutGuesses = new LayoutCache();
   private fleetLocks: FleetLocks | undefined;
-  private readonly committed = { statement: 0, transaction: 0, stale: 0 };
+  private readonly committed = { statement: 0, transaction: 0, unwritten: 0, stale: 0 };
 
   /** The store's connections, and the connection of its claims and heartbeats (see `connect`). */
   private sql: Sql;
@@ -415,20 +422,24 @@ export class PostgresStore implements StepStore {
    * fetched and the batch planned again, a few times at most.
    */
   private async commitPlanned(batch: readonly QueuedWrite[]): Promise<readonly QueuedWrite[]> {
+    let rows: ReadonlyMap<string, unknown> | undefined;
     for (let round = 0; round < PLAN_ROUNDS; round++) {
       const plan = planBatch(
         batch.map((write) => write.step),
         this.layoutGuesses,
         this.reader.pages,
+        rows,
       );
       if (plan.stale.length > 0) {
         if (!(await this.refresh(plan.stale))) return batch;
         continue;
       }
       if (plan.planned.length === 0) return batch;
-      let committed: CommittedPage[];
+      let committed: CommittedPage[] = [];
       try {
-        committed = await this.answered((sql) => commitPlan(sql, plan.commits, this.daemon));
+        if (plan.commits.length > 0) {
+          committed = await this.answered((sql) => commitPlan(sql, plan.commits, this.daemon));
+        }
       } catch (error) {
         const lost = unavailable(error);
         if (lost) {
@@ -443,14 +454,21 @@ export class PostgresStore implements StepStore {
           this.forget(plan.commits);
           continue;
         }
-        // A VM with an address already, a page taken from this daemon (the transaction's fenced
-        // write finds which), a lost race: an ordinary transaction decides.
+        if (rows === undefined && isVmTaken(error)) {
+          // A VM with an address already (a repeat): its row is read with the others of the
+          // statement, once, and the batch planned again over them.
+          rows = await this.rowsOf(plan.commits);
+          if (rows !== undefined) continue;
+        }
+        // A page taken from this daemon (the transaction's fenced write finds which), a lost race:
+        // an ordinary transaction decides.
         if (RETRIED.has(code) || code === PAGE_TAKEN_STATE) return batch;
         for (const { index } of plan.planned) (batch[index] as QueuedWrite).reject(error);
         return plan.others.map((index) => batch[index] as QueuedWrite);
       }
       this.keepCommitted(plan, committed);
-      this.committed.statement += plan.planned.length;
+      this.committed.statement += plan.planned.length - plan.unwritten;
+      this.committed.unwritten += plan.unwritten;
       for (const { index, value } of plan.planned) (batch[index] as QueuedWrite).resolve(value);
       return plan.others.map((index) => batch[index] as QueuedWrite);
     }
@@ -467,6 +485,27 @@ export class PostgresStore implements StepStore {
     } catch {
       // An ordinary transaction meets the same failure and answers it.
       return false;
+    }
+  }
+
+  /** The rows of the VMs the commits would have inserted; undefined if the database could not be read. */
+  private async rowsOf(commits: readonly PoolCommit[]): Promise<ReadonlyMap<string, unknown> | undefined> {
+    try {
+      const found = await this.answered((sql) =>
+        Promise.all(
+          commits.map((commit) =>
+            fetchAllocationsOf(
+              sql,
+              commit.pool,
+              commit.rows.map((row) => row.vmId),
+            ),
+          ),
+        ),
+      );
+      return new Map(found.flatMap((rows) => [...rows]));
+    } catch {
+      // An ordinary transaction meets the same failure and answers it.
+      return undefined;
     }
   }
 

@@ -34,7 +34,7 @@ describe("allocations committed in one statement", () => {
     expect(await ipOf(pools, "vm-0")).toBe("10.0.0.2"); // .1 is the gateway
     const ips = await Promise.all(Array.from({ length: 30 }, (_, i) => ipOf(pools, `vm-${i + 1}`)));
     expect(new Set(ips).size).toBe(30);
-    expect(store.commitFigures()).toEqual({ statement: 30, transaction: 1, stale: 0 });
+    expect(store.commitFigures()).toEqual({ statement: 30, transaction: 1, unwritten: 0, stale: 0 });
     const [rows] = await shared.sql<{ count: number }[]>`SELECT count(*)::int AS count FROM allocations`;
     expect(rows?.count).toBe(31);
     expect((await pools.stats()).allocated).toBe(31);
@@ -61,6 +61,27 @@ describe("allocations committed in one statement", () => {
     expect(again.created).toBe(false);
     expect(again.allocation.ip).toBe(first.allocation.ip);
     expect((await pools.stats()).allocated).toBe(2);
+    await expectClean(store);
+  });
+
+  test("repeats for VMs that have their addresses are answered from one read, and the new allocations of their batch go in one statement", async () => {
+    const { store, pools } = daemon("hv1");
+    const first = new Map<string, string>();
+    for (let i = 1; i <= 5; i++) first.set(`vm-${i}`, await ipOf(pools, `vm-${i}`));
+    const before = store.commitFigures();
+    const vmIds = ["vm-1", "vm-6", "vm-2", "vm-7", "vm-3", "vm-8", "vm-4", "vm-9", "vm-5", "vm-10"];
+    const answers = await Promise.all(vmIds.map((vmId) => pools.allocate({ vmId })));
+    answers.forEach((answer, i) => {
+      const vmId = vmIds[i] as string;
+      expect(answer.created).toBe(!first.has(vmId));
+      if (first.has(vmId)) expect(formatIpv4(answer.allocation.ip)).toBe(first.get(vmId) as string);
+    });
+    expect(new Set(answers.map((answer) => answer.allocation.ip)).size).toBe(10);
+    const after = store.commitFigures();
+    expect(after.unwritten - before.unwritten).toBe(5);
+    expect(after.statement - before.statement).toBe(5);
+    expect(after.transaction).toBe(before.transaction);
+    expect((await pools.stats()).allocated).toBe(10);
     await expectClean(store);
   });
 
