@@ -74,7 +74,7 @@ export function fleetMetrics(registry: Registry, source: FleetMetricsSource): vo
   });
   new Counter({
     name: "ippool_fleet_writes_total",
-    help: "Write steps this daemon committed, by how: statement (new allocations on its own pages, one statement per batch), transaction, or none (repeats for VMs that have their address, answered from one read per batch).",
+    help: "Write steps this daemon committed, by how: statement (new allocations on its own pages, one statement per batch), transaction, or none (steps with nothing to write, repeats for VMs that have their address, answered from one read per batch).",
     labelNames: ["commit"] as const,
     registers: [registry],
     collect() {

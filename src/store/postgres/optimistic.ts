@@ -20,10 +20,10 @@
  *
  * A VM assumed to have no address that has one (a repeat: the VM was started again) fails the
  * statement. The rows of the statement's VMs are then read in one query and the batch planned
- * again over them: the repeat reads its VM's row, writes nothing and is answered with it once
- * the batch's statement is durable (it may have read a row an earlier step of the batch wrote);
- * the others go in one statement as before. A step that writes nothing on any other grounds is
- * left to an ordinary transaction.
+ * again over them: a repeat that found its VM's row there, read nothing an earlier step of the
+ * batch wrote and writes nothing is answered from that row (true when it was read, during the
+ * request), once the batch's statement is durable; the others go in one statement as before. A
+ * step that writes nothing on any other grounds is left to an ordinary transaction.
  *
  * Uniqueness still rests on the schema alone: the statement fails whole, and its steps run again
  * in an ordinary transaction, whenever a check fails.
@@ -58,10 +58,11 @@ export interface PoolCommit {
 }
 
 export interface Plan {
-  /** The steps the statement commits, by their place in the batch, with what each returns. */
-  readonly planned: readonly { readonly index: number; readonly value: unknown }[];
-  /** How many of them write nothing: repeats answered from the rows read for the plan. */
-  readonly unwritten: number;
+  /**
+   * The steps the statement commits, by their place in the batch, with what each returns; those
+   * that write nothing (`wrote` false) are repeats answered from the rows read for the plan.
+   */
+  readonly planned: readonly { readonly index: number; readonly value: unknown; readonly wrote: boolean }[];
   /** The steps left to an ordinary transaction. */
   readonly others: readonly number[];
   /** What the cache lacks, or holds too old to be checked: fetched, the batch is planned again. */
@@ -97,10 +98,9 @@ export function planBatch(
 ): Plan {
   const answers = new CachedAnswers(cache, holding, rows);
   const { stale } = answers;
-  const planned: { index: number; value: unknown }[] = [];
+  const planned: { index: number; value: unknown; wrote: boolean }[] = [];
   const others: number[] = [];
   const commits = new Map<string, PoolCommit>();
-  let unwritten = 0;
   steps.forEach((step, index) => {
     const assumedAbsent = new Set<string>();
     const view = new StepView(answers, holding, (key, read) => {
@@ -112,7 +112,7 @@ export function planBatch(
       throw UNPLANNED;
     });
     let value: unknown;
-    answers.rowRead = false;
+    answers.startStep();
     try {
       value = step(view);
     } catch {
@@ -120,9 +120,8 @@ export function planBatch(
       others.push(index);
       return;
     }
-    if (view.writes.length === 0 && assumedAbsent.size === 0 && answers.rowRead) {
-      planned.push({ index, value });
-      unwritten++;
+    if (view.writes.length === 0 && assumedAbsent.size === 0 && answers.answeredFromRows()) {
+      planned.push({ index, value, wrote: false });
       return;
     }
     if (!addWrites(view.writes, assumedAbsent, answers, cache, commits)) {
@@ -130,9 +129,9 @@ export function planBatch(
       return;
     }
     view.carryInto(answers);
-    planned.push({ index, value });
+    planned.push({ index, value, wrote: true });
   });
-  return { planned, unwritten, others, stale: [...stale.values()], commits: [...commits.values()], answers };
+  return { planned, others, stale: [...stale.values()], commits: [...commits.values()], answers };
 }
 
 /**
@@ -221,8 +220,9 @@ function plannedPage(commit: PoolCommit, cache: Answers, answers: CachedAnswers,
  * so a summary needs nothing else from it.
  */
 class CachedAnswers extends Answers {
-  /** Whether the step running read one of `rows`. */
-  rowRead = false;
+  /** Whether the step running found a VM's row in `rows`, and whether it read what an earlier step wrote. */
+  private rowFound = false;
+  private carriedRead = false;
 
   constructor(
     private readonly cache: Answers,
@@ -262,12 +262,26 @@ class CachedAnswers extends Answers {
   }
 
   override get(key: string): unknown {
-    if (super.has(key)) return super.get(key);
+    if (super.has(key)) {
+      this.carriedRead = true;
+      return super.get(key);
+    }
     if (this.rows.has(key)) {
-      this.rowRead = true;
-      return this.rows.get(key);
+      const row = this.rows.get(key);
+      if (row !== undefined) this.rowFound = true;
+      return row;
     }
     return this.shows(key) ? this.cache.get(key) : undefined;
+  }
+
+  startStep(): void {
+    this.rowFound = false;
+    this.carriedRead = false;
+  }
+
+  /** Whether the step's answer rests on a row read for the plan, not on the batch's own writes. */
+  answeredFromRows(): boolean {
+    return this.rowFound && !this.carriedRead;
   }
 
   /** Whether fetching `read` into the cache would let a step be planned. */

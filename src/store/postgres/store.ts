@@ -58,6 +58,20 @@ import { sendWrites } from "./writes.ts";
 
 /** Unique violation, serialization failure, deadlock: the step lost a race and is run again. */
 const RETRIED = new Set(["23505", "40001", "40P01"]);
+/** The rows of the VMs the commits would have inserted, absent ones undefined. */
+async function rowsOf(sql: Sql, commits: readonly PoolCommit[]): Promise<ReadonlyMap<string, unknown>> {
+  const found = await Promise.all(
+    commits.map((commit) =>
+      fetchAllocationsOf(
+        sql,
+        commit.pool,
+        commit.rows.map((row) => row.vmId),
+      ),
+    ),
+  );
+  return new Map(found.flatMap((rows) => [...rows]));
+}
+
 /** A VM's row that exists already: the key of `allocations` (pool, vm_id) refused another. */
 const isVmTaken = (error: unknown) =>
   (error as { code?: string }).code === "23505" &&
@@ -435,16 +449,22 @@ export class PostgresStore implements StepStore {
         continue;
       }
       if (plan.planned.length === 0) return batch;
+      const written = plan.planned.filter((step) => step.wrote);
+      const unwritten = plan.planned.filter((step) => !step.wrote);
       let committed: CommittedPage[] = [];
       try {
         if (plan.commits.length > 0) {
           committed = await this.answered((sql) => commitPlan(sql, plan.commits, this.daemon));
         }
       } catch (error) {
+        // Repeats answered from rows were not in the statement: its failure is not theirs.
+        const leftOver = [...plan.others, ...unwritten.map(({ index }) => index)].map(
+          (index) => batch[index] as QueuedWrite,
+        );
         const lost = unavailable(error);
         if (lost) {
-          for (const { index } of plan.planned) (batch[index] as QueuedWrite).reject(lost);
-          return plan.others.map((index) => batch[index] as QueuedWrite);
+          for (const { index } of written) (batch[index] as QueuedWrite).reject(lost);
+          return leftOver;
         }
         const code = (error as { code?: string }).code ?? "";
         if (code === PLAN_STALE_STATE) {
@@ -457,18 +477,26 @@ export class PostgresStore implements StepStore {
         if (rows === undefined && isVmTaken(error)) {
           // A VM with an address already (a repeat): its row is read with the others of the
           // statement, once, and the batch planned again over them.
-          rows = await this.rowsOf(plan.commits);
-          if (rows !== undefined) continue;
+          try {
+            rows = await this.answered((sql) => rowsOf(sql, plan.commits));
+            continue;
+          } catch (readError) {
+            const lostRead = unavailable(readError);
+            if (lostRead) {
+              for (const { index } of written) (batch[index] as QueuedWrite).reject(lostRead);
+              return leftOver;
+            }
+          }
         }
         // A page taken from this daemon (the transaction's fenced write finds which), a lost race:
         // an ordinary transaction decides.
         if (RETRIED.has(code) || code === PAGE_TAKEN_STATE) return batch;
-        for (const { index } of plan.planned) (batch[index] as QueuedWrite).reject(error);
-        return plan.others.map((index) => batch[index] as QueuedWrite);
+        for (const { index } of written) (batch[index] as QueuedWrite).reject(error);
+        return leftOver;
       }
       this.keepCommitted(plan, committed);
-      this.committed.statement += plan.planned.length - plan.unwritten;
-      this.committed.unwritten += plan.unwritten;
+      this.committed.statement += written.length;
+      this.committed.unwritten += unwritten.length;
       for (const { index, value } of plan.planned) (batch[index] as QueuedWrite).resolve(value);
       return plan.others.map((index) => batch[index] as QueuedWrite);
     }
@@ -485,27 +513,6 @@ export class PostgresStore implements StepStore {
     } catch {
       // An ordinary transaction meets the same failure and answers it.
       return false;
-    }
-  }
-
-  /** The rows of the VMs the commits would have inserted; undefined if the database could not be read. */
-  private async rowsOf(commits: readonly PoolCommit[]): Promise<ReadonlyMap<string, unknown> | undefined> {
-    try {
-      const found = await this.answered((sql) =>
-        Promise.all(
-          commits.map((commit) =>
-            fetchAllocationsOf(
-              sql,
-              commit.pool,
-              commit.rows.map((row) => row.vmId),
-            ),
-          ),
-        ),
-      );
-      return new Map(found.flatMap((rows) => [...rows]));
-    } catch {
-      // An ordinary transaction meets the same failure and answers it.
-      return undefined;
     }
   }
 

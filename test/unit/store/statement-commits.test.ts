@@ -85,6 +85,29 @@ describe("allocations committed in one statement", () => {
     await expectClean(store);
   });
 
+  test("a repeat and a release of one VM in one batch end as one order of the two would: released after, or allocated anew", async () => {
+    const { store, pools } = daemon("hv1");
+    const old = await ipOf(pools, "vm-1");
+    await ipOf(pools, "vm-2");
+    const [released, again, fresh] = await Promise.all([
+      pools.allocate({ vmId: "vm-2" }), // alone in the first batch: the next one gathers behind it
+      pools.release("vm-1"),
+      pools.allocate({ vmId: "vm-1" }),
+      pools.allocate({ vmId: "vm-3" }),
+    ]).then(([, release, repeat, other]) => [release, repeat, other] as const);
+    expect(released.map((allocation) => formatIpv4(allocation.ip))).toEqual([old]);
+    const held = await store.read((view) => view.getAllocation("lab", "vm-1"));
+    if (again.created) expect(held?.ip).toBe(again.allocation.ip);
+    else {
+      // Answered before the release: the address it had, released since.
+      expect(formatIpv4(again.allocation.ip)).toBe(old);
+      expect(held).toBeUndefined();
+    }
+    expect(fresh.created).toBe(true);
+    expect((await pools.stats()).allocated).toBe(held === undefined ? 2 : 3);
+    await expectClean(store);
+  });
+
   test("a repeat in the same batch as the VM's first allocation is answered with the address it gets", async () => {
     const { store, pools } = daemon("hv1");
     await ipOf(pools, "vm-0");
