@@ -66,8 +66,8 @@ export class FleetLocks implements EipLocks {
   private renew(silent: Sql): void {
     if (silent !== this.sql) return;
     this.sql = this.open();
+    // Closed when its last scope leaves: the scope renewing it is one of them.
     this.retired.add(silent);
-    this.closeIfDone(silent);
   }
 
   private enter(sql: Sql): void {

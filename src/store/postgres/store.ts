@@ -58,6 +58,29 @@ import { sendWrites } from "./writes.ts";
 
 /** Unique violation, serialization failure, deadlock: the step lost a race and is run again. */
 const RETRIED = new Set(["23505", "40001", "40P01"]);
+const MAX_ATTEMPTS = 20;
+/** Most write steps in one transaction (group commit). */
+const MAX_BATCH = 64;
+/** The longest a small batch waits for company under load (`gather`), and how many writes are company enough. */
+const GATHER_MS = 1;
+const GATHER_ENOUGH = 16;
+/** Plans of a batch (optimistic.ts), each after fetching what the last one lacked, before it goes to a transaction. */
+const PLAN_ROUNDS = 4;
+/** Rounds of fetching for a batch's steps together before they run in turn. */
+const PREFETCH_ROUNDS = 3;
+
+/**
+ * A step that has asked for this many rows of one kind (of one pool), one at a time, gets all of
+ * them at once instead (a consistency check, a bulk release: one query, not thousands). A write
+ * step then holds all of them locked, as it would have one by one.
+ */
+const POINT_READS_BEFORE_WHOLE_KIND = 16;
+
+/** Connections each daemon keeps: steps wait for one (a write step holds one until it commits). */
+const CONNECTIONS = 10;
+/** A database that does not answer a connection within this is out of reach (503), not waited for. */
+const CONNECT_TIMEOUT_S = 5;
+
 /** The rows of the VMs the commits would have inserted, absent ones undefined. */
 async function rowsOf(sql: Sql, commits: readonly PoolCommit[]): Promise<ReadonlyMap<string, unknown>> {
   const found = await Promise.all(
@@ -76,27 +99,6 @@ async function rowsOf(sql: Sql, commits: readonly PoolCommit[]): Promise<Readonl
 const isVmTaken = (error: unknown) =>
   (error as { code?: string }).code === "23505" &&
   (error as { constraint_name?: string }).constraint_name === "allocations_pkey";
-const MAX_ATTEMPTS = 20;
-/** Most write steps in one transaction (group commit). */
-const MAX_BATCH = 64;
-/** The longest a small batch waits for company under load (`gather`), and how many writes are company enough. */
-const GATHER_MS = 1;
-const GATHER_ENOUGH = 16;
-/** Plans of a batch (optimistic.ts), each after fetching what the last one lacked, before it goes to a transaction. */
-const PLAN_ROUNDS = 4;
-/** Rounds of fetching for a batch's steps together before they run in turn. */
-const PREFETCH_ROUNDS = 3;
-/**
- * A step that has asked for this many rows of one kind (of one pool), one at a time, gets all of
- * them at once instead (a consistency check, a bulk release: one query, not thousands). A write
- * step then holds all of them locked, as it would have one by one.
- */
-const POINT_READS_BEFORE_WHOLE_KIND = 16;
-
-/** Connections each daemon keeps: steps wait for one (a write step holds one until it commits). */
-const CONNECTIONS = 10;
-/** A database that does not answer a connection within this is out of reach (503), not waited for. */
-const CONNECT_TIMEOUT_S = 5;
 
 export interface PostgresStoreOptions {
   /** This daemon's identity in the fleet: its counts, cursors and pages are kept under it. */
@@ -457,15 +459,14 @@ export class PostgresStore implements StepStore {
           committed = await this.answered((sql) => commitPlan(sql, plan.commits, this.daemon));
         }
       } catch (error) {
-        // Repeats answered from rows were not in the statement: its failure is not theirs.
-        const leftOver = [...plan.others, ...unwritten.map(({ index }) => index)].map(
-          (index) => batch[index] as QueuedWrite,
-        );
+        // Refuses the statement's steps; the repeats answered from rows were not in it, and its
+        // failure is not theirs: they go to the transaction with the rest.
+        const refuse = (reason: unknown) => {
+          for (const { index } of written) (batch[index] as QueuedWrite).reject(reason);
+          return [...plan.others, ...unwritten.map(({ index }) => index)].map((index) => batch[index] as QueuedWrite);
+        };
         const lost = unavailable(error);
-        if (lost) {
-          for (const { index } of written) (batch[index] as QueuedWrite).reject(lost);
-          return leftOver;
-        }
+        if (lost) return refuse(lost);
         const code = (error as { code?: string }).code ?? "";
         if (code === PLAN_STALE_STATE) {
           this.committed.stale++;
@@ -482,17 +483,13 @@ export class PostgresStore implements StepStore {
             continue;
           } catch (readError) {
             const lostRead = unavailable(readError);
-            if (lostRead) {
-              for (const { index } of written) (batch[index] as QueuedWrite).reject(lostRead);
-              return leftOver;
-            }
+            if (lostRead) return refuse(lostRead);
           }
         }
         // A page taken from this daemon (the transaction's fenced write finds which), a lost race:
         // an ordinary transaction decides.
         if (RETRIED.has(code) || code === PAGE_TAKEN_STATE) return batch;
-        for (const { index } of written) (batch[index] as QueuedWrite).reject(error);
-        return leftOver;
+        return refuse(error);
       }
       this.keepCommitted(plan, committed);
       this.committed.statement += written.length;

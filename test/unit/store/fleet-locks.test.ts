@@ -25,9 +25,14 @@ afterEach(async () => {
   for (const locks of opened.splice(0)) await locks.close();
 });
 
-/** A daemon's locks: its own connections, as another process has. */
-function daemon(lockS?: number, silenceS?: number): FleetLocks {
-  const locks = new FleetLocks(cluster.url, {
+/**
+ * A daemon's locks: its own connections, as another process has; through `relay` if given
+ * (silenced, the connections open at that moment hang, as those to a primary whose machine lost
+ * power do; new ones reach the server, as they reach the promoted standby).
+ */
+function daemon(lockS?: number, silenceS?: number, relay?: Relay): FleetLocks {
+  const url = relay === undefined ? cluster.url : cluster.url.replace(`:${cluster.port}/`, `:${relay.port}/`);
+  const locks = new FleetLocks(url, {
     connectS: 5,
     ...(lockS === undefined ? {} : { lockS }),
     ...(silenceS === undefined ? {} : { silenceS }),
@@ -42,6 +47,18 @@ const outcome = (scope: Promise<unknown>) =>
     () => "done",
     (error: AppError) => error.code,
   );
+
+/** A scope on `key` that has taken its lock and holds it until `release` is called; `holding` settles after. */
+async function heldScope(locks: FleetLocks, key: string): Promise<{ release: () => void; holding: Promise<void> }> {
+  const held = Promise.withResolvers<void>();
+  let entered = false;
+  const holding = locks.run([key], async () => {
+    entered = true;
+    await held.promise;
+  });
+  await until(() => entered, 5000);
+  return { release: () => held.resolve(), holding };
+}
 
 /** Resolves when `condition` holds, or after `ms` (whichever first). */
 async function until(condition: () => boolean, ms: number): Promise<void> {
@@ -69,16 +86,7 @@ test("two daemons' scopes on one key never overlap; on different keys they run a
 
 test("a lock another daemon holds past the timeout answers LOCK_TIMEOUT, and the change never runs", async () => {
   const [holder, waiter] = [daemon(), daemon(1)];
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  let entered = false;
-  const holding = holder.run(["host:hv1"], async () => {
-    entered = true;
-    await held;
-  });
-  await until(() => entered, 5000);
+  const { release, holding } = await heldScope(holder, "host:hv1");
   let ran = false;
   const refused = await waiter
     .run(["eip:x", "host:hv1"], async () => {
@@ -175,25 +183,10 @@ test("with the database not answering, a scope answers 503 STORE_UNAVAILABLE aft
   expect(ran).toBe(false);
 });
 
-/**
- * A daemon's locks reaching the database through `relay`: silenced, the connections open at that
- * moment hang, as those to a primary whose machine lost power do; new ones reach the server, as
- * they reach the promoted standby.
- */
-function relayed(relay: Relay, lockS: number, silenceS: number): FleetLocks {
-  const locks = new FleetLocks(cluster.url.replace(`:${cluster.port}/`, `:${relay.port}/`), {
-    connectS: 5,
-    lockS,
-    silenceS,
-  });
-  opened.push(locks);
-  return locks;
-}
-
 test("after a scope is given up on, the next runs on new connections, not on those the silent server left open", async () => {
   const relay = await startRelay(cluster.port);
   try {
-    const locks = relayed(relay, 1, 3);
+    const locks = daemon(1, 3, relay);
     // Three connections opened and left idle, as a daemon's pool has them after some moves.
     await Promise.all(["a", "b", "c"].map((key) => locks.run([`eip:${key}`], () => Bun.sleep(100))));
     relay.silence();
@@ -211,19 +204,10 @@ test("after a scope is given up on, the next runs on new connections, not on tho
 test("a scope on a sound connection when another went silent keeps its lock to its end, however long", async () => {
   const relay = await startRelay(cluster.port);
   try {
-    const locks = relayed(relay, 1, 2);
+    const locks = daemon(1, 2, relay);
     const rival = daemon(1);
     await locks.run(["eip:warm"], async () => {}); // connection 0, idle again
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    let entered = false;
-    const holding = locks.run(["eip:held"], async () => {
-      entered = true;
-      await held;
-    }); // takes the idle connection 0
-    await until(() => entered, 5000);
+    const { release, holding } = await heldScope(locks, "eip:held"); // takes the idle connection 0
     await locks.run(["eip:other"], async () => {}); // connection 1, idle again
     relay.silence([1]);
     // The next scope takes the silent connection, is given up on, and the connections are replaced.
